@@ -1,0 +1,1 @@
+"""Readers of third-party checkpoints (local files only)."""

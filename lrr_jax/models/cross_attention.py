@@ -1,0 +1,77 @@
+"""Top-down cross-attention: text hidden states query the video's grid tokens.
+
+A gated block (Flamingo style) inserted after chosen decoder layers. Both residual branches are scaled by
+tanh(gate) with gates initialised at zero, so that at initialisation the LRR model computes exactly the
+pretrained LM. The frame-visibility mask lets a text token read only the frames up to its `frame_index`.
+"""
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lrr_jax.models import layers
+
+Array = jax.Array
+
+
+class VisualMemory(NamedTuple):
+  """The video as the decoder sees it, flattened over frames.
+
+  tokens: [B, M, Dv] grid tokens of all frames (M = T * h * w), frame-major.
+  frame_index: int[B, M] index along T of the frame each token comes from.
+  segment_ids: int[B, M] packed example each token belongs to (0 = padding frame).
+  """
+  tokens: Array
+  frame_index: Array
+  segment_ids: Array
+
+
+def frame_visibility_mask(text_frame_index: Array, text_segment_ids: Array, visual_frame_index: Array,
+                          visual_segment_ids: Array) -> Array:
+  """bool[B, 1, S, M]: text token s may read visual token m.
+
+  A text token reads the frames of its own packed example up to and including `text_frame_index`
+  (-1: no frame yet). Frame indices count along the packed row's frame axis.
+  """
+  same_example = text_segment_ids[:, :, None] == visual_segment_ids[:, None, :]
+  visible = visual_frame_index[:, None, :] <= text_frame_index[:, :, None]
+  return (same_example & visible & (text_segment_ids[:, :, None] > 0))[:, None]
+
+
+class GatedCrossAttention(nn.Module):
+  """x + tanh(a) * CrossAttn(LN(x), visual); x + tanh(f) * FFN(LN(x)). Gates a, f start at zero."""
+  hidden_size: int
+  num_heads: int
+  ffn_dim: int
+  activation: str = "relu"
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    self.attention_norm = layers.layer_norm(name="attention_norm", **kwargs)
+    self.attention = layers.MultiHeadAttention(
+        num_heads=self.num_heads, head_dim=self.hidden_size // self.num_heads, out_features=self.hidden_size,
+        dropout_rate=self.dropout_rate, name="attention", **kwargs)
+    self.ffn_norm = layers.layer_norm(name="ffn_norm", **kwargs)
+    self.ffn = layers.FeedForward(self.ffn_dim, self.hidden_size, self.activation, name="ffn", **kwargs)
+    gate_init = layers.partitioned(nn.initializers.zeros_init(), ())
+    self.attention_gate = self.param("attention_gate", gate_init, (), self.param_dtype)
+    self.ffn_gate = self.param("ffn_gate", gate_init, (), self.param_dtype)
+
+  def visual_keys_values(self, visual_tokens: Array) -> tuple[Array, Array]:
+    """Project the video once; the result can be cached for all decoding steps."""
+    return self.attention.keys_values(visual_tokens)
+
+  def __call__(self, hidden: Array, visual_keys: Array, visual_values: Array, mask: Array,
+               deterministic: bool = True) -> Array:
+    """hidden: [B, S, E]; visual_keys/values: [B, M, H, D]; mask: bool[B, 1, S, M]."""
+    query = self.attention.queries(self.attention_norm(hidden))
+    attended = self.attention.attend(query, visual_keys, visual_values, mask, deterministic)
+    # Tokens that may see no frame read nothing (not the uniform average a fully masked row yields).
+    sees_any_frame = jnp.any(mask, axis=(1, 3))[..., None]
+    attended = jnp.where(sees_any_frame, attended, 0.0)
+    hidden = hidden + jnp.tanh(self.attention_gate).astype(self.dtype) * attended
+    return hidden + jnp.tanh(self.ffn_gate).astype(self.dtype) * self.ffn(self.ffn_norm(hidden))

@@ -1,0 +1,254 @@
+"""The OPT decoder exactly as OPT defines it, with top-down cross-attention blocks and a KV cache.
+
+OPT (Zhang et al., 2022) as Hugging Face's `OPTForCausalLM` computes it: learned positions offset by 2,
+pre- or post-LayerNorm layers, ReLU FFN, optional `project_in`/`project_out` (OPT-350M), output embedding
+tied to the input embedding. Gated cross-attention blocks (`cross_attention.py`) sit after the layers listed
+in `cross_attention_layers`.
+
+The KV cache is an explicit pytree (see `init_cache`) passed in and returned, so decoding stays pure.
+"""
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lrr_jax.models import cross_attention
+from lrr_jax.models import layers
+
+Array = jax.Array
+Cache = dict[str, Any]
+# OPT's learned positions start at index 2 (a fairseq legacy of its padding index 1).
+POSITION_OFFSET = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  """OPT hyper-parameters (Hugging Face names in comments) plus the cross-attention layout."""
+  vocab_size: int = 50272
+  hidden_size: int = 768
+  num_layers: int = 12  # num_hidden_layers
+  num_heads: int = 12  # num_attention_heads
+  ffn_dim: int = 3072
+  max_positions: int = 2048  # max_position_embeddings
+  word_embed_proj_dim: int = 0  # 0: same as hidden_size (no project_in/out)
+  layer_norm_before: bool = True  # do_layer_norm_before; False for OPT-350M
+  remove_final_layer_norm: bool = False  # _remove_final_layer_norm
+  enable_bias: bool = True
+  layer_norm_affine: bool = True  # layer_norm_elementwise_affine
+  activation: str = "relu"  # activation_function
+  dropout_rate: float = 0.1  # dropout
+  attention_dropout_rate: float = 0.0  # attention_dropout
+  init_std: float = 0.02
+  cross_attention_layers: tuple[int, ...] = ()  # a block after each of these decoder layers
+  cross_attention_heads: int = 0  # 0: num_heads
+  cross_attention_ffn_dim: int = 0  # 0: ffn_dim
+  dtype: str = "float32"  # compute dtype
+  param_dtype: str = "float32"
+  remat: bool = False  # rematerialise each decoder layer in the backward pass
+
+  @property
+  def embed_dim(self) -> int:
+    return self.word_embed_proj_dim or self.hidden_size
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}.")
+    bad = [i for i in self.cross_attention_layers if not 0 <= i < self.num_layers]
+    if bad:
+      raise ValueError(f"cross_attention_layers {bad} are outside [0, {self.num_layers}).")
+
+
+OPT_CONFIGS = {
+    "tiny": DecoderConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, ffn_dim=128,
+                          max_positions=256),
+    "opt-125m": DecoderConfig(),
+    "opt-350m": DecoderConfig(hidden_size=1024, num_layers=24, num_heads=16, ffn_dim=4096,
+                              word_embed_proj_dim=512, layer_norm_before=False),
+    "opt-1.3b": DecoderConfig(hidden_size=2048, num_layers=24, num_heads=32, ffn_dim=8192),
+}
+
+
+def decoder_config(name: str, **overrides: Any) -> DecoderConfig:
+  """A named OPT shape ('tiny', 'opt-125m', 'opt-350m', 'opt-1.3b') with fields overridden."""
+  if name not in OPT_CONFIGS:
+    raise ValueError(f"Unknown decoder size {name!r}; expected one of {sorted(OPT_CONFIGS)}.")
+  return dataclasses.replace(OPT_CONFIGS[name], **overrides)
+
+
+def init_cache(config: DecoderConfig, batch_size: int, max_length: int, num_visual_tokens: int = 0) -> Cache:
+  """An empty KV cache for `max_length` slots (and the projected video, if any).
+
+  segment_ids[b, slot] = 0 marks an empty or padding slot that no query attends to.
+  """
+  dtype = jnp.dtype(config.dtype)
+  kv_shape = (batch_size, max_length, config.num_heads, config.head_dim)
+  self_attention = {f"layers_{i}": {"keys": jnp.zeros(kv_shape, dtype), "values": jnp.zeros(kv_shape, dtype)}
+                    for i in range(config.num_layers)}
+  cross_heads = config.cross_attention_heads or config.num_heads
+  visual_shape = (batch_size, num_visual_tokens, cross_heads, config.hidden_size // cross_heads)
+  cross = {f"cross_attention_{i}": {"keys": jnp.zeros(visual_shape, dtype),
+                                    "values": jnp.zeros(visual_shape, dtype)}
+           for i in config.cross_attention_layers} if num_visual_tokens else {}
+  return {"self_attention": self_attention, "segment_ids": jnp.zeros((batch_size, max_length), jnp.int32),
+          "cross_attention": cross,
+          "visual_frame_index": jnp.zeros((batch_size, num_visual_tokens), jnp.int32),
+          "visual_segment_ids": jnp.zeros((batch_size, num_visual_tokens), jnp.int32)}
+
+
+def causal_segment_mask(query_slots: Array, key_slots: Array, query_segments: Array,
+                        key_segments: Array) -> Array:
+  """bool[B, 1, S, K]: causal in slot order, within the same packed example."""
+  causal = key_slots[None, None, :] <= query_slots[None, :, None]
+  same = query_segments[:, :, None] == key_segments[:, None, :]
+  return (causal & same)[:, None]
+
+
+class DecoderLayer(nn.Module):
+  """One OPT layer: self-attention and FFN, LayerNorm before (pre-LN) or after (post-LN) each."""
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, hidden: Array, mask: Array, kv_cache: Cache | None, cache_index: Array | None,
+               deterministic: bool) -> tuple[Array, Cache | None]:
+    cfg = self.config
+    kwargs = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+    kernel_init = nn.initializers.normal(cfg.init_std)
+    norm = lambda name: layers.layer_norm(name=name, affine=cfg.layer_norm_affine, **kwargs)
+    attention = layers.MultiHeadAttention(
+        cfg.num_heads, cfg.head_dim, cfg.hidden_size, use_bias=cfg.enable_bias,
+        dropout_rate=cfg.attention_dropout_rate, kernel_init=kernel_init, name="self_attn", **kwargs)
+    dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
+
+    residual = hidden
+    if cfg.layer_norm_before:
+      hidden = norm("self_attn_layer_norm")(hidden)
+    keys, values = attention.keys_values(hidden)
+    if kv_cache is not None:
+      keys = jax.lax.dynamic_update_slice_in_dim(kv_cache["keys"], keys.astype(kv_cache["keys"].dtype),
+                                                 cache_index, axis=1)
+      values = jax.lax.dynamic_update_slice_in_dim(
+          kv_cache["values"], values.astype(kv_cache["values"].dtype), cache_index, axis=1)
+      kv_cache = {"keys": keys, "values": values}
+    hidden = attention.attend(attention.queries(hidden), keys, values, mask, deterministic)
+    hidden = residual + dropout(hidden)
+    if not cfg.layer_norm_before:
+      hidden = norm("self_attn_layer_norm")(hidden)
+
+    residual = hidden
+    if cfg.layer_norm_before:
+      hidden = norm("final_layer_norm")(hidden)
+    hidden = layers.FeedForward(cfg.ffn_dim, cfg.hidden_size, cfg.activation, use_bias=cfg.enable_bias,
+                                kernel_init=kernel_init, name="mlp", **kwargs)(hidden)
+    hidden = residual + dropout(hidden)
+    if not cfg.layer_norm_before:
+      hidden = norm("final_layer_norm")(hidden)
+    hidden = nn.with_logical_constraint(hidden, ("activation_batch", "activation_length", "activation_embed"))
+    return hidden, kv_cache
+
+
+class Decoder(nn.Module):
+  """OPT embeddings, layers with interleaved gated cross-attention, tied output embedding."""
+  config: DecoderConfig
+
+  def setup(self):
+    cfg = self.config
+    kwargs = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+    init = nn.initializers.normal(cfg.init_std)
+    self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.embed_dim, embedding_init=layers.partitioned(
+        init, ("vocab", "embed")), **kwargs)
+    self.embed_positions = nn.Embed(cfg.max_positions + POSITION_OFFSET, cfg.hidden_size,
+                                    embedding_init=layers.partitioned(init, ("positions", "embed")), **kwargs)
+    if cfg.word_embed_proj_dim and cfg.word_embed_proj_dim != cfg.hidden_size:
+      self.project_in = layers.dense(cfg.hidden_size, ("word_embed", "embed"), name="project_in",
+                                     use_bias=False, kernel_init=init, **kwargs)
+      self.project_out = layers.dense(cfg.word_embed_proj_dim, ("embed", "word_embed"), name="project_out",
+                                      use_bias=False, kernel_init=init, **kwargs)
+    if cfg.layer_norm_before and not cfg.remove_final_layer_norm:
+      self.final_layer_norm = layers.layer_norm(name="final_layer_norm", affine=cfg.layer_norm_affine,
+                                                **kwargs)
+    self.embed_dropout = nn.Dropout(cfg.dropout_rate)
+    layer_cls = nn.remat(DecoderLayer, static_argnums=(5,)) if cfg.remat else DecoderLayer
+    self.layers = [layer_cls(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
+    self.cross_attention = {
+        i: cross_attention.GatedCrossAttention(
+            cfg.hidden_size, cfg.cross_attention_heads or cfg.num_heads,
+            cfg.cross_attention_ffn_dim or cfg.ffn_dim, cfg.activation, cfg.dropout_rate,
+            name=f"cross_attention_{i}", **kwargs)
+        for i in cfg.cross_attention_layers}
+
+  def __call__(self, tokens: Array, positions: Array, segment_ids: Array, *,
+               frame_index: Array | None = None,
+               visual: cross_attention.VisualMemory | None = None,
+               cache: Cache | None = None, cache_index: Array | None = None,
+               deterministic: bool = True) -> tuple[Array, Cache | None]:
+    """Logits for `tokens`, and the updated cache when decoding with one.
+
+    tokens, positions (0-based within each example), segment_ids (0 = padding), frame_index
+    (last visible frame, -1 = none): int[B, S]. visual: the encoded video, or None to reuse the video
+    projected into `cache` by an earlier call (or for text only). cache_index: first cache slot to write.
+    Returns float32 logits [B, S, vocab] and the new cache (None without one).
+    """
+    cfg = self.config
+    hidden = self.embed_tokens(tokens)
+    if cfg.word_embed_proj_dim and cfg.word_embed_proj_dim != cfg.hidden_size:
+      hidden = self.project_in(hidden)
+    hidden = hidden + self.embed_positions(positions + POSITION_OFFSET)
+    hidden = self.embed_dropout(hidden, deterministic=deterministic)
+
+    query_slots = jnp.arange(tokens.shape[1])
+    if cache is None:
+      mask = causal_segment_mask(query_slots, query_slots, segment_ids, segment_ids)
+      new_cache = None
+    else:
+      query_slots = query_slots + cache_index
+      cache_segments = jax.lax.dynamic_update_slice_in_dim(cache["segment_ids"], segment_ids, cache_index, 1)
+      mask = causal_segment_mask(query_slots, jnp.arange(cache_segments.shape[1]), segment_ids,
+                                 cache_segments)
+      new_cache = dict(cache, segment_ids=cache_segments, self_attention={})
+
+    visual_kv, new_cache = self._visual_keys_values(visual, new_cache)
+    if visual_kv is not None:
+      frame_index = jnp.full_like(tokens, -1) if frame_index is None else frame_index
+      source = visual if visual is not None else cross_attention.VisualMemory(
+          None, new_cache["visual_frame_index"], new_cache["visual_segment_ids"])
+      cross_mask = cross_attention.frame_visibility_mask(frame_index, segment_ids, source.frame_index,
+                                                         source.segment_ids)
+
+    for i, layer in enumerate(self.layers):
+      layer_cache = None if cache is None else cache["self_attention"][f"layers_{i}"]
+      hidden, layer_cache = layer(hidden, mask, layer_cache, cache_index, deterministic)
+      if new_cache is not None:
+        new_cache["self_attention"][f"layers_{i}"] = layer_cache
+      if i in self.cross_attention and visual_kv is not None:
+        hidden = self.cross_attention[i](hidden, *visual_kv[i], cross_mask, deterministic)
+
+    if cfg.layer_norm_before and not cfg.remove_final_layer_norm:
+      hidden = self.final_layer_norm(hidden)
+    if cfg.word_embed_proj_dim and cfg.word_embed_proj_dim != cfg.hidden_size:
+      hidden = self.project_out(hidden)
+    logits = self.embed_tokens.attend(hidden).astype(jnp.float32)
+    return logits, new_cache
+
+  def _visual_keys_values(self, visual: cross_attention.VisualMemory | None,
+                          cache: Cache | None) -> tuple[dict[int, tuple[Array, Array]] | None, Cache | None]:
+    """Cross-attention keys/values per block: projected from `visual` (and cached), or read from the cache."""
+    if not self.cross_attention:
+      return None, cache
+    if visual is not None:
+      visual_kv = {i: block.visual_keys_values(visual.tokens) for i, block in self.cross_attention.items()}
+      if cache is not None:
+        cache = dict(cache, visual_frame_index=visual.frame_index, visual_segment_ids=visual.segment_ids,
+                     cross_attention={f"cross_attention_{i}": {"keys": k, "values": v}
+                                      for i, (k, v) in visual_kv.items()})
+      return visual_kv, cache
+    if cache is not None and cache["cross_attention"]:
+      return {i: (cache["cross_attention"][f"cross_attention_{i}"]["keys"],
+                  cache["cross_attention"][f"cross_attention_{i}"]["values"])
+              for i in self.cross_attention}, cache
+    return None, cache

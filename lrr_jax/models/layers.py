@@ -1,0 +1,130 @@
+"""Building blocks shared by the model parts: partitioned dense/norm layers and masked multi-head attention.
+
+Logical axis names used for parameters (mapped onto mesh axes by the rules in the training config):
+`vocab`, `embed`, `positions`, `heads`, `kv`, `mlp`, `norm`, `conv_height`, `conv_width`, `conv_in`, `conv_out`.
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Array = jax.Array
+
+
+def partitioned(init: nn.initializers.Initializer, axes: Sequence[str]) -> nn.initializers.Initializer:
+  """An initializer whose parameter carries logical axis names."""
+  return nn.with_logical_partitioning(init, tuple(axes))
+
+
+def dense(features: int | tuple[int, ...], kernel_axes: Sequence[str], *, name: str, dtype: Dtype,
+          param_dtype: Dtype, use_bias: bool = True, axis: int | tuple[int, ...] = -1,
+          kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()) -> nn.DenseGeneral:
+  """A DenseGeneral whose kernel and bias carry logical axis names (bias axes = kernel's output axes)."""
+  num_in = len(axis) if isinstance(axis, tuple) else 1
+  return nn.DenseGeneral(
+      features=features, axis=axis, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name,
+      kernel_init=partitioned(kernel_init, kernel_axes),
+      bias_init=partitioned(nn.initializers.zeros_init(), kernel_axes[num_in:]))
+
+
+def layer_norm(*, name: str, dtype: Dtype, param_dtype: Dtype, affine: bool = True,
+               epsilon: float = 1e-5) -> nn.LayerNorm:
+  """LayerNorm with logically named scale and bias (OPT's epsilon by default)."""
+  return nn.LayerNorm(
+      epsilon=epsilon, use_scale=affine, use_bias=affine, dtype=dtype, param_dtype=param_dtype, name=name,
+      scale_init=partitioned(nn.initializers.ones_init(), ("norm",)),
+      bias_init=partitioned(nn.initializers.zeros_init(), ("norm",)))
+
+
+def masked_attention(query: Array, key: Array, value: Array, mask: Array | None, *,
+                     dropout_rng: Array | None = None, dropout_rate: float = 0.0) -> Array:
+  """Scaled dot-product attention with a boolean mask (True = may attend).
+
+  query: [B, Sq, H, D] (already scaled), key/value: [B, Sk, H, D], mask: bool[B, 1 or H, Sq, Sk].
+  Scores and softmax are computed in float32. A query row with nothing to attend gets uniform weights
+  (finite, never NaN); callers that need such rows to read nothing zero them afterwards.
+  """
+  scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+  if mask is not None:
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(scores, axis=-1)
+  if dropout_rng is not None and dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention with separate q/k/v/out projections (named as OPT names them).
+
+  Projections are exposed as methods so that callers can cache keys and values (decoder KV cache,
+  cross-attention over a video encoded once).
+  """
+  num_heads: int
+  head_dim: int
+  out_features: int
+  use_bias: bool = True
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+  def setup(self):
+    kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=self.use_bias,
+                  kernel_init=self.kernel_init)
+    heads = (self.num_heads, self.head_dim)
+    self.q_proj = dense(heads, ("embed", "heads", "kv"), name="q_proj", **kwargs)
+    self.k_proj = dense(heads, ("embed", "heads", "kv"), name="k_proj", **kwargs)
+    self.v_proj = dense(heads, ("embed", "heads", "kv"), name="v_proj", **kwargs)
+    self.out_proj = dense(self.out_features, ("heads", "kv", "embed"), name="out_proj", axis=(-2, -1),
+                          **kwargs)
+
+  def queries(self, inputs: Array) -> Array:
+    """[B, S, E] -> scaled queries [B, S, H, D]. OPT scales after the bias is added, as here."""
+    return self.q_proj(inputs) * (self.head_dim ** -0.5)
+
+  def keys_values(self, inputs: Array) -> tuple[Array, Array]:
+    """[B, S, E] -> keys, values [B, S, H, D]."""
+    return self.k_proj(inputs), self.v_proj(inputs)
+
+  def attend(self, query: Array, key: Array, value: Array, mask: Array | None,
+             deterministic: bool = True) -> Array:
+    """Scaled queries over keys/values -> [B, Sq, out_features]."""
+    rng = None if deterministic or self.dropout_rate == 0.0 else self.make_rng("dropout")
+    attended = masked_attention(query, key, value, mask, dropout_rng=rng, dropout_rate=self.dropout_rate)
+    return self.out_proj(attended)
+
+  def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array | None,
+               deterministic: bool = True) -> Array:
+    key, value = self.keys_values(inputs_kv)
+    return self.attend(self.queries(inputs_q), key, value, mask, deterministic)
+
+
+class FeedForward(nn.Module):
+  """fc1 -> activation -> fc2, named as OPT names them."""
+  hidden_dim: int
+  out_features: int
+  activation: str = "relu"
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=self.use_bias,
+                  kernel_init=self.kernel_init)
+    hidden = dense(self.hidden_dim, ("embed", "mlp"), name="fc1", **kwargs)(inputs)
+    hidden = activation_fn(self.activation)(hidden)
+    return dense(self.out_features, ("mlp", "embed"), name="fc2", **kwargs)(hidden)
+
+
+def activation_fn(name: str):
+  """The activation named by a config ('relu' for OPT, as in Hugging Face's ACT2FN)."""
+  functions = {"relu": jax.nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+               "gelu_new": lambda x: jax.nn.gelu(x, approximate=True), "silu": jax.nn.silu}
+  if name not in functions:
+    raise ValueError(f"Unknown activation {name!r}; expected one of {sorted(functions)}.")
+  return functions[name]

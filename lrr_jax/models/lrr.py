@@ -1,0 +1,95 @@
+"""The LRR model: two-stream video encoder + OPT decoder with top-down cross-attention.
+
+Training: `model.apply(variables, tokens, positions, segment_ids, frame_index, video)` gives logits over a
+packed sequence. Decoding: `encode_video` once, `init_cache`, then `decode` for the prompt (with `visual`,
+which projects the video into the cache) and for each new token (without it).
+
+Sequence conventions, all int32[B, S]: `positions` count from 0 within each packed example;
+`segment_ids` number the packed examples from 1 (0 = padding); `frame_index` is the last frame (along the
+row's frame axis) a token may see, -1 for none. `frame_segment_ids` int[B, T] assigns frames to examples.
+"""
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lrr_jax.models import cross_attention
+from lrr_jax.models import decoder as decoder_lib
+from lrr_jax.models import resnet
+from lrr_jax.models import video_encoder as video_lib
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class LRRConfig:
+  decoder: decoder_lib.DecoderConfig = decoder_lib.OPT_CONFIGS["opt-125m"]
+  video: video_lib.VideoEncoderConfig = video_lib.VideoEncoderConfig()
+
+
+def lrr_config(size: str, **decoder_overrides: Any) -> LRRConfig:
+  """Preset sizes: 'tiny' (tests and the CPU demo), 'opt-125m' and 'opt-1.3b' (ResNet-101, as the paper)."""
+  if size == "tiny":
+    tiny_backbone = resnet.RESNET_CONFIGS["tiny"]
+    video = video_lib.VideoEncoderConfig(
+        static_backbone=tiny_backbone, motion_backbone=dataclasses.replace(tiny_backbone, width=4),
+        width=32, num_layers=1, num_heads=2, mlp_dim=64, max_frames=16, grid_size=64)
+    dec = decoder_lib.decoder_config("tiny", cross_attention_layers=(0, 1), **decoder_overrides)
+    return LRRConfig(decoder=dec, video=video)
+  if size in ("opt-125m", "opt-1.3b"):
+    dec = decoder_lib.decoder_config(size, **decoder_overrides)
+    if not dec.cross_attention_layers:  # after every other layer, from the second
+      dec = dataclasses.replace(dec, cross_attention_layers=tuple(range(1, dec.num_layers, 2)))
+    video = video_lib.VideoEncoderConfig(width=dec.hidden_size, num_heads=dec.num_heads,
+                                         mlp_dim=4 * dec.hidden_size)
+    return LRRConfig(decoder=dec, video=video)
+  raise ValueError(f"Unknown LRR size {size!r}; expected 'tiny', 'opt-125m' or 'opt-1.3b'.")
+
+
+def visual_memory(grid_tokens: Array, frame_segment_ids: Array) -> cross_attention.VisualMemory:
+  """[B, T, N, D] encoder output -> the flat memory the cross-attention reads, with each token's frame."""
+  b, t, n, d = grid_tokens.shape
+  frame_index = jnp.broadcast_to(jnp.repeat(jnp.arange(t, dtype=jnp.int32), n)[None], (b, t * n))
+  return cross_attention.VisualMemory(grid_tokens.reshape(b, t * n, d), frame_index,
+                                      jnp.repeat(frame_segment_ids.astype(jnp.int32), n, axis=1))
+
+
+class LRRModel(nn.Module):
+  config: LRRConfig
+
+  def setup(self):
+    self.video_encoder = video_lib.VideoEncoder(self.config.video)
+    self.decoder = decoder_lib.Decoder(self.config.decoder)
+
+  def encode_video(self, video: Array, frame_segment_ids: Array | None = None,
+                   deterministic: bool = True) -> cross_attention.VisualMemory:
+    """video uint8[B, T, H, W, 3] -> the encoded video as the decoder reads it."""
+    if frame_segment_ids is None:
+      frame_segment_ids = jnp.ones(video.shape[:2], jnp.int32)
+    grid_tokens = self.video_encoder(video, frame_segment_ids, deterministic)
+    return visual_memory(grid_tokens, frame_segment_ids)
+
+  def __call__(self, tokens: Array, positions: Array, segment_ids: Array, frame_index: Array,
+               video: Array | None, frame_segment_ids: Array | None = None,
+               deterministic: bool = True) -> Array:
+    """Logits float32[B, S, vocab] over a packed sequence (teacher forcing)."""
+    visual = None if video is None else self.encode_video(video, frame_segment_ids, deterministic)
+    logits, _ = self.decoder(tokens, positions, segment_ids, frame_index=frame_index, visual=visual,
+                             deterministic=deterministic)
+    return logits
+
+  def decode(self, tokens: Array, positions: Array, segment_ids: Array, frame_index: Array,
+             cache: decoder_lib.Cache, cache_index: Array,
+             visual: cross_attention.VisualMemory | None = None) -> tuple[Array, decoder_lib.Cache]:
+    """Cached decoding: writes `tokens` at cache slots [cache_index, cache_index + S) and returns logits."""
+    return self.decoder(tokens, positions, segment_ids, frame_index=frame_index, visual=visual, cache=cache,
+                        cache_index=cache_index, deterministic=True)
+
+
+def init_cache(config: LRRConfig, batch_size: int, max_length: int,
+               visual: cross_attention.VisualMemory | None = None) -> decoder_lib.Cache:
+  """An empty KV cache sized for `max_length` tokens and the encoded video `visual` (if any)."""
+  num_visual = 0 if visual is None else visual.tokens.shape[1]
+  return decoder_lib.init_cache(config.decoder, batch_size, max_length, num_visual)

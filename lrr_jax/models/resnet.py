@@ -1,0 +1,128 @@
+"""ResNet v1.5 (stride in the 3x3 convolution) returning grid features of its last stage.
+
+LRR reads frames through a CNN's grid features rather than a pooled vector: `ResNet` returns
+float[B, h, w, C] (no global pooling), optionally projected to the LM width. BatchNorm always uses its
+running statistics (a frozen, pretrained backbone); `norm="group"` is for training from scratch.
+"""
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lrr_jax.models import layers
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetConfig:
+  """Depth and width of the backbone; the last stage's stride sets the grid (32 for the ImageNet layout)."""
+  stage_sizes: tuple[int, ...] = (3, 4, 23, 3)
+  bottleneck: bool = True
+  width: int = 64  # channels of the stem and the first stage (before the bottleneck expansion)
+  norm: str = "batch"  # "batch" (running statistics, frozen) or "group"
+  num_groups: int = 32
+  stem_pool: bool = True  # 3x3/2 max-pool after the 7x7/2 stem
+  projection_dim: int = 0  # >0: Dense from the last stage's channels to this width
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.norm not in ("batch", "group"):
+      raise ValueError(f"ResNetConfig.norm={self.norm!r}; expected 'batch' or 'group'.")
+
+  @property
+  def stride(self) -> int:
+    """Input pixels per grid cell along each side."""
+    return 2 * (2 if self.stem_pool else 1) * 2 ** (len(self.stage_sizes) - 1)
+
+  @property
+  def out_channels(self) -> int:
+    return self.projection_dim or self.width * 2 ** (len(self.stage_sizes) - 1) * (4 if self.bottleneck else 1)
+
+
+RESNET_CONFIGS = {
+    "resnet18": ResNetConfig(stage_sizes=(2, 2, 2, 2), bottleneck=False),
+    "resnet50": ResNetConfig(stage_sizes=(3, 4, 6, 3)),
+    "resnet101": ResNetConfig(stage_sizes=(3, 4, 23, 3)),
+    "tiny": ResNetConfig(stage_sizes=(1, 1), bottleneck=False, width=8, norm="group", num_groups=4,
+                         stem_pool=False),
+}
+
+
+def resnet_config(name: str, **overrides: Any) -> ResNetConfig:
+  """A named ResNet ('resnet18', 'resnet50', 'resnet101', 'tiny') with fields overridden."""
+  if name not in RESNET_CONFIGS:
+    raise ValueError(f"Unknown ResNet {name!r}; expected one of {sorted(RESNET_CONFIGS)}.")
+  return dataclasses.replace(RESNET_CONFIGS[name], **overrides)
+
+
+class ConvNorm(nn.Module):
+  """Convolution (no bias) followed by the configured normalisation."""
+  config: ResNetConfig
+  features: int
+  kernel_size: int
+  strides: int = 1
+  zero_init_norm: bool = False  # the last norm of a residual branch starts at zero
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.config
+    kwargs = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+    pad = (self.kernel_size - 1) // 2
+    x = nn.Conv(self.features, (self.kernel_size,) * 2, (self.strides,) * 2, padding=[(pad, pad)] * 2,
+                use_bias=False, name="conv", kernel_init=layers.partitioned(
+                    nn.initializers.kaiming_normal(), ("conv_height", "conv_width", "conv_in", "conv_out")),
+                **kwargs)(x)
+    scale_init = nn.initializers.zeros_init() if self.zero_init_norm else nn.initializers.ones_init()
+    norm_kwargs = dict(scale_init=layers.partitioned(scale_init, ("norm",)),
+                       bias_init=layers.partitioned(nn.initializers.zeros_init(), ("norm",)), name="norm",
+                       **kwargs)
+    if cfg.norm == "batch":
+      return nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-5, **norm_kwargs)(x)
+    return nn.GroupNorm(num_groups=min(cfg.num_groups, self.features), epsilon=1e-5, **norm_kwargs)(x)
+
+
+class ResidualBlock(nn.Module):
+  """Basic (two 3x3) or bottleneck (1x1, 3x3 with the stride, 1x1 x4) residual block."""
+  config: ResNetConfig
+  features: int
+  strides: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.config
+    if cfg.bottleneck:
+      out_features = 4 * self.features
+      y = nn.relu(ConvNorm(cfg, self.features, 1, name="conv_norm_1")(x))
+      y = nn.relu(ConvNorm(cfg, self.features, 3, self.strides, name="conv_norm_2")(y))
+      y = ConvNorm(cfg, out_features, 1, zero_init_norm=True, name="conv_norm_3")(y)
+    else:
+      out_features = self.features
+      y = nn.relu(ConvNorm(cfg, self.features, 3, self.strides, name="conv_norm_1")(x))
+      y = ConvNorm(cfg, self.features, 3, zero_init_norm=True, name="conv_norm_2")(y)
+    if x.shape[-1] != out_features or self.strides != 1:
+      x = ConvNorm(cfg, out_features, 1, self.strides, name="shortcut")(x)
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """images float[B, H, W, 3] (normalised) -> grid features float[B, H/stride, W/stride, out_channels]."""
+  config: ResNetConfig
+
+  @nn.compact
+  def __call__(self, images: Array) -> Array:
+    cfg = self.config
+    x = nn.relu(ConvNorm(cfg, cfg.width, 7, 2, name="stem")(images.astype(jnp.dtype(cfg.dtype))))
+    if cfg.stem_pool:
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    for stage, num_blocks in enumerate(cfg.stage_sizes):
+      for block in range(num_blocks):
+        strides = 2 if stage > 0 and block == 0 else 1
+        x = ResidualBlock(cfg, cfg.width * 2 ** stage, strides, name=f"stage_{stage}_block_{block}")(x)
+    if cfg.projection_dim:
+      x = layers.dense(cfg.projection_dim, ("conv_out", "embed"), name="projection",
+                       dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))(x)
+    return x

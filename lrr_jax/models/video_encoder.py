@@ -1,0 +1,146 @@
+"""The two-stream video encoder: static and motion CNN streams, fused, then spatiotemporal attention.
+
+- Static stream: each frame's ResNet grid features.
+- Motion stream: a (smaller) ResNet over frame differences at a lower resolution, resized to the static grid.
+- Fusion: concatenation and a linear map to `width`, plus spatial and temporal position embeddings.
+- Factorised attention (TimeSformer's divided space-time): per grid cell across frames (causal in time,
+  optionally only the previous `temporal_window` frames), then within each frame, then an MLP.
+
+Frames of several packed examples may share one row: `frame_segment_ids` keeps them apart (0 = padding).
+Output: float[B, T, h*w, width]. A frame's output depends only on frames at or before it.
+"""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lrr_jax.models import layers
+from lrr_jax.models import resnet
+
+Array = jax.Array
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoEncoderConfig:
+  static_backbone: resnet.ResNetConfig = resnet.RESNET_CONFIGS["resnet101"]
+  motion_backbone: resnet.ResNetConfig = resnet.RESNET_CONFIGS["resnet18"]
+  two_stream: bool = True  # False: static stream only (the paper's ablation)
+  motion_downsample: int = 2  # the motion stream sees frames at 1/motion_downsample resolution
+  width: int = 768
+  num_layers: int = 2
+  num_heads: int = 8
+  mlp_dim: int = 3072
+  temporal_window: int = 0  # attend to at most this many frames back (0: all earlier frames)
+  max_frames: int = 64
+  grid_size: int = 64  # max grid cells per frame (h * w), for the spatial position embedding
+  dropout_rate: float = 0.0
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.width % self.num_heads:
+      raise ValueError(f"VideoEncoderConfig.width={self.width} is not divisible by num_heads={self.num_heads}.")
+
+
+def normalize_frames(video: Array) -> Array:
+  """uint8 (or [0, 255] float) frames -> ImageNet-normalised float32."""
+  pixels = video.astype(jnp.float32) / 255.0
+  return (pixels - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+
+
+def frame_positions(frame_segment_ids: Array) -> Array:
+  """int[B, T]: each frame's index within its own packed example."""
+  t = jnp.arange(frame_segment_ids.shape[1])
+  starts_segment = jnp.concatenate(
+      [jnp.ones_like(frame_segment_ids[:, :1], bool), frame_segment_ids[:, 1:] != frame_segment_ids[:, :-1]], 1)
+  segment_start = jax.lax.cummax(jnp.where(starts_segment, t, 0), axis=1)
+  return t - segment_start
+
+
+def temporal_mask(frame_segment_ids: Array, window: int) -> Array:
+  """bool[B, 1, T, T]: frame q reads frame k <= q of its own example (and q - k < window if window)."""
+  t = jnp.arange(frame_segment_ids.shape[1])
+  allowed = t[None, :] <= t[:, None]
+  if window:
+    allowed &= t[:, None] - t[None, :] < window
+  same = frame_segment_ids[:, :, None] == frame_segment_ids[:, None, :]
+  return (allowed[None] & same)[:, None]
+
+
+def frame_differences(frames: Array, frame_segment_ids: Array) -> Array:
+  """frames[t] - frames[t-1] within each example; zero at an example's first frame."""
+  previous = jnp.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
+  continues = frame_positions(frame_segment_ids) > 0
+  return jnp.where(continues[:, :, None, None, None], frames - previous, 0.0)
+
+
+class SpaceTimeBlock(nn.Module):
+  """Pre-LN divided attention: temporal (per grid cell), spatial (per frame), MLP."""
+  config: VideoEncoderConfig
+
+  @nn.compact
+  def __call__(self, x: Array, time_mask: Array, deterministic: bool) -> Array:
+    cfg = self.config
+    b, t, n, d = x.shape
+    kwargs = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+    attention = lambda name: layers.MultiHeadAttention(cfg.num_heads, d // cfg.num_heads, d,
+                                                       dropout_rate=cfg.dropout_rate, name=name, **kwargs)
+    h = layers.layer_norm(name="temporal_norm", **kwargs)(x)
+    h = h.transpose(0, 2, 1, 3).reshape(b * n, t, d)
+    mask = jnp.repeat(time_mask, n, axis=0)
+    h = attention("temporal_attention")(h, h, mask, deterministic)
+    x = x + h.reshape(b, n, t, d).transpose(0, 2, 1, 3)
+
+    h = layers.layer_norm(name="spatial_norm", **kwargs)(x).reshape(b * t, n, d)
+    x = x + attention("spatial_attention")(h, h, None, deterministic).reshape(b, t, n, d)
+
+    h = layers.layer_norm(name="mlp_norm", **kwargs)(x)
+    x = x + layers.FeedForward(cfg.mlp_dim, d, "gelu", name="mlp", **kwargs)(h)
+    return nn.with_logical_constraint(x, ("activation_batch", "activation_frames", "activation_grid",
+                                          "activation_embed"))
+
+
+class VideoEncoder(nn.Module):
+  """video uint8[B, T, H, W, 3] -> grid tokens float[B, T, h*w, width]."""
+  config: VideoEncoderConfig
+
+  @nn.compact
+  def __call__(self, video: Array, frame_segment_ids: Array | None = None,
+               deterministic: bool = True) -> Array:
+    cfg = self.config
+    b, t, height, width_px, _ = video.shape
+    if frame_segment_ids is None:
+      frame_segment_ids = jnp.ones((b, t), jnp.int32)
+    kwargs = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
+    frames = normalize_frames(video)
+
+    static = resnet.ResNet(cfg.static_backbone, name="static_stream")(frames.reshape(b * t, height, width_px, 3))
+    _, gh, gw, _ = static.shape
+    streams = [static]
+    if cfg.two_stream:
+      motion = frame_differences(frames, frame_segment_ids).reshape(b * t, height, width_px, 3)
+      if cfg.motion_downsample > 1:
+        motion = nn.avg_pool(motion, (cfg.motion_downsample,) * 2, (cfg.motion_downsample,) * 2)
+      motion = resnet.ResNet(cfg.motion_backbone, name="motion_stream")(motion)
+      motion = jax.image.resize(motion, (b * t, gh, gw, motion.shape[-1]), "nearest")
+      streams.append(motion)
+    fused = jnp.concatenate([s.astype(kwargs["dtype"]) for s in streams], axis=-1)
+    x = layers.dense(cfg.width, ("conv_out", "embed"), name="fusion", **kwargs)(fused)
+    x = x.reshape(b, t, gh * gw, cfg.width)
+
+    if gh * gw > cfg.grid_size or t > cfg.max_frames:
+      raise ValueError(f"Video of {t} frames with a {gh}x{gw} grid exceeds VideoEncoderConfig max_frames="
+                       f"{cfg.max_frames} / grid_size={cfg.grid_size}.")
+    embed_init = layers.partitioned(nn.initializers.normal(0.02), ("positions", "embed"))
+    spatial = self.param("spatial_position", embed_init, (cfg.grid_size, cfg.width), kwargs["param_dtype"])
+    temporal = self.param("temporal_position", embed_init, (cfg.max_frames, cfg.width), kwargs["param_dtype"])
+    x = x + spatial[None, None, :gh * gw] + temporal[frame_positions(frame_segment_ids)][:, :, None]
+    x = x.astype(kwargs["dtype"])
+
+    time_mask = temporal_mask(frame_segment_ids, cfg.temporal_window)
+    for i in range(cfg.num_layers):
+      x = SpaceTimeBlock(cfg, name=f"block_{i}")(x, time_mask, deterministic)
+    return layers.layer_norm(name="output_norm", **kwargs)(x)

@@ -1,0 +1,32 @@
+"""lrr_jax: Look, Remember, Reason and LLaVA-o1 style structured reasoning in JAX/Flax."""
+import setuptools
+
+# Versions checked together on this stack (see README, "Versions").
+CORE = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "ml_collections>=1.1.0",
+    "clu>=0.0.12",
+    "numpy>=2.0",
+    "safetensors>=0.4",
+    "tokenizers>=0.20",
+    "tqdm",
+]
+TEST = [
+    "pytest>=8",
+    "torch==2.13.0",  # the CPU wheel; any other spec pulls CUDA builds.
+    "transformers>=5.0,<6",
+]
+BENCH = TEST + ["matplotlib"]
+
+setuptools.setup(
+    name="lrr_jax",
+    version="0.1.0",
+    description="Look, Remember, Reason video LMs and LLaVA-o1 stage-level search in JAX/Flax.",
+    packages=setuptools.find_packages(include=["lrr_jax", "lrr_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=CORE,
+    extras_require={"test": TEST, "bench": BENCH},
+)

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny random Hugging Face OPT checkpoints written with `transformers` (torch, test extra)."""
+import pathlib
+
+import numpy as np
+import pytest
+
+
+def save_tiny_hf_opt(directory: pathlib.Path, seed: int = 0, **config_kwargs):
+  """Save a tiny random `OPTForCausalLM` (every weight random, biases and norms included); return the model."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  kwargs = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, ffn_dim=48, num_attention_heads=4,
+                max_position_embeddings=40, dropout=0.0, attention_dropout=0.0, pad_token_id=1)
+  kwargs.update(config_kwargs)
+  torch.manual_seed(seed)
+  model = transformers.OPTForCausalLM(transformers.OPTConfig(**kwargs)).eval()
+  with torch.no_grad():
+    for name, param in model.named_parameters():
+      if name != "lm_head.weight":  # tied to embed_tokens
+        param.copy_(torch.randn_like(param) * (0.5 if param.ndim == 1 else 0.2)
+                    + (1.0 if "layer_norm.weight" in name else 0.0))
+  model.save_pretrained(directory)
+  return model
+
+
+def hf_logits(model, tokens: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
+  import torch  # pylint: disable=g-import-not-at-top
+  with torch.no_grad():
+    mask = None if attention_mask is None else torch.tensor(attention_mask)
+    return model(input_ids=torch.tensor(tokens), attention_mask=mask).logits.numpy()
+
+
+@pytest.fixture(scope="session", params=["pre_ln", "post_ln", "post_ln_projected", "pre_ln_projected"])
+def hf_opt(request, tmp_path_factory):
+  """(directory, torch model) for each LayerNorm placement, with and without project_in/out."""
+  variants = {
+      "pre_ln": dict(do_layer_norm_before=True),
+      "post_ln": dict(do_layer_norm_before=False),
+      "post_ln_projected": dict(do_layer_norm_before=False, word_embed_proj_dim=16),  # as OPT-350M
+      "pre_ln_projected": dict(do_layer_norm_before=True, word_embed_proj_dim=24),
+  }
+  directory = tmp_path_factory.mktemp(request.param)
+  return directory, save_tiny_hf_opt(directory, **variants[request.param])
