@@ -1,8 +1,13 @@
 """Shared fixtures: tiny random Hugging Face OPT checkpoints written with `transformers` (torch, test extra)."""
 import pathlib
 
+import jax
 import numpy as np
 import pytest
+
+# Threefry's partitionable lowering (JAX's default) compiles about 10x slower on XLA:CPU, which dominates
+# the suite's time; tests draw no sharded random numbers, so they use the classic lowering.
+jax.config.update("jax_threefry_partitionable", False)
 
 
 def save_tiny_hf_opt(directory: pathlib.Path, seed: int = 0, **config_kwargs):
@@ -32,7 +37,7 @@ def hf_logits(model, tokens: np.ndarray, attention_mask: np.ndarray | None = Non
 
 
 @pytest.fixture(scope="session", params=["pre_ln", "post_ln", "post_ln_projected", "pre_ln_projected"])
-def hf_opt(request, tmp_path_factory):
+def hf_checkpoint(request, tmp_path_factory):
   """(directory, torch model) for each LayerNorm placement, with and without project_in/out."""
   variants = {
       "pre_ln": dict(do_layer_norm_before=True),

@@ -26,29 +26,39 @@ def example_inputs(vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
       video=rng.integers(0, 256, (BATCH, FRAMES, SIZE, SIZE, 3), dtype=np.uint8))
 
 
-def pretrained_lrr(directory, **overrides):
-  """An LRR model whose decoder is the checkpoint in `directory` and whose other parts are random."""
-  decoder_config, decoder_params = hf_opt.load_hf_opt(directory, cross_attention_layers=(0, 1), **overrides)
+@pytest.fixture(scope="module")
+def pretrained(hf_checkpoint):
+  """An LRR model whose decoder is a Hugging Face checkpoint and whose other parts are random."""
+  directory, torch_model = hf_checkpoint
+  decoder_config, decoder_params = hf_opt.load_hf_opt(directory, cross_attention_layers=(0, 1))
   config = lrr.LRRConfig(decoder=decoder_config, video=lrr.lrr_config("tiny").video)
   model = lrr.LRRModel(config)
   inputs = example_inputs(decoder_config.vocab_size)
-  variables = model.init(jax.random.key(0), **inputs)
+  variables = jax.jit(model.init)(jax.random.key(0), **inputs)
   params = hf_opt.insert_pretrained(variables["params"], decoder_params)
-  return model, nn.unbox(dict(variables, params=params)), inputs
+  return torch_model, model, nn.unbox(dict(variables, params=params)), inputs
 
 
-def test_logits_match_hugging_face_with_gates_at_zero(hf_opt):
-  directory, torch_model = hf_opt
-  model, variables, inputs = pretrained_lrr(directory)
-  logits = model.apply(variables, **inputs)
+@pytest.fixture(scope="module")
+def tiny():
+  """The tiny LRR model with its gates open (the video reaches the logits), and a jitted forward pass."""
+  config = lrr.lrr_config("tiny")
+  model = lrr.LRRModel(config)
+  inputs = example_inputs(config.decoder.vocab_size)
+  variables = open_gates(jax.jit(model.init)(jax.random.key(1), **inputs))
+  return model, variables, inputs, jax.jit(model.apply)
+
+
+def test_logits_match_hugging_face_with_gates_at_zero(pretrained):
+  torch_model, model, variables, inputs = pretrained
+  logits = jax.jit(model.apply)(variables, **inputs)
   expected = hf_logits(torch_model, inputs["tokens"])
   assert logits.shape == expected.shape
   np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
 
 
-def test_cached_decoding_token_by_token_matches_hugging_face(hf_opt):
-  directory, torch_model = hf_opt
-  model, variables, inputs = pretrained_lrr(directory)
+def test_cached_decoding_token_by_token_matches_hugging_face(pretrained):
+  torch_model, model, variables, inputs = pretrained
   expected = hf_logits(torch_model, inputs["tokens"])
   visual = model.apply(variables, inputs["video"], method=lrr.LRRModel.encode_video)
   cache = lrr.init_cache(model.config, BATCH, LENGTH, visual)
@@ -64,21 +74,19 @@ def test_cached_decoding_token_by_token_matches_hugging_face(hf_opt):
     np.testing.assert_allclose(logits[:, 0], expected[:, step], atol=1e-4, rtol=0, err_msg=f"step {step}")
 
 
-def test_cached_decoding_with_open_gates_equals_full_forward():
-  config = lrr.lrr_config("tiny")
-  model = lrr.LRRModel(config)
-  inputs = example_inputs(config.decoder.vocab_size)
-  variables = open_gates(model.init(jax.random.key(1), **inputs))
-  full = model.apply(variables, **inputs)
+def test_cached_decoding_with_open_gates_equals_full_forward(tiny):
+  model, variables, inputs, forward = tiny
+  config = model.config
+  full = forward(variables, **inputs)
   visual = model.apply(variables, inputs["video"], method=lrr.LRRModel.encode_video)
   cache = lrr.init_cache(config, BATCH, LENGTH + 3, visual)
   seq = [inputs[k] for k in ("tokens", "positions", "segment_ids", "frame_index")]
-  logits, cache = model.apply(variables, *[x[:, :5] for x in seq], cache, 0, visual,
-                              method=lrr.LRRModel.decode)
+  decode = jax.jit(lambda cache, index, visual, *seq: model.apply(
+      variables, *seq, cache, index, visual, method=lrr.LRRModel.decode))
+  logits, cache = decode(cache, 0, visual, *[x[:, :5] for x in seq])
   np.testing.assert_allclose(logits, full[:, :5], atol=1e-5)
   for step in range(5, LENGTH):
-    logits, cache = model.apply(variables, *[x[:, step:step + 1] for x in seq], cache, step,
-                                method=lrr.LRRModel.decode)
+    logits, cache = decode(cache, step, None, *[x[:, step:step + 1] for x in seq])
     np.testing.assert_allclose(logits[:, 0], full[:, step], atol=1e-5)
 
 
@@ -89,28 +97,24 @@ def open_gates(variables, value: float = 1.0):
       {k: (jnp.full_like(v, value) if k[-1].endswith("_gate") else v) for k, v in flat.items()})
 
 
-@pytest.mark.parametrize("changed_frame", [0, 1, 2])
-def test_changing_a_frame_changes_only_tokens_that_may_see_it(changed_frame):
-  config = lrr.lrr_config("tiny")
-  model = lrr.LRRModel(config)
-  inputs = example_inputs(config.decoder.vocab_size)
-  variables = open_gates(model.init(jax.random.key(2), **inputs))
-  before = model.apply(variables, **inputs)
-  video = inputs["video"].copy()
-  video[:, changed_frame] = np.random.default_rng(9).integers(0, 256, video[:, changed_frame].shape)
-  after = model.apply(variables, **dict(inputs, video=video))
-  blind = inputs["frame_index"][0] < changed_frame
-  np.testing.assert_array_equal(after[:, blind], before[:, blind])
-  # The mask is not blocking everything: tokens that see the frame do change.
-  assert np.abs(after[:, ~blind] - before[:, ~blind]).max(axis=-1).min() > 1e-4
+def test_changing_a_frame_changes_only_tokens_that_may_see_it(tiny):
+  model, variables, inputs, forward = tiny
+  before = forward(variables, **inputs)
+  for changed_frame in range(FRAMES):
+    video = inputs["video"].copy()
+    video[:, changed_frame] = np.random.default_rng(9).integers(0, 256, video[:, changed_frame].shape)
+    after = forward(variables, **dict(inputs, video=video))
+    blind = inputs["frame_index"][0] < changed_frame
+    np.testing.assert_array_equal(after[:, blind], before[:, blind], err_msg=f"frame {changed_frame}")
+    # The mask is not blocking everything: tokens that see the frame do change.
+    if (~blind).any():
+      assert np.abs(after[:, ~blind] - before[:, ~blind]).max(axis=-1).min() > 1e-4
 
 
-def test_shapes_and_dtypes_at_tiny_size():
-  config = lrr.lrr_config("tiny")
-  model = lrr.LRRModel(config)
-  inputs = example_inputs(config.decoder.vocab_size)
-  variables = model.init(jax.random.key(0), **inputs)
-  logits = model.apply(variables, **inputs)
+def test_shapes_and_dtypes_at_tiny_size(tiny):
+  model, variables, inputs, forward = tiny
+  config = model.config
+  logits = forward(variables, **inputs)
   assert logits.shape == (BATCH, LENGTH, config.decoder.vocab_size) and logits.dtype == jnp.float32
   visual = model.apply(variables, inputs["video"], method=lrr.LRRModel.encode_video)
   grid = (SIZE // config.video.static_backbone.stride) ** 2
@@ -126,8 +130,8 @@ def test_bf16_forward_pass_runs_and_stays_close_to_f32():
                               motion_backbone=dataclasses.replace(f32.video.motion_backbone, dtype="bfloat16"))
   bf16 = lrr.LRRConfig(decoder=dataclasses.replace(f32.decoder, dtype="bfloat16"), video=video)
   inputs = example_inputs(f32.decoder.vocab_size)
-  variables = open_gates(lrr.LRRModel(f32).init(jax.random.key(0), **inputs))
-  reference = lrr.LRRModel(f32).apply(variables, **inputs)
+  variables = open_gates(jax.jit(lrr.LRRModel(f32).init)(jax.random.key(0), **inputs))
+  reference = jax.jit(lrr.LRRModel(f32).apply)(variables, **inputs)
   logits = jax.jit(lrr.LRRModel(bf16).apply)(variables, **inputs)
   assert logits.dtype == jnp.float32 and np.isfinite(logits).all()
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))  # f32 master weights
