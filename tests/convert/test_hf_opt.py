@@ -1,0 +1,111 @@
+"""Loading local Hugging Face OPT checkpoints: every layout we read, and clear errors for bad ones."""
+import json
+import shutil
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrr_jax.convert import hf_opt
+from lrr_jax.models import decoder as decoder_lib
+from tests.conftest import save_tiny_hf_opt
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  directory = tmp_path_factory.mktemp("opt")
+  return directory, save_tiny_hf_opt(directory, do_layer_norm_before=False, word_embed_proj_dim=16)
+
+
+def assert_same_params(a, b):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x, np.float32), y, atol=1e-6), a, b)
+
+
+def test_config_is_read_from_config_json(checkpoint):
+  directory, torch_model = checkpoint
+  config = hf_opt.read_config(directory, cross_attention_layers=(1,))
+  hf = torch_model.config
+  assert (config.vocab_size, config.hidden_size, config.num_layers, config.num_heads, config.ffn_dim,
+          config.max_positions, config.word_embed_proj_dim) == (
+              hf.vocab_size, hf.hidden_size, hf.num_hidden_layers, hf.num_attention_heads, hf.ffn_dim,
+              hf.max_position_embeddings, hf.word_embed_proj_dim)
+  assert config.layer_norm_before is False and config.cross_attention_layers == (1,)
+
+
+def test_pytorch_bin_and_sharded_safetensors_give_the_same_params(checkpoint, tmp_path):
+  import torch  # pylint: disable=g-import-not-at-top
+  directory, torch_model = checkpoint
+  _, reference = hf_opt.load_hf_opt(directory)
+  as_bin = tmp_path / "bin"
+  as_bin.mkdir()
+  shutil.copy(directory / "config.json", as_bin)
+  torch.save(torch_model.state_dict(), as_bin / "pytorch_model.bin")
+  assert_same_params(hf_opt.load_hf_opt(as_bin)[1], reference)
+
+  sharded = tmp_path / "sharded"
+  torch_model.save_pretrained(sharded, max_shard_size="20KB")
+  assert (sharded / "model.safetensors.index.json").is_file()
+  assert_same_params(hf_opt.load_hf_opt(sharded)[1], reference)
+
+
+def test_bfloat16_safetensors_are_read(checkpoint, tmp_path):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  bf16_model = transformers.OPTForCausalLM.from_pretrained(checkpoint[0], dtype=torch.bfloat16)
+  bf16_model.save_pretrained(tmp_path)
+  _, params = hf_opt.load_hf_opt(tmp_path)
+  expected = bf16_model.model.decoder.embed_tokens.weight.detach().float().numpy()
+  np.testing.assert_array_equal(params["embed_tokens"]["embedding"], expected)
+
+
+def test_params_load_in_the_configured_param_dtype(checkpoint):
+  _, params = hf_opt.load_hf_opt(checkpoint[0], param_dtype="bfloat16")
+  assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params))
+
+
+def test_missing_directory_or_weights(tmp_path):
+  with pytest.raises(hf_opt.CheckpointError, match="No config.json"):
+    hf_opt.load_hf_opt(tmp_path / "nowhere")
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "opt"}))
+  with pytest.raises(hf_opt.CheckpointError, match="No weights in"):
+    hf_opt.load_hf_opt(tmp_path)
+
+
+def test_non_opt_config(checkpoint, tmp_path):
+  shutil.copytree(checkpoint[0], tmp_path / "gpt2")
+  config = json.loads((tmp_path / "gpt2" / "config.json").read_text())
+  (tmp_path / "gpt2" / "config.json").write_text(json.dumps(dict(config, model_type="gpt2")))
+  with pytest.raises(hf_opt.CheckpointError, match="model_type='gpt2'"):
+    hf_opt.load_hf_opt(tmp_path / "gpt2")
+
+
+def test_weights_that_disagree_with_config_json(checkpoint, tmp_path):
+  shutil.copytree(checkpoint[0], tmp_path / "bad")
+  config = json.loads((tmp_path / "bad" / "config.json").read_text())
+  (tmp_path / "bad" / "config.json").write_text(json.dumps(dict(config, ffn_dim=64)))
+  with pytest.raises(hf_opt.CheckpointError, match=r"layers.0.fc1.weight has shape \(48, 32\).*\(64, 32\)"):
+    hf_opt.load_hf_opt(tmp_path / "bad")
+
+
+def test_truncated_safetensors_names_the_file(checkpoint, tmp_path):
+  shutil.copytree(checkpoint[0], tmp_path / "cut")
+  weights = tmp_path / "cut" / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[:-100])
+  with pytest.raises(hf_opt.CheckpointError, match="model.safetensors is truncated"):
+    hf_opt.load_hf_opt(tmp_path / "cut")
+
+
+def test_insert_pretrained_keeps_boxes_and_rejects_other_shapes(checkpoint):
+  config, pretrained = hf_opt.load_hf_opt(checkpoint[0])
+  tokens = jnp.ones((1, 4), jnp.int32)
+  boxed = decoder_lib.Decoder(config).init(jax.random.key(0), tokens, tokens, tokens)["params"]
+  merged = hf_opt.insert_pretrained({"decoder": boxed}, pretrained)
+  assert isinstance(merged["decoder"]["embed_tokens"]["embedding"], nn.Partitioned)
+  assert_same_params(nn.unbox(merged)["decoder"], pretrained)
+
+  wider = decoder_lib.Decoder(decoder_lib.decoder_config("tiny")).init(jax.random.key(0), tokens, tokens,
+                                                                        tokens)["params"]
+  with pytest.raises(hf_opt.CheckpointError, match="decoder/embed_tokens/embedding: the checkpoint has shape"):
+    hf_opt.insert_pretrained({"decoder": wider}, pretrained)
