@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lrr_jax.convert import hf_opt
 from lrr_jax.models import decoder as decoder_lib
@@ -101,3 +102,21 @@ def test_every_parameter_has_logical_axis_names_of_its_rank():
     assert len(leaf.names) == leaf.value.ndim, leaf
   names = {name for leaf in leaves for name in leaf.names}
   assert {"vocab", "embed", "heads", "kv", "mlp", "conv_out"} <= names
+
+
+@pytest.mark.parametrize("name,hf_kwargs", [
+    ("opt-125m", dict()),
+    ("opt-350m", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, ffn_dim=4096,
+                      word_embed_proj_dim=512, do_layer_norm_before=False)),
+    ("opt-1.3b", dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=32, ffn_dim=8192,
+                      word_embed_proj_dim=2048)),
+])
+def test_named_sizes_have_hugging_face_parameter_counts(name, hf_kwargs):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  with torch.device("meta"):  # shapes only
+    hf_count = transformers.OPTForCausalLM(transformers.OPTConfig(**hf_kwargs)).num_parameters()
+  tokens = jnp.ones((1, 4), jnp.int32)
+  shapes = jax.eval_shape(decoder_lib.Decoder(decoder_lib.decoder_config(name)).init, jax.random.key(0),
+                          tokens, tokens, tokens)
+  assert sum(x.size for x in jax.tree.leaves(nn.unbox(shapes))) == hf_count
