@@ -1,0 +1,1 @@
+"""Files -> batches: generated worlds, rationales, tokenizer, pipelines."""
