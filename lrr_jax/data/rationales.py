@@ -1,7 +1,9 @@
 """LRR rationales with surrogate tasks, written in LLaVA-o1's four stages, and their parser.
 
 A rationale is a list of `Segment`s, each carrying the index of the frame it speaks about, so that the model's
-frame-visibility mask lets a token about frame t see frames <= t only. Surrogate tasks in language:
+frame-visibility mask lets a token about frame t see frames <= t only. Text about frame t starts with the
+marker `frame t:` (one token, see `tokenizer.py`), so generation can follow the same rule: a token sees the
+frames up to the last marker before it, and every frame from `<CONCLUSION>` on. Surrogate tasks in language:
 detection (`<detect>`: objects and their grid cells), re-identification (`<reid>`: which object is which
 across frames, e.g. the cone that now covers the snitch) and tracking (`<track>`: the snitch's cell, or its
 container's, frame by frame).
@@ -47,10 +49,10 @@ def staged(stages: list[tuple[str, list[Segment]]], variant: str, answer_segment
   out = []
   for name, segments in stages:
     first, last = segments[0].frame_index, segments[-1].frame_index
-    if variant != "no_tags":
-      out.append(Segment(f"<{name}>", first))
+    if variant != "no_tags":  # an opening tag still sees what the text before it saw (CONCLUSION: all)
+      out.append(Segment(f"<{name}>", first if name == "CONCLUSION" or not out else out[-1].frame_index))
     out.extend(segments)
-    out.append(Segment(f"</{name}>" if variant != "no_tags" else " ", last))
+    out.append(Segment(f"</{name}>" if variant != "no_tags" else " ", out[-1].frame_index))
   return out
 
 
@@ -72,15 +74,16 @@ def cater_answer(label: int) -> str:
 def cater_example(video: cater.CaterVideos, n: int, variant: str = "full") -> Example:
   """Question, rationale and answer for video n of a batch: where is the snitch at the end?"""
   last = video.cell.shape[1] - 1
-  question = [Segment("Where is the snitch at the end of the video?", 0)]
+  # Answering directly, the model has watched the whole video; with a rationale it looks step by step.
+  question = [Segment("Where is the snitch at the end of the video?", last if variant == "direct" else 0)]
   answer = cater_answer(int(video.label[n]))
   summary = [Segment("Find the snitch's final cell: detect the objects, track the snitch and any cone over it.",
                      0)]
   if variant == "no_surrogate":
     caption = [Segment(f"There are {video.shape.shape[1]} objects on a 6x6 grid.", 0)]
-    reasoning = [Segment("The snitch may move or be covered; its final place gives the answer.", last)]
+    reasoning = [Segment("The snitch may move or be covered; its final place gives the answer.", 0)]
   else:
-    caption = [Segment("<detect> frame 0: " + "; ".join(
+    caption = [Segment("frame 0: <detect> " + "; ".join(
         f"{_name(video, n, k)} {_at(video.cell[n, 0, k])}" for k in range(video.shape.shape[1])) + ".", 0)]
     reasoning = [_tracking_step(video, n, t) for t in range(1, last + 1)]
   conclusion = [Segment(f"The snitch ends at {_at(video.cell[n, last, 0])}. answer {answer}", last)]
@@ -93,10 +96,10 @@ def _tracking_step(video: cater.CaterVideos, n: int, t: int) -> Segment:
   container = video.container[n, t, 0]
   if container < 0:
     state = f"snitch {_at(video.cell[n, t, 0])}" + ("" if video.visible[n, t, 0] else " occluded")
-    return Segment(f" <track> frame {t}: {state}.", t)
+    return Segment(f"frame {t}: <track> {state}. ", t)
   cone = _name(video, n, container)
-  return Segment(f" <track> frame {t}: snitch hidden; <reid> {cone} {_at(video.cell[n, t, container])} "
-                 f"covers it.", t)
+  return Segment(f"frame {t}: <track> snitch hidden; <reid> {cone} {_at(video.cell[n, t, container])} "
+                 f"covers it. ", t)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,34 @@
+"""Generated CATER: where is the snitch at the end? The default is the tiny CPU demo.
+
+  python -m lrr_jax.main --config=configs/cater.py:variant=direct,camera=moving --config.num_steps=100
+Args (comma-separated key=value): variant (full | no_tags | no_surrogate | direct), camera (static | moving).
+"""
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults: str) -> dict[str, str]:
+  """'a=1,b=x' -> {'a': '1', 'b': 'x'} over `defaults`; unknown keys are an error."""
+  values = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"Unknown config arg {key!r}; expected one of {sorted(defaults)}.")
+    values[key] = value
+  return values
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = parse_arg(arg, variant="full", camera="static")
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
+                      contain_prob=0.4, moving_camera=args["camera"] == "moving")
+  config.data = dict(num_train=4096, num_eval=128, variant=args["variant"], max_length=192, vocab_size=512)
+  config.model = dict(size="tiny", dropout_rate=0.0)
+  config.batch_size = 16
+  config.num_steps = 800
+  config.optimizer = dict(lr=3e-3, warmup_steps=50, total_steps=config.get_ref("num_steps"),
+                          final_fraction=0.05, clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01)
+  config.log_every = 50
+  config.eval = dict(batch_size=64, max_new_tokens=190)
+  return config

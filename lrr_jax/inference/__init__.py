@@ -1,0 +1,1 @@
+"""A checkpoint and a prompt -> answers: cached generation."""

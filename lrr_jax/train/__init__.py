@@ -1,0 +1,1 @@
+"""Batches -> updates: the train step, and the loop that runs it."""

@@ -1,0 +1,80 @@
+"""A pure train step: `train_step(state, batch) -> (state, metrics)` with optax AdamW.
+
+Batch (all int32[B, S] unless noted): inputs, targets, positions, segment_ids, frame_index, loss_mask, and
+video uint8[B, T, H, W, 3]. The loss is the mean cross-entropy over tokens with loss_mask = 1.
+"""
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from lrr_jax.models import lrr
+
+Batch = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warmup to `lr`, then cosine decay to `lr * final_fraction` at `total_steps`."""
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=config.lr, warmup_steps=config.warmup_steps,
+      decay_steps=max(config.total_steps, config.warmup_steps + 1), end_value=config.lr * config.final_fraction)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW with the schedule (`config` is the `optimizer` section)."""
+  return optax.chain(
+      optax.clip_by_global_norm(config.clip_norm),
+      optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2, weight_decay=config.weight_decay))
+
+
+def init_train_state(model: lrr.LRRModel, optimizer: optax.GradientTransformation, batch: Batch,
+                     rng: jax.Array) -> TrainState:
+  """Fresh params (unboxed) and optimizer state for `model`, from an example batch's shapes."""
+  init_rng, state_rng = jax.random.split(rng)
+  variables = model.init(init_rng, batch["inputs"], batch["positions"], batch["segment_ids"],
+                         batch["frame_index"], batch["video"])
+  params = nn.unbox(variables["params"])
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                    rng=state_rng)
+
+
+def loss_and_metrics(params: Any, model: lrr.LRRModel, batch: Batch, dropout_rng: jax.Array | None
+                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Masked token cross-entropy and accuracy."""
+  logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
+                       batch["frame_index"], batch["video"], deterministic=dropout_rng is None,
+                       rngs=None if dropout_rng is None else {"dropout": dropout_rng})
+  mask = batch["loss_mask"].astype(jnp.float32)
+  token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+  num_tokens = jnp.maximum(mask.sum(), 1.0)
+  loss = (token_loss * mask).sum() / num_tokens
+  correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+  return loss, {"loss": loss, "token_accuracy": (correct * mask).sum() / num_tokens, "num_tokens": mask.sum()}
+
+
+def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """The pure step; per-step randomness is `fold_in(state.rng, step)`, so a resumed run draws the same."""
+
+  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+    grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, model, batch, dropout_rng)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
