@@ -16,6 +16,7 @@ import re
 
 import numpy as np
 
+from lrr_jax.data.worlds import acre
 from lrr_jax.data.worlds import cater
 
 STAGES = ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION")
@@ -100,6 +101,53 @@ def _tracking_step(video: cater.CaterVideos, n: int, t: int) -> Segment:
   cone = _name(video, n, container)
   return Segment(f"frame {t}: <track> snitch hidden; <reid> {cone} {_at(video.cell[n, t, container])} "
                  f"covers it. ", t)
+
+
+def acre_statuses(problem: acre.AcreProblem) -> dict[int, tuple[bool | None, str]]:
+  """Each context object's status as the rationale derives it, with the reason, by the disjunctive rule."""
+  status: dict[int, tuple[bool | None, str]] = {}
+  for ids, light in problem.context:
+    for k in ids:
+      status.setdefault(k, (None, "undetermined"))
+      if not light:
+        status[k] = (False, "not a blicket: the light is off with it")
+  changed = True
+  while changed:
+    changed = False
+    for ids, light in problem.context:
+      unknown = [k for k in ids if status[k][0] is not True and status[k][0] is not False]
+      if light and len(unknown) == 1 and all(status[k][0] is False for k in ids if k != unknown[0]):
+        reason = "alone, the light is on" if len(ids) == 1 else "the light is on and the others are not"
+        status[unknown[0]], changed = (True, f"blicket: {reason}"), True
+  return status
+
+
+def acre_answer(problem: acre.AcreProblem, query_ids: tuple[int, ...]) -> str:
+  status = acre_statuses(problem)
+  known = [status[k][0] for k in query_ids]
+  return "on" if True in known else "off" if all(v is False for v in known) else "undetermined"
+
+
+def acre_example(problem: acre.AcreProblem, query: int, variant: str = "full") -> Example:
+  """Context panels are frames 0-5, the query panel frame 6: is the light on, off, or undetermined?"""
+  query_ids, _, answer = problem.queries[query]
+  last = acre.NUM_CONTEXT
+  names = lambda ids: ", ".join(acre.object_name(problem.objects[k]) for k in ids)
+  question = [Segment("Is the machine's light on in the last panel?", last if variant == "direct" else 0)]
+  summary = [Segment("Find the blickets from the context panels, then judge the last panel.", 0)]
+  if variant == "no_surrogate":
+    caption = [Segment("There are six context panels and a query panel.", 0)]
+    reasoning = [Segment("The light turns on when a blicket is on the machine.", 0)]
+  else:
+    caption = [Segment(f"frame {i}: <detect> {names(ids)}; light {'on' if light else 'off'}. ", i)
+               for i, (ids, light) in enumerate(problem.context)]
+    status = acre_statuses(problem)
+    reasoning = [Segment(f"{acre.object_name(problem.objects[k])}: {status[k][1]}. ", last - 1)
+                 for k in sorted(status)]
+    reasoning.append(Segment(f"frame {last}: <detect> {names(query_ids)}. ", last))
+  conclusion = [Segment(f"The light is {answer}. answer {answer}", last)]
+  stages = [("SUMMARY", summary), ("CAPTION", caption), ("REASONING", reasoning), ("CONCLUSION", conclusion)]
+  return Example(question, staged(stages, variant, Segment(f"answer {answer}", last)), answer)
 
 
 @dataclasses.dataclass

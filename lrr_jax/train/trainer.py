@@ -74,7 +74,7 @@ def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation
     (_, metrics), grads = grad_fn(state.params, model, batch, dropout_rng)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
