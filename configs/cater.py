@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
                       contain_prob=0.4, moving_camera=args["camera"] == "moving")
   config.data = dict(num_train=4096, num_eval=128, variant=args["variant"], max_length=192, vocab_size=512)
-  config.model = dict(size="tiny", dropout_rate=0.0)
+  config.model = dict(size="tiny", dropout_rate=0.0, gate_init=0.0)
   config.batch_size = 16
   config.num_steps = 800
   config.optimizer = dict(lr=3e-3, warmup_steps=50, total_steps=config.get_ref("num_steps"),

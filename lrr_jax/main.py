@@ -96,7 +96,7 @@ def main(argv):
   start = time.time()
   arrays, evaluation, eval_examples, tokenizer = build_data(config, workdir)
   model_config = lrr.lrr_config(config.model.size, vocab_size=config.data.vocab_size,
-                                dropout_rate=config.model.dropout_rate,
+                                dropout_rate=config.model.dropout_rate, gate_init=config.model.gate_init,
                                 max_positions=max(256, config.data.max_length + config.eval.max_new_tokens))
   model = lrr.LRRModel(model_config)
   state, train_metrics = train(config, model, arrays)

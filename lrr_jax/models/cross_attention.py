@@ -46,6 +46,7 @@ class GatedCrossAttention(nn.Module):
   ffn_dim: int
   activation: str = "relu"
   dropout_rate: float = 0.0
+  gate_init: float = 0.0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -57,7 +58,7 @@ class GatedCrossAttention(nn.Module):
         dropout_rate=self.dropout_rate, name="attention", **kwargs)
     self.ffn_norm = layers.layer_norm(name="ffn_norm", **kwargs)
     self.ffn = layers.FeedForward(self.ffn_dim, self.hidden_size, self.activation, name="ffn", **kwargs)
-    gate_init = layers.partitioned(nn.initializers.zeros_init(), ())
+    gate_init = layers.partitioned(nn.initializers.constant(self.gate_init), ())
     self.attention_gate = self.param("attention_gate", gate_init, (), self.param_dtype)
     self.ffn_gate = self.param("ffn_gate", gate_init, (), self.param_dtype)
 

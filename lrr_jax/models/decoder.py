@@ -44,6 +44,7 @@ class DecoderConfig:
   cross_attention_layers: tuple[int, ...] = ()  # a block after each of these decoder layers
   cross_attention_heads: int = 0  # 0: num_heads
   cross_attention_ffn_dim: int = 0  # 0: ffn_dim
+  gate_init: float = 0.0  # 0: at initialisation the model is the pretrained LM; >0 helps from scratch
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
   remat: bool = False  # rematerialise each decoder layer in the backward pass
@@ -178,7 +179,7 @@ class Decoder(nn.Module):
     self.cross_attention = {
         i: cross_attention.GatedCrossAttention(
             cfg.hidden_size, cfg.cross_attention_heads or cfg.num_heads,
-            cfg.cross_attention_ffn_dim or cfg.ffn_dim, cfg.activation, cfg.dropout_rate,
+            cfg.cross_attention_ffn_dim or cfg.ffn_dim, cfg.activation, cfg.dropout_rate, cfg.gate_init,
             name=f"cross_attention_{i}", **kwargs)
         for i in cfg.cross_attention_layers}
 

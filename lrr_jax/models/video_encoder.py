@@ -36,6 +36,7 @@ class VideoEncoderConfig:
   temporal_window: int = 0  # attend to at most this many frames back (0: all earlier frames)
   max_frames: int = 64
   grid_size: int = 64  # max grid cells per frame (h * w), for the spatial position embedding
+  position_init_std: float = 0.02  # larger makes "where" visible from the start (training from scratch)
   dropout_rate: float = 0.0
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -134,7 +135,7 @@ class VideoEncoder(nn.Module):
     if gh * gw > cfg.grid_size or t > cfg.max_frames:
       raise ValueError(f"Video of {t} frames with a {gh}x{gw} grid exceeds VideoEncoderConfig max_frames="
                        f"{cfg.max_frames} / grid_size={cfg.grid_size}.")
-    embed_init = layers.partitioned(nn.initializers.normal(0.02), ("positions", "embed"))
+    embed_init = layers.partitioned(nn.initializers.normal(cfg.position_init_std), ("positions", "embed"))
     spatial = self.param("spatial_position", embed_init, (cfg.grid_size, cfg.width), kwargs["param_dtype"])
     temporal = self.param("temporal_position", embed_init, (cfg.max_frames, cfg.width), kwargs["param_dtype"])
     x = x + spatial[None, None, :gh * gw] + temporal[frame_positions(frame_segment_ids)][:, :, None]
