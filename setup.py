@@ -10,9 +10,12 @@ CORE = [
     "ml_collections>=1.1.0",
     "clu>=0.0.12",
     "numpy>=2.0",
-    "safetensors>=0.4",
     "tokenizers>=0.20",
     "tqdm",
+    "grain>=0.2.18",
+    "array_record>=0.8.6",
+    "tensorflow-datasets>=4.9.10",
+    "importlib_resources",  # needed by tensorflow-datasets, which does not declare it
 ]
 TEST = [
     "pytest>=8",

@@ -1,0 +1,1 @@
+"""tensorflow-datasets builders (ArrayRecord output, no TensorFlow needed) for every source."""

@@ -1,0 +1,132 @@
+"""Grain pipelines over TFDS data sources (ArrayRecord): records -> model batches.
+
+source -> index -> shuffle(seed) -> repeat -> this process's shard -> encode (frames fitted to
+`num_frames` x `resolution`, optional brightness jitter, tokenize, loss mask, pad) -> batch -> (workers).
+Several sources mix with weights. The iterator's `get_state()`/`set_state()` resume it exactly, and since every
+random choice derives from (seed, record index), a resumed run sees exactly the batches an uninterrupted one
+would.
+"""
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from lrr_jax.data import encoding
+from lrr_jax.data import records
+from lrr_jax.data import tokenizer as tokenizer_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  tokenizer_path: str
+  variant: str = "full"
+  max_length: int = 192
+  num_frames: int = 8
+  resolution: int = 32
+  batch_size: int = 16  # per process
+  seed: int = 0
+  shuffle: bool = True
+  num_epochs: int | None = None  # None: repeat forever
+  brightness_jitter: float = 0.0  # max relative change of frame brightness (0: off)
+  worker_count: int = 0  # >0: Grain worker processes (they need a __main__ guard and parsed absl flags)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(path: str) -> tokenizer_lib.Tokenizer:
+  return tokenizer_lib.load(path)
+
+
+def fit_frames(frames: np.ndarray, num_frames: int, resolution: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+  """Sample (or repeat) frames to `num_frames` and resize to `resolution` (nearest); also the kept indices."""
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+    raise ValueError(f"{source}: frames have shape {frames.shape}; expected [T>0, H, W, 3].")
+  kept = np.linspace(0, frames.shape[0] - 1, num_frames).round().astype(int)
+  frames = frames[kept]
+  rows = (np.arange(resolution) + 0.5) * frames.shape[1] / resolution
+  cols = (np.arange(resolution) + 0.5) * frames.shape[2] / resolution
+  return frames[:, rows.astype(int)][:, :, cols.astype(int)], kept
+
+
+class EncodeRecord(grain.transforms.Map):
+  """(record index, record) -> the arrays of one example (see `encoding.encode_example`) plus its video."""
+
+  def __init__(self, config: PipelineConfig, source_name: str):
+    self.config = config
+    self.source_name = source_name
+
+  def map(self, element: tuple[int, int, dict[str, Any]]) -> dict[str, np.ndarray]:
+    index, draw, record = element  # the record's index in its source; the draw's index over all epochs
+    cfg, source = self.config, f"{self.source_name} record {index}"
+    video, kept = fit_frames(np.asarray(record["frames"]), cfg.num_frames, cfg.resolution, source)
+    example = records.read_example(record, cfg.variant, source)
+    arrays = encoding.encode_example(example, _tokenizer(cfg.tokenizer_path), cfg.max_length, source)
+    # Frame indices name the record's frames; map them onto the frames kept.
+    arrays["frame_index"] = np.where(arrays["frame_index"] < 0, -1,
+                                     np.searchsorted(kept, arrays["frame_index"], side="right") - 1
+                                     ).astype(np.int32)
+    if cfg.brightness_jitter:
+      scale = 1 + cfg.brightness_jitter * np.random.default_rng([cfg.seed, draw]).uniform(-1, 1)
+      video = np.clip(video.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+    arrays["video"] = video
+    arrays["record_index"] = np.int64(index)
+    return arrays
+
+
+class NamedSource:
+  """A data source whose failed reads raise an error naming the dataset, its files and the record."""
+
+  def __init__(self, source: Any, name: str, files: Sequence[str] = ()):
+    self.source, self.name = source, name
+    info = getattr(source, "dataset_info", None)
+    self.files = list(files) or ([f"{info.data_dir} ({getattr(source, 'split', '?')} split)"] if info else [])
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> Any:
+    try:
+      return self.source[index]
+    except Exception as e:  # array_record and TFDS raise many kinds, none naming the file
+      raise ValueError(f"{self.name}: record {index} could not be read from {self.files}: {e}") from e
+
+
+def open_array_record(paths: Sequence[str], name: str) -> NamedSource:
+  """A Grain ArrayRecord source over `paths` (records written directly), failing with the file named."""
+  try:
+    return NamedSource(grain.sources.ArrayRecordDataSource(list(paths)), name, paths)
+  except Exception as e:
+    raise ValueError(f"{name}: cannot open {list(paths)}: {e}") from e
+
+
+def _indexed(num_records: int, draw: int, record: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
+  return draw % num_records, draw, record
+
+
+def _one_source(source: Any, name: str, config: PipelineConfig, process_index: int,
+                process_count: int) -> grain.MapDataset:
+  if len(source) < process_count:
+    raise ValueError(f"{name} has {len(source)} records, fewer than the {process_count} processes reading it.")
+  source = source if isinstance(source, NamedSource) else NamedSource(source, name)
+  dataset = grain.MapDataset.source(source).map_with_index(functools.partial(_indexed, len(source)))
+  if config.shuffle:
+    dataset = dataset.shuffle(seed=config.seed)  # each epoch in another order
+  dataset = dataset.repeat(config.num_epochs)
+  return dataset[process_index::process_count].map(EncodeRecord(config, name))
+
+
+def make_dataset(sources: Sequence[tuple[str, Any, float]], config: PipelineConfig, process_index: int = 0,
+                 process_count: int = 1) -> grain.IterDataset:
+  """Batches from `sources`, a list of (name, data source, mixture weight), for one process.
+
+  Each process reads every `process_count`-th record (after the shared shuffle), so processes see disjoint
+  shards that together cover the data. Call with `jax.process_index()`, `jax.process_count()`.
+  """
+  datasets = [_one_source(src, name, config, process_index, process_count) for name, src, _ in sources]
+  dataset = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, [w for _, _, w in sources])
+  dataset = dataset.batch(config.batch_size, drop_remainder=True).to_iter_dataset(
+      grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+  if config.worker_count:
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.worker_count))
+  return dataset

@@ -1,0 +1,68 @@
+"""Write a dataset to disk (ArrayRecord, through its TFDS builder) and a tokenizer trained on it beside it.
+
+  python -m lrr_jax.data.prepare --dataset=generated_cater --config=tiny --data_dir=~/lrr_data
+  python -m lrr_jax.data.prepare --dataset=generated_acre --config=compositional --num_train=4096
+TFDS shows progress bars while it generates and shuffles; the tokenizer is trained on the train split's text.
+"""
+import pathlib
+
+from absl import app
+from absl import flags
+
+from lrr_jax.data import records
+from lrr_jax.data import tokenizer as tokenizer_lib
+
+flags.DEFINE_string("dataset", "generated_cater", "generated_cater | generated_acre")
+flags.DEFINE_string("config", "tiny", "Builder config (generated_cater: tiny|static|moving; generated_acre: "
+                    "iid|compositional|systematic).")
+flags.DEFINE_string("data_dir", "~/lrr_data", "Where TFDS writes the dataset.")
+flags.DEFINE_integer("num_train", None, "Override the number of training videos/problems.")
+flags.DEFINE_integer("num_test", None, "Override the number of test videos/problems.")
+flags.DEFINE_integer("vocab_size", 512, "Size of the BPE trained on the data (0: no tokenizer).")
+
+
+def builder_for(dataset: str, config: str, data_dir: str, **sizes):
+  """The TFDS builder of a dataset name and config, writing ArrayRecord files under data_dir."""
+  from lrr_jax.data.builders import generated  # pylint: disable=g-import-not-at-top
+  sizes = {k: v for k, v in sizes.items() if v is not None}
+  if dataset == "generated_cater":
+    return generated.GeneratedCater(config=generated.cater_builder_config(config, **sizes),
+                                    data_dir=data_dir, file_format="array_record")
+  if dataset == "generated_acre":
+    builder_config = config if not sizes else generated.GeneratedConfig(
+        name=f"{config}_{sizes.get('num_train')}_{sizes.get('num_test')}",
+        world=generated.acre.AcreConfig(split=config), **sizes)
+    return generated.GeneratedAcre(config=builder_config, data_dir=data_dir, file_format="array_record")
+  raise ValueError(f"Unknown dataset {dataset!r}; expected generated_cater or generated_acre.")
+
+
+def train_tokenizer(source, vocab_size: int) -> tokenizer_lib.Tokenizer:
+  """A BPE over every variant's question and response text of the records in `source`."""
+  texts = []
+  for index in range(len(source)):
+    record = source[index]
+    for variant in ("full", "no_tags", "no_surrogate", "direct"):
+      example = records.read_example(record, variant, f"record {index}")
+      texts += [s.text for s in example.question + example.response]
+  return tokenizer_lib.train_bpe(texts, vocab_size)
+
+
+def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, **sizes) -> pathlib.Path:
+  """Generate (if missing) the dataset and its tokenizer; return the dataset's directory."""
+  builder = builder_for(dataset, config, str(pathlib.Path(data_dir).expanduser()), **sizes)
+  builder.download_and_prepare()
+  directory = pathlib.Path(builder.data_dir)
+  if vocab_size and not (directory / "tokenizer.json").is_file():
+    train_tokenizer(builder.as_data_source("train"), vocab_size).save(directory / "tokenizer.json")
+  return directory
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  directory = prepare(f.dataset, f.config, f.data_dir, f.vocab_size, num_train=f.num_train, num_test=f.num_test)
+  print(f"Prepared {f.dataset}/{f.config} in {directory}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,128 @@
+"""Grain pipelines over the TFDS-built generated worlds: exact resume, disjoint process shards, mixtures,
+frames fitted with their text, and errors that name the record."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from lrr_jax.data import pipeline
+from lrr_jax.data import prepare
+
+
+@pytest.fixture(scope="module")
+def cater(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("tfds")
+  directory = prepare.prepare("generated_cater", "tiny", str(data_dir), 400, num_train=64, num_test=8)
+  source = prepare.builder_for("generated_cater", "tiny", str(data_dir), num_train=64, num_test=8)
+  return source.as_data_source("train"), str(directory / "tokenizer.json"), data_dir
+
+
+def config(tokenizer_path, **overrides):
+  return dataclasses.replace(pipeline.PipelineConfig(tokenizer_path=tokenizer_path, batch_size=8, max_length=320), **overrides)
+
+
+def test_records_and_tokenizer_are_written_beside_each_other(cater):
+  source, tokenizer_path, data_dir = cater
+  assert len(source) == 64 and tokenizer_path.startswith(str(data_dir))
+  assert list(data_dir.rglob("*.array_record-*"))
+
+
+def test_iterator_resumes_exactly(cater):
+  source, tokenizer_path, _ = cater
+  dataset = pipeline.make_dataset([("cater", source, 1.0)], config(tokenizer_path, brightness_jitter=0.2))
+  iterator = iter(dataset)
+  for _ in range(5):  # into the second epoch
+    next(iterator)
+  state = iterator.get_state()
+  expected = [next(iterator) for _ in range(9)]
+  resumed = iter(dataset)
+  resumed.set_state(json.loads(json.dumps(state)))  # as a checkpoint stores it
+  for want, got in zip(expected, (next(resumed) for _ in range(9))):
+    assert want.keys() == got.keys()
+    for key in want:
+      np.testing.assert_array_equal(want[key], got[key], err_msg=key)
+
+
+def test_two_processes_see_disjoint_shards_that_cover_the_data(cater):
+  source, tokenizer_path, _ = cater
+  seen = []
+  for process in range(2):
+    dataset = pipeline.make_dataset([("cater", source, 1.0)], config(tokenizer_path, num_epochs=1), process, 2)
+    seen.append(np.concatenate([batch["record_index"] for batch in dataset]).tolist())
+  assert len(seen[0]) == len(seen[1]) == 32
+  assert not set(seen[0]) & set(seen[1])
+  assert sorted(seen[0] + seen[1]) == list(range(64))
+
+
+def test_epochs_are_reshuffled_and_loss_is_on_the_response(cater):
+  source, tokenizer_path, _ = cater
+  batches = list(pipeline.make_dataset([("cater", source, 1.0)], config(tokenizer_path, num_epochs=2)))
+  order = np.concatenate([b["record_index"] for b in batches])
+  assert sorted(order[:64]) == sorted(order[64:]) and (order[:64] != order[64:]).any()
+  batch = batches[0]
+  assert (batch["loss_mask"] <= batch["segment_ids"]).all() and batch["loss_mask"].sum() > 0
+  assert batch["video"].shape == (8, 8, 32, 32, 3)
+
+
+def test_mixture_and_fitting_frames_keeps_text_and_frames_aligned(cater, tmp_path):
+  source, tokenizer_path, _ = cater
+  acre_dir = prepare.prepare("generated_acre", "iid", str(tmp_path), 0, num_train=8, num_test=2)
+  acre = prepare.builder_for("generated_acre", "iid", str(tmp_path), num_train=8, num_test=2)
+  cfg = config(tokenizer_path, max_length=1024, num_frames=4, resolution=16)
+  dataset = pipeline.make_dataset([("cater", source, 0.5), ("acre", acre.as_data_source("train"), 0.5)], cfg)
+  batch = next(iter(dataset))
+  assert batch["video"].shape == (8, 4, 16, 16, 3)
+  assert batch["frame_index"].max() <= 3 and batch["frame_index"].min() >= -1
+  lengths = batch["segment_ids"].sum(1)
+  assert len(set(lengths.tolist())) > 1  # both sources (CATER ~190 tokens, ACRE ~330)
+  assert acre_dir.is_dir()
+
+
+def test_fit_frames_maps_frames_and_rejects_bad_shapes():
+  frames = np.arange(6)[:, None, None, None] * np.ones((6, 8, 8, 3), np.uint8)
+  fitted, kept = pipeline.fit_frames(frames, 3, 4, "x")
+  assert fitted.shape == (3, 4, 4, 3) and kept.tolist() == [0, 2, 5] and fitted[:, 0, 0, 0].tolist() == [0, 2, 5]
+  with pytest.raises(ValueError, match=r"clip record 3: frames have shape \(6, 8, 8\)"):
+    pipeline.fit_frames(frames[..., 0], 3, 4, "clip record 3")
+
+
+class BrokenSource:
+  """A data source whose record 2 is corrupt (examples JSON cut short) and record 3 has 2-D frames."""
+
+  def __init__(self, good):
+    self.good = good
+
+  def __len__(self):
+    return 4
+
+  def __getitem__(self, index):
+    record = dict(self.good[index])
+    if index == 2:
+      record["examples"] = record["examples"][:50]
+    if index == 3:
+      record["frames"] = record["frames"][..., 0]
+    return record
+
+
+@pytest.mark.parametrize("index,message", [(2, "broken record 2 has a malformed 'examples' field"),
+                                           (3, r"broken record 3: frames have shape \(8, 32, 32\)")])
+def test_corrupt_records_are_named(cater, index, message):
+  source, tokenizer_path, _ = cater
+  encode = pipeline.EncodeRecord(config(tokenizer_path), "broken")
+  encode.map((0, 0, BrokenSource(source)[0]))  # a good record passes
+  with pytest.raises(ValueError, match=message):
+    encode.map((index, index, BrokenSource(source)[index]))
+
+
+def test_truncated_array_record_file_fails_loudly_and_names_the_file(cater, tmp_path):
+  _, _, data_dir = cater
+  original = sorted(data_dir.rglob("*train.array_record-*"))[0]
+  truncated = tmp_path / original.name
+  truncated.write_bytes(original.read_bytes()[:len(original.read_bytes()) // 2])
+  with pytest.raises(ValueError, match=f"clips: .*{truncated.name}"):
+    source = pipeline.open_array_record([str(truncated)], "clips")
+    [source[i] for i in range(len(source))]
+  whole = pipeline.open_array_record([str(original)], "clips")
+  assert len(whole) == 64 and isinstance(whole[0], bytes)
+  assert original.stat().st_size > truncated.stat().st_size  # the written data is untouched
