@@ -21,9 +21,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = parse_arg(arg, variant="full", camera="static")
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # The generated world, written once by its TFDS builder under data.data_dir (default: <workdir>/data).
   config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
                       contain_prob=0.4, moving_camera=args["camera"] == "moving")
-  config.data = dict(num_train=4096, num_eval=128, variant=args["variant"], max_length=192, vocab_size=512)
+  config.data = dict(dataset="generated_cater", data_dir="", num_train=4096, num_eval=128,
+                     variant=args["variant"], max_length=192, vocab_size=512, brightness_jitter=0.0,
+                     worker_count=0)
   config.model = dict(size="tiny", dropout_rate=0.0, gate_init=0.0)
   config.batch_size = 16
   config.num_steps = 800

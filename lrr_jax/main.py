@@ -1,7 +1,8 @@
 """Train and evaluate LRR on a generated world: `python -m lrr_jax.main --config=configs/cater.py`.
 
-With no flags: the tiny CPU demo on generated CATER (generate data, train a tokenizer, train, evaluate by
-greedy generation, print a results table). Results go to `<workdir>/results.json`.
+With no flags: the tiny CPU demo on generated CATER: write the world with its TFDS builder and a tokenizer
+(once, under <workdir>/data), train from the Grain pipeline, evaluate by greedy generation on the test split,
+print a results table. Results go to `<workdir>/results.json`.
 """
 import json
 import pathlib
@@ -16,9 +17,10 @@ import numpy as np
 import tqdm
 
 from lrr_jax.data import encoding
-from lrr_jax.data import rationales
+from lrr_jax.data import pipeline
+from lrr_jax.data import prepare
+from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
-from lrr_jax.data.worlds import cater
 from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.models import lrr
@@ -29,34 +31,25 @@ flags.DEFINE_string("workdir", "workdirs/cater_demo", "Where the tokenizer and r
 
 
 def build_data(config: ml_collections.ConfigDict, workdir: pathlib.Path):
-  """Generated train/eval videos, their examples, and a tokenizer trained on the train text."""
-  world = cater.CaterConfig(**config.world)
-  train = cater.generate(world, config.data.num_train, seed=config.seed)
-  evaluation = cater.generate(world, config.data.num_eval, seed=config.seed + 10_000)
-  train_examples = [rationales.cater_example(train, n, config.data.variant) for n in range(len(train))]
-  eval_examples = [rationales.cater_example(evaluation, n, config.data.variant) for n in range(len(evaluation))]
-  texts = [s.text for e in train_examples for s in e.question + e.response]
-  tokenizer = tokenizer_lib.train_bpe(texts, config.data.vocab_size)
-  tokenizer.save(workdir / "tokenizer.json")
-  encoded = [encoding.encode_example(e, tokenizer, config.data.max_length, f"train video {n}")
-             for n, e in enumerate(train_examples)]
-  arrays = {k: np.stack([e[k] for e in encoded]) for k in encoded[0]}
-  arrays["video"] = train.frames
-  return arrays, evaluation, eval_examples, tokenizer
+  """Write the generated world (if missing) with its tokenizer; the train pipeline and the test source."""
+  world = config.world.to_dict()
+  data_dir = config.data.data_dir or str(workdir / "data")
+  sizes = dict(num_train=config.data.num_train, num_test=config.data.num_eval, seed=config.seed)
+  directory = prepare.prepare(config.data.dataset, "tiny", data_dir, config.data.vocab_size, **world, **sizes)
+  builder = prepare.builder_for(config.data.dataset, "tiny", data_dir, **world, **sizes)
+  pipeline_config = pipeline.PipelineConfig(
+      tokenizer_path=str(directory / "tokenizer.json"), variant=config.data.variant,
+      max_length=config.data.max_length, num_frames=world["num_frames"], resolution=world["resolution"],
+      batch_size=config.batch_size, seed=config.seed, brightness_jitter=config.data.brightness_jitter,
+      worker_count=config.data.worker_count)
+  train_data = pipeline.make_dataset([(config.data.dataset, builder.as_data_source("train"), 1.0)],
+                                     pipeline_config, jax.process_index(), jax.process_count())
+  return train_data, builder.as_data_source("test"), tokenizer_lib.load(directory / "tokenizer.json")
 
 
-def batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int):
-  """Endless shuffled batches; epoch e uses permutation seed (seed, e)."""
-  num = len(arrays["video"])
-  for epoch in range(1 << 30):
-    order = np.random.default_rng([seed, epoch]).permutation(num)
-    for start in range(0, num - batch_size + 1, batch_size):
-      yield {k: v[order[start:start + batch_size]] for k, v in arrays.items()}
-
-
-def train(config, model, arrays):
+def train(config, model, train_data):
   optimizer = trainer.make_optimizer(config.optimizer)
-  data = batches(arrays, config.batch_size, config.seed)
+  data = iter(train_data)
   first = next(data)
   state = jax.jit(trainer.init_train_state, static_argnums=(0, 1))(model, optimizer, first,
                                                                    jax.random.key(config.seed))
@@ -72,20 +65,23 @@ def train(config, model, arrays):
   return state, {k: float(v) for k, v in metrics.items()}
 
 
-def evaluate(config, model, params, evaluation, examples, tokenizer):
+def evaluate(config, model, params, test_source, tokenizer):
   generate = generate_lib.make_greedy_generate(
       model, config.eval.max_new_tokens, stop_ids=[tokenizer.eos_id], frame_markers=tokenizer.frame_markers(),
       conclusion_id=tokenizer.token_id("<CONCLUSION>"), vocab_size=model.config.decoder.vocab_size)
-  responses = []
-  for start in tqdm.trange(0, len(examples), config.eval.batch_size, desc="evaluate", unit="batch"):
-    rows = examples[start:start + config.eval.batch_size]
-    prompts = [encoding.encode_prompt(e, tokenizer) for e in rows]
+  responses, labels = [], []
+  for start in tqdm.trange(0, len(test_source), config.eval.batch_size, desc="evaluate", unit="batch"):
+    rows = [test_source[i] for i in range(start, min(start + config.eval.batch_size, len(test_source)))]
+    examples = [records.read_example(r, config.data.variant, f"test record {start + i}") for i, r in enumerate(rows)]
+    labels += [int(r["label"]) for r in rows]
+    prompts = [encoding.encode_prompt(e, tokenizer) for e in examples]
     prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], tokenizer.pad_id)
-    tokens, lengths = generate({"params": params}, prompt, evaluation.frames[start:start + len(rows)])
+    video = np.stack([np.asarray(r["frames"]) for r in rows])
+    tokens, lengths = generate({"params": params}, prompt, video)
     tokens, lengths = np.asarray(tokens), np.asarray(lengths)
     responses += [tokenizer.decode(t[:n - 1] if t[n - 1] == tokenizer.eos_id else t[:n])
                   for t, n in zip(tokens, lengths)]
-  return cater_eval.cater_scores(responses, evaluation.label), responses
+  return cater_eval.cater_scores(responses, np.asarray(labels)), responses
 
 
 def main(argv):
@@ -94,13 +90,13 @@ def main(argv):
   workdir = pathlib.Path(flags.FLAGS.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
-  arrays, evaluation, eval_examples, tokenizer = build_data(config, workdir)
+  train_data, test_source, tokenizer = build_data(config, workdir)
   model_config = lrr.lrr_config(config.model.size, vocab_size=config.data.vocab_size,
                                 dropout_rate=config.model.dropout_rate, gate_init=config.model.gate_init,
                                 max_positions=max(256, config.data.max_length + config.eval.max_new_tokens))
   model = lrr.LRRModel(model_config)
-  state, train_metrics = train(config, model, arrays)
-  scores, responses = evaluate(config, model, state.params, evaluation, eval_examples, tokenizer)
+  state, train_metrics = train(config, model, train_data)
+  scores, responses = evaluate(config, model, state.params, test_source, tokenizer)
   results = {"train": train_metrics, "eval": scores, "minutes": (time.time() - start) / 60,
              "config": config.to_dict(), "example_response": responses[0]}
   (workdir / "results.json").write_text(json.dumps(results, indent=2))

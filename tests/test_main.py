@@ -12,7 +12,7 @@ def test_main_trains_evaluates_and_writes_results(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((tmp_path / "results.json").read_text())
   assert set(results["eval"]) == {"top1", "l1", "well_formed", "chance_top1"}
-  assert (tmp_path / "tokenizer.json").is_file()
+  assert list((tmp_path / "data").rglob("tokenizer.json")) and list(tmp_path.rglob("*.array_record-*"))
   assert "| top1 |" in out.stdout
 
 

@@ -12,15 +12,6 @@ from absl import flags
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
 
-flags.DEFINE_string("dataset", "generated_cater", "generated_cater | generated_acre")
-flags.DEFINE_string("config", "tiny", "Builder config (generated_cater: tiny|static|moving; generated_acre: "
-                    "iid|compositional|systematic).")
-flags.DEFINE_string("data_dir", "~/lrr_data", "Where TFDS writes the dataset.")
-flags.DEFINE_integer("num_train", None, "Override the number of training videos/problems.")
-flags.DEFINE_integer("num_test", None, "Override the number of test videos/problems.")
-flags.DEFINE_integer("vocab_size", 512, "Size of the BPE trained on the data (0: no tokenizer).")
-
-
 def builder_for(dataset: str, config: str, data_dir: str, **sizes):
   """The TFDS builder of a dataset name and config, writing ArrayRecord files under data_dir."""
   from lrr_jax.data.builders import generated  # pylint: disable=g-import-not-at-top
@@ -64,5 +55,17 @@ def main(argv):
   print(f"Prepared {f.dataset}/{f.config} in {directory}")
 
 
+def define_flags() -> None:
+  """Command-line flags, defined only when run as a command (so that importing this module defines none)."""
+  flags.DEFINE_string("dataset", "generated_cater", "generated_cater | generated_acre")
+  flags.DEFINE_string("config", "tiny", "Builder config (generated_cater: tiny|static|moving; generated_acre: "
+                      "iid|compositional|systematic).")
+  flags.DEFINE_string("data_dir", "~/lrr_data", "Where TFDS writes the dataset.")
+  flags.DEFINE_integer("num_train", None, "Override the number of training videos/problems.")
+  flags.DEFINE_integer("num_test", None, "Override the number of test videos/problems.")
+  flags.DEFINE_integer("vocab_size", 512, "Size of the BPE trained on the data (0: no tokenizer).")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
