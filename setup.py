@@ -15,6 +15,7 @@ CORE = [
     "grain>=0.2.18",
     "array_record>=0.8.6",
     "tensorflow-datasets>=4.9.10",
+    "pillow",  # image files of the released datasets
     "importlib_resources",  # needed by tensorflow-datasets, which does not declare it
 ]
 TEST = [

@@ -123,16 +123,20 @@ def acre_statuses(problem: acre.AcreProblem) -> dict[int, tuple[bool | None, str
 
 
 def acre_answer(problem: acre.AcreProblem, query_ids: tuple[int, ...]) -> str:
+  """The disjunctive rule's answer, as ACRE labels it (a lit panel's undetermined objects together: on)."""
   status = acre_statuses(problem)
-  known = [status[k][0] for k in query_ids]
-  return "on" if True in known else "off" if all(v is False for v in known) else "undetermined"
+  known = [status.get(k, (None, ""))[0] for k in query_ids]
+  lit_sets = [{k for k in ids if status[k][0] is not False} for ids, light in problem.context if light]
+  if True in known or any(rest and rest <= set(query_ids) for rest in lit_sets):
+    return "on"
+  return "off" if all(v is False for v in known) else "undetermined"
 
 
 def acre_example(problem: acre.AcreProblem, query: int, variant: str = "full") -> Example:
   """Context panels are frames 0-5, the query panel frame 6: is the light on, off, or undetermined?"""
   query_ids, _, answer = problem.queries[query]
   last = acre.NUM_CONTEXT
-  names = lambda ids: ", ".join(acre.object_name(problem.objects[k]) for k in ids)
+  names = lambda ids: ", ".join(problem.names[k] for k in ids)
   question = [Segment("Is the machine's light on in the last panel?", last if variant == "direct" else 0)]
   summary = [Segment("Find the blickets from the context panels, then judge the last panel.", 0)]
   if variant == "no_surrogate":
@@ -142,7 +146,7 @@ def acre_example(problem: acre.AcreProblem, query: int, variant: str = "full") -
     caption = [Segment(f"frame {i}: <detect> {names(ids)}; light {'on' if light else 'off'}. ", i)
                for i, (ids, light) in enumerate(problem.context)]
     status = acre_statuses(problem)
-    reasoning = [Segment(f"{acre.object_name(problem.objects[k])}: {status[k][1]}. ", last - 1)
+    reasoning = [Segment(f"{problem.names[k]}: {status[k][1]}. ", last - 1)
                  for k in sorted(status)]
     reasoning.append(Segment(f"frame {last}: <detect> {names(query_ids)}. ", last))
   conclusion = [Segment(f"The light is {answer}. answer {answer}", last)]

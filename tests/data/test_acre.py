@@ -23,9 +23,10 @@ def test_answers_agree_with_brute_force_for_every_query_type(split):
   for train in (True, False):
     for problem in acre.generate(acre.AcreConfig(split=split), 60, seed=1, train=train):
       assert all(any(problem.blickets[k] for k in ids) == light for ids, light in problem.context)
-      assert [kind for _, kind, _ in problem.queries][2:] == ["screened_off", "backward_blocking"]
+      assert [kind for _, kind, _ in problem.queries] == list(acre.QUERY_TYPES)
       for ids, kind, answer in problem.queries:
         assert answer == brute_force_answer(problem, ids) == rationales.acre_answer(problem, ids), kind
+        assert answer == {"indirect": "on", "screen_off": "off", "potential": "undetermined"}.get(kind, answer)
       assert problem.context_frames.shape == (6, 32, 32, 3) and problem.query_frames.shape == (4, 32, 32, 3)
 
 
@@ -52,6 +53,14 @@ def test_systematic_split_differs_in_lit_context_panels():
   config = acre.AcreConfig(split="systematic")
   lit = lambda train: {sum(light for _, light in p.context) for p in acre.generate(config, 40, 5, train)}
   assert max(lit(True)) <= 3 < min(lit(False))
+
+
+def test_query_types_follow_acres_rules_on_a_hand_made_context():
+  context = [((0,), True), ((1,), False), ((0, 1), True), ((2, 3), True), ((3,), False), ((4, 5), True),
+             ((4,), True), ((6, 7), False)]
+  assert acre.classify(context) == {0: ("direct", 2), 1: ("screen_off", 0), 2: ("indirect", 2),
+                                    3: ("screen_off", 0), 4: ("direct", 2), 5: ("potential", 1),
+                                    6: ("direct", 0), 7: ("direct", 0)}
 
 
 def test_light_is_drawn_as_the_context_says():

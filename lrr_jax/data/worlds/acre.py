@@ -1,14 +1,14 @@
 """Seeded ACRE-style trials (Zhang et al., CVPR 2021): which objects are blickets?
 
 A problem shows 6 context panels: objects on a "blicket machine" whose light is on exactly when at least one
-object on it is a blicket (the disjunctive rule). Queries show new panels and ask: on, off, or undetermined?
-Contexts are built from ACRE's evidence patterns, and queries of its four types are drawn from them:
-- direct: an object seen alone on the machine;
-- indirect: an object whose status follows from several panels (AB on + B off => A is a blicket);
-- screened-off: a known blicket with an undetermined object: on, whatever the other is;
-- backward-blocking: AB on + A on => B undetermined.
-Splits: `iid`; `compositional` (train and test use disjoint shape-colour combinations); `systematic` (train
-contexts light the machine in at most 3 panels, test contexts in at least 4).
+object on it is a blicket (the disjunctive rule). Queries show a new panel and ask: on, off, or undetermined?
+Contexts are built from evidence patterns; objects and queries are typed as ACRE's generator types them:
+- direct: seen alone on a lit machine, or only ever on an unlit one;
+- indirect: the one object of a lit panel that is not known to be a non-blicket (AB on + B off => A);
+- screen_off: a non-blicket seen both on an unlit machine and beside a blicket on a lit one;
+- potential (backward blocking): never shown either way (AB on + A on => B undetermined).
+Labels follow ACRE: 0 off, 1 undetermined, 2 on. Splits: `iid`; `compositional` (train and test use disjoint
+shape-colour combinations); `systematic` (train contexts light the machine in 3 panels, test in 4 or 5).
 """
 import dataclasses
 
@@ -19,24 +19,38 @@ MATERIALS = ("rubber", "metal")
 COLORS = {"gray": (87, 87, 87), "red": (173, 35, 35), "blue": (42, 75, 215), "green": (29, 105, 20),
           "brown": (129, 74, 25), "purple": (129, 38, 192), "cyan": (41, 208, 208), "yellow": (255, 238, 51)}
 COLOR_NAMES = tuple(COLORS)
-ANSWERS = ("on", "off", "undetermined")
-QUERY_TYPES = ("direct", "indirect", "screened_off", "backward_blocking")
+ANSWERS = ("off", "undetermined", "on")  # index = ACRE's label
+QUERY_TYPES = ("direct", "indirect", "screen_off", "potential")
 SPLITS = ("iid", "compositional", "systematic")
 NUM_CONTEXT = 6
 # Evidence patterns over local object names; each panel is (objects on the machine, light on?).
 PATTERNS = {
-    "one_cause": [("A", True), ("B", False), ("AB", True)],  # A blicket, B not (both direct)
-    "indirect_on": [("CD", True), ("D", False)],  # C blicket (indirect), D not (direct)
-    "indirect_off": [("EF", False)],  # E, F not blickets (indirect)
-    "backward_blocking": [("GH", True), ("G", True)],  # G blicket (direct), H undetermined
+    "one_cause": [("A", True), ("B", False), ("AB", True)],  # A direct blicket, B screen-off
+    "indirect_on": [("CD", True), ("D", False)],  # C indirect blicket, D screen-off
+    "indirect_off": [("EF", False)],  # E, F direct non-blickets
+    "backward_blocking": [("GH", True), ("G", True)],  # G direct blicket, H potential
 }
-# Pattern combinations filling the 6 context panels (each has a backward-blocking pattern, so that every
-# query type can be asked), with the number of panels that light up.
-CONTEXTS = [("one_cause", "backward_blocking", "indirect_off"),  # 4 on
+# Pattern combinations filling the 6 context panels, each giving every query type; lit panels in comments.
+CONTEXTS = [("indirect_on", "backward_blocking", "indirect_off", "indirect_off"),  # 3 on
             ("indirect_on", "backward_blocking", "indirect_on"),  # 4 on
-            ("backward_blocking", "backward_blocking", "indirect_on"),  # 5 on
-            ("indirect_on", "backward_blocking", "indirect_off", "indirect_off"),  # 3 on
-            ("backward_blocking", "indirect_off", "indirect_off", "indirect_off", "indirect_off")]  # 2 on
+            ("indirect_on", "backward_blocking", "backward_blocking")]  # 5 on
+
+
+def classify(context: list[tuple[tuple[int, ...], bool]]) -> dict[int, tuple[str, int]]:
+  """Each context object's ACRE query type and label (0 off, 1 undetermined, 2 on), by ACRE's rules."""
+  on = [set(ids) for ids, light in context if light]
+  off = [set(ids) for ids, light in context if not light]
+  non_blickets = set().union(*off)
+  blickets = {next(iter(ids - non_blickets)) for ids in on if len(ids - non_blickets) == 1}
+  on_objects = set().union(*on)
+  direct = {next(iter(ids)) for ids in on if len(ids) == 1} | (non_blickets - on_objects)
+  types = {}
+  for obj in set().union(*on, *off):
+    label = 0 if obj in non_blickets else 2 if obj in blickets else 1
+    kind = ("direct" if obj in direct else "screen_off" if obj in non_blickets else
+            "indirect" if obj in blickets else "potential")
+    types[obj] = (kind, label)
+  return types
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +65,9 @@ class AcreConfig:
 
 @dataclasses.dataclass
 class AcreProblem:
-  """One problem: objects (shape, material, colour) indices, 6 context panels, 4 queries (one per type)."""
-  objects: list[tuple[int, int, int]]
+  """One problem: objects, 6 context panels, 4 queries (one per type), and their rendered panels."""
+  names: list[str]  # how the rationale calls each object
+  objects: list[tuple[int, int, int]]  # (shape, material, colour) indices
   blickets: list[bool]  # the true (hidden) status; queries may still be undetermined from the context
   context: list[tuple[tuple[int, ...], bool]]  # (object indices on the machine, light on)
   queries: list[tuple[tuple[int, ...], str, str]]  # (object indices, query type, answer)
@@ -80,43 +95,24 @@ def _contexts(split: str, train: bool) -> list[tuple[str, ...]]:
 
 
 def sample_problem(config: AcreConfig, rng: np.random.Generator, train: bool) -> AcreProblem:
-  """Context from a pattern combination; one query of each type drawn from its facts."""
-  combo = _contexts(config.split, train)[rng.integers(len(_contexts(config.split, train)))]
+  """Context from a pattern combination; one single-object query of each type."""
+  contexts = _contexts(config.split, train)
+  combo = contexts[rng.integers(len(contexts))]
   pool = _allowed_objects(config.split, train)
-  names = [(i, letter) for i, name in enumerate(combo) for letter in sorted({c for p, _ in PATTERNS[name] for c in p})]
-  chosen = rng.choice(len(pool), len(names), replace=False)
+  names = [(i, c) for i, name in enumerate(combo) for c in sorted({c for p, _ in PATTERNS[name] for c in p})]
+  objects = [pool[j] for j in rng.choice(len(pool), len(names), replace=False)]
   index = {key: k for k, key in enumerate(names)}
-  objects = [pool[j] for j in chosen]
   context = [(tuple(index[(i, c)] for c in panel), light) for i, name in enumerate(combo)
              for panel, light in PATTERNS[name]]
   context = [context[j] for j in rng.permutation(len(context))]
-  status = _pattern_status(combo, index)
-  blickets = [status[k][0] if status[k][0] is not None else bool(rng.random() < 0.5) for k in range(len(objects))]
-  queries = [_query(kind, status, rng) for kind in QUERY_TYPES]
-  return AcreProblem(objects, blickets, context, queries, *render_problem(config, objects, context, queries))
-
-
-def _pattern_status(combo, index) -> dict[int, tuple[bool | None, str]]:
-  """Each object's status (True/False/None = undetermined) and how it is known (direct / indirect)."""
-  facts = {"one_cause": {"A": (True, "direct"), "B": (False, "direct")},
-           "indirect_on": {"C": (True, "indirect"), "D": (False, "direct")},
-           "indirect_off": {"E": (False, "indirect"), "F": (False, "indirect")},
-           "backward_blocking": {"G": (True, "direct"), "H": (None, "backward_blocking")}}
-  return {index[(i, letter)]: fact for i, name in enumerate(combo) for letter, fact in facts[name].items()}
-
-
-def _query(kind: str, status, rng) -> tuple[tuple[int, ...], str, str]:
-  pick = lambda keep: int(rng.choice([k for k, fact in status.items() if keep(fact)]))
-  if kind in ("direct", "indirect"):
-    candidates = [k for k, (known, how) in status.items() if how == kind]
-    if not candidates:  # every context has direct facts; indirect ones come from indirect_on/off
-      kind, candidates = "direct", [k for k, (_, how) in status.items() if how == "direct"]
-    obj = int(rng.choice(candidates))
-    return (obj,), kind, "on" if status[obj][0] else "off"
-  if kind == "backward_blocking":
-    return (pick(lambda f: f[1] == "backward_blocking"),), kind, "undetermined"
-  blicket, other = pick(lambda f: f[0] is True), pick(lambda f: f[0] is None)
-  return tuple(sorted((blicket, other))), kind, "on"
+  types = classify(context)
+  queries = []
+  for kind in QUERY_TYPES:
+    obj = int(rng.choice(sorted(k for k, (t, _) in types.items() if t == kind)))
+    queries.append(((obj,), kind, ANSWERS[types[obj][1]]))
+  blickets = [types[k][1] == 2 or (types[k][1] == 1 and bool(rng.random() < 0.5)) for k in range(len(objects))]
+  return AcreProblem([object_name(o) for o in objects], objects, blickets, context, queries,
+                     *render_problem(config, objects, context, queries))
 
 
 def _panel(resolution: int, objects: list[tuple[int, int, int]], light: bool | None) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""TFDS builders of the released datasets, on tiny fixtures written in each release's annotation format."""
+import shutil
+
+import numpy as np
+import pytest
+
+from lrr_jax.data import rationales
+from lrr_jax.data import records
+from lrr_jax.data.builders import acre as acre_builder
+from lrr_jax.data.worlds import acre
+from tests.data import release_fixtures
+
+
+@pytest.fixture(scope="module")
+def acre_release(tmp_path_factory):
+  manual = tmp_path_factory.mktemp("acre_release")
+  problems = {split: acre.generate(acre.AcreConfig(), 3, seed=i, train=split == "train")
+              for i, split in enumerate(("train", "val"))}
+  for split, split_problems in problems.items():
+    release_fixtures.write_acre_release(manual, split, split_problems)
+  return manual, problems
+
+
+def build_acre(manual, data_dir, config="iid"):
+  builder = acre_builder.Acre(config=config, data_dir=str(data_dir), file_format="array_record")
+  builder.download_and_prepare(download_config=__import__("tensorflow_datasets").download.DownloadConfig(
+      manual_dir=str(manual)))
+  return builder
+
+
+def test_acre_release_reads_into_records_with_its_labels(acre_release, tmp_path):
+  manual, problems = acre_release
+  builder = build_acre(manual, tmp_path)
+  train = builder.as_data_source("train")
+  assert len(train) == 12 and len(builder.as_data_source("val")) == 12
+  for index in range(len(train)):
+    record = train[index]
+    meta = records.read_metadata(record)
+    problem = problems["train"][meta["problem"]]
+    assert record["frames"].shape == (7, 64, 64, 3)
+    example = records.read_example(record, "full")
+    parsed = rationales.parse_response(example.response_text)
+    assert parsed.problems == [] and parsed.answer == acre.ANSWERS[record["label"]]
+    assert meta["query_type"] in acre.QUERY_TYPES
+    assert any(name in example.response_text for name in problem.names)  # names read from the scenes
+
+
+def test_acre_rule_matches_the_release_labels_for_set_blickets():
+  # A lit panel of two undetermined objects: together they light the machine (ACRE label 2).
+  problem = acre.AcreProblem(names={1: "a", 2: "b", 3: "c"}, objects=[], blickets=[],
+                             context=[((1, 2), True), ((3,), False)], queries=[], context_frames=None,
+                             query_frames=None)
+  assert rationales.acre_answer(problem, (1, 2, 3)) == "on"
+  assert rationales.acre_answer(problem, (1,)) == "undetermined"
+  assert rationales.acre_answer(problem, (3,)) == "off"
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda m: (m / "images" / "ACRE_train_000001_03.png").unlink(), "ACRE_train_000001_03.png is missing"),
+    (lambda m: (m / "config" / "train.json").unlink(), r"config/train.json is missing"),
+    (lambda m: (m / "config" / "train.json").write_text("[[{"), r"train.json is not valid JSON"),
+    (lambda m: (m / "images" / "ACRE_train_000000_00.png").write_bytes(b"not a png"), "cannot be decoded"),
+])
+def test_bad_release_files_are_named_and_earlier_data_survives(acre_release, tmp_path, damage, message):
+  manual, _ = acre_release
+  good = build_acre(manual, tmp_path, "iid")
+  broken = tmp_path / "broken"
+  shutil.copytree(manual, broken)
+  damage(broken)
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    build_acre(broken, tmp_path, "compositional")
+  assert len(good.as_data_source("train")) == 12  # what was written before is intact
+  assert not list((tmp_path / "acre" / "compositional").glob("1.0.0/*.array_record*"))
