@@ -16,6 +16,7 @@ CORE = [
     "array_record>=0.8.6",
     "tensorflow-datasets>=4.9.10",
     "pillow",  # image files of the released datasets
+    "av",  # video files of the released datasets (PyAV bundles its FFmpeg)
     "importlib_resources",  # needed by tensorflow-datasets, which does not declare it
 ]
 TEST = [

@@ -3,11 +3,14 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from lrr_jax.data import rationales
 from lrr_jax.data import records
 from lrr_jax.data.builders import acre as acre_builder
+from lrr_jax.data.builders import cater as cater_builder
 from lrr_jax.data.worlds import acre
+from lrr_jax.data.worlds import cater as cater_world
 from tests.data import release_fixtures
 
 
@@ -23,8 +26,7 @@ def acre_release(tmp_path_factory):
 
 def build_acre(manual, data_dir, config="iid"):
   builder = acre_builder.Acre(config=config, data_dir=str(data_dir), file_format="array_record")
-  builder.download_and_prepare(download_config=__import__("tensorflow_datasets").download.DownloadConfig(
-      manual_dir=str(manual)))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
   return builder
 
 
@@ -71,3 +73,57 @@ def test_bad_release_files_are_named_and_earlier_data_survives(acre_release, tmp
     build_acre(broken, tmp_path, "compositional")
   assert len(good.as_data_source("train")) == 12  # what was written before is intact
   assert not list((tmp_path / "acre" / "compositional").glob("1.0.0/*.array_record*"))
+
+
+@pytest.fixture(scope="module")
+def cater_release(tmp_path_factory):
+  manual = tmp_path_factory.mktemp("cater_release")
+  config = cater_world.CaterConfig(num_frames=8, resolution=32, contain_prob=0.7)
+  videos = {"train": cater_world.generate(config, 6, seed=0), "val": cater_world.generate(config, 3, seed=1)}
+  release_fixtures.write_cater_release(manual, "train", videos["train"])
+  release_fixtures.write_cater_release(manual, "val", videos["val"], offset=100)
+  return manual, videos
+
+
+def build_cater(manual, data_dir):
+  config = cater_builder.CaterReleaseConfig(name="t8", num_frames=8, resolution=32)
+  builder = cater_builder.Cater(config=config, data_dir=str(data_dir), file_format="array_record")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  return builder
+
+
+def test_cater_release_reads_videos_scenes_and_labels(cater_release, tmp_path):
+  manual, videos = cater_release
+  builder = build_cater(manual, tmp_path)
+  train = builder.as_data_source("train")
+  assert len(train) == 6 and len(builder.as_data_source("val")) == 3
+  for index in range(len(train)):
+    record = train[index]
+    n = int(records.read_metadata(record)["video"][len("CLEVR_new_"):-len(".avi")])
+    assert record["label"] == videos["train"].label[n]
+    # MPEG-4 is lossy: the decoded frames are close to the rendered ones, not equal.
+    assert np.abs(record["frames"].astype(float) - videos["train"].frames[n]).mean() < 12
+    full = records.read_example(record, "full")
+    parsed = rationales.parse_response(full.response_text)
+    assert parsed.problems == [] and parsed.answer == rationales.cater_answer(int(record["label"]))
+    # The tracked cell on the last frame (from the scene) agrees with the released class.
+    assert f" {parsed.answer}" in parsed.stages["REASONING"].split("frame 7:")[1]
+    generated = rationales.cater_example(videos["train"], n)
+    assert parsed.stages["REASONING"] == rationales.parse_response(generated.response_text).stages["REASONING"]
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda m: (m / "videos" / "CLEVR_new_000002.avi").unlink(), "CLEVR_new_000002.avi is missing"),
+    (lambda m: (m / "videos" / "CLEVR_new_000001.avi").write_bytes(b"\0" * 64), "cannot be decoded"),
+    (lambda m: (m / "lists" / "localize" / "val.txt").write_text("CLEVR_new_000100.avi 99\n"),
+     r"val.txt:1: expected '<video> <class in 0..35>'"),
+    (lambda m: (m / "scenes" / "CLEVR_new_000003.json").write_text('{"objects": []}'),
+     "CLEVR_new_000003.json is malformed"),
+])
+def test_bad_cater_release_files_are_named(cater_release, tmp_path, damage, message):
+  manual, _ = cater_release
+  broken = tmp_path / "broken"
+  shutil.copytree(manual, broken)
+  damage(broken)
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    build_cater(broken, tmp_path / "data")

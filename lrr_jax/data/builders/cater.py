@@ -1,0 +1,144 @@
+"""TFDS builder for the released CATER snitch-localisation task (Girdhar & Ramanan, ICLR 2020).
+
+Expected layout (one release, e.g. `all_actions` or `all_actions_cameramotion`, unpacked in manual_dir):
+  <manual_dir>/videos/<video>.avi                    the rendered videos (decoded with PyAV)
+  <manual_dir>/lists/localize/{train,val}.txt        lines `<video> <class>` (comma or space separated);
+                                                     class = the snitch's final cell on the 6x6 grid
+  <manual_dir>/scenes/<video stem>.json               (optional) the generator's scene: `objects` with shape
+                                                     ('spl' is the snitch), color, material, size, instance and
+                                                     per-frame `locations` {frame: [x, y, z]}; `movements`
+                                                     {instance: [[action, other, start, end], ...]}
+With a scene, the rationale detects the objects on the first kept frame, tracks the snitch (or the cone that
+`_contain`s it) on each kept frame, and concludes with the released class. Without one, only the `direct`
+variant's content is known, and every variant states just the answer.
+Grid cells from scene coordinates: x and y in [-3, 3] split into 6 bands each (row from y, column from x).
+"""
+import dataclasses
+import json
+import pathlib
+import re
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from lrr_jax.data import rationales
+from lrr_jax.data import records
+from lrr_jax.data.worlds import cater as cater_world
+
+GRID = cater_world.GRID
+
+
+@dataclasses.dataclass
+class CaterReleaseConfig(tfds.core.BuilderConfig):
+  num_frames: int = 16  # frames kept, evenly spaced over the video
+  resolution: int = 64
+
+
+def decode_video(path: pathlib.Path, num_frames: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+  """`num_frames` evenly spaced frames, resized, as uint8[T, H, W, 3], and their indices in the video."""
+  import av  # pylint: disable=g-import-not-at-top
+  if not path.is_file():
+    raise FileNotFoundError(f"CATER video {path} is missing.")
+  try:
+    with av.open(str(path)) as container:
+      frames = [f.to_ndarray(format="rgb24", width=resolution, height=resolution)
+                for f in container.decode(video=0)]
+  except av.error.FFmpegError as e:
+    raise ValueError(f"CATER video {path} cannot be decoded: {e}") from e
+  if not frames:
+    raise ValueError(f"CATER video {path} has no frames.")
+  kept = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
+  return np.stack([frames[i] for i in kept]), kept
+
+
+def read_list(path: pathlib.Path) -> list[tuple[str, int]]:
+  if not path.is_file():
+    raise FileNotFoundError(f"CATER list {path} is missing.")
+  entries = []
+  for line_number, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    parts = [p for p in re.split(r"[,\s]+", line.strip()) if p]
+    if len(parts) != 2 or not parts[1].isdigit() or not 0 <= int(parts[1]) < GRID * GRID:
+      raise ValueError(f"{path}:{line_number}: expected '<video> <class in 0..35>', got {line!r}.")
+    entries.append((parts[0], int(parts[1])))
+  return entries
+
+
+def cell(location) -> tuple[int, int]:
+  x, y = float(location[0]), float(location[1])
+  band = lambda v: int(np.clip(np.floor((v + 3.0) / 6.0 * GRID), 0, GRID - 1))
+  return band(y), band(x)
+
+
+def scene_rationale(scene: dict, kept: np.ndarray, label: int, variant: str) -> rationales.Example:
+  """Detection on the first kept frame, then the snitch tracked (or re-identified under its cone)."""
+  objects = scene["objects"]
+  name = lambda o: "snitch" if o["shape"] == "spl" else f"{o['color']} {o['shape']}"
+  at = lambda o, t: cell(o["locations"][str(int(kept[t]))])
+  snitch = next(o for o in objects if o["shape"] == "spl")
+  contains = [(o, int(start), int(end)) for o in objects
+              for action, other, start, end in scene.get("movements", {}).get(o.get("instance"), [])
+              if action == "_contain" and other == snitch.get("instance")]
+  last = len(kept) - 1
+  answer = rationales.cater_answer(label)
+  question = [rationales.Segment("Where is the snitch at the end of the video?", last if variant == "direct" else 0)]
+  summary = [rationales.Segment("Find the snitch's final cell: detect the objects, track the snitch and any cone "
+                                "over it.", 0)]
+  caption = [rationales.Segment("frame 0: <detect> " + "; ".join(
+      f"{name(o)} {at(o, 0)[0]},{at(o, 0)[1]}" for o in objects) + ".", 0)]
+  reasoning = []
+  for t in range(1, last + 1):
+    holder = next((o for o, _, end in contains if end <= kept[t]), None)  # covered once it lands
+    if holder is None:
+      r, c = at(snitch, t)
+      reasoning.append(rationales.Segment(f"frame {t}: <track> snitch {r},{c}. ", t))
+    else:
+      r, c = at(holder, t)
+      reasoning.append(rationales.Segment(f"frame {t}: <track> snitch hidden; <reid> {name(holder)} {r},{c} "
+                                          "covers it. ", t))
+  if variant == "no_surrogate":
+    caption = [rationales.Segment(f"There are {len(objects)} objects on a 6x6 grid.", 0)]
+    reasoning = [rationales.Segment("The snitch may move or be covered; its final place gives the answer.", 0)]
+  conclusion = [rationales.Segment(f"The snitch ends at {answer}. answer {answer}", last)]
+  stages = [("SUMMARY", summary), ("CAPTION", caption), ("REASONING", reasoning), ("CONCLUSION", conclusion)]
+  return rationales.Example(question, rationales.staged(stages, variant, rationales.Segment(
+      f"answer {answer}", last)), answer)
+
+
+class Cater(tfds.core.GeneratorBasedBuilder):
+  """CATER snitch localisation from its released files."""
+  VERSION = tfds.core.Version("1.0.0")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Unpack a CATER release (videos/, lists/, optionally scenes/) in manual_dir."
+  BUILDER_CONFIGS = [CaterReleaseConfig(name="default")]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    res = self.builder_config.resolution
+    return tfds.core.DatasetInfo(builder=self, features=records.features(res, res))
+
+  def _split_generators(self, dl_manager):
+    manual = pathlib.Path(dl_manager.manual_dir)
+    lists = {split: manual / "lists" / "localize" / f"{split}.txt" for split in ("train", "val")}
+    entries = {split: read_list(path) for split, path in lists.items()}  # missing or bad lists fail here
+    return {split: self._generate_examples(manual, split_entries) for split, split_entries in entries.items()}
+
+  def _generate_examples(self, manual: pathlib.Path, entries: list[tuple[str, int]]):
+    cfg = self.builder_config
+    for video, label in entries:
+      frames, kept = decode_video(manual / "videos" / video, cfg.num_frames, cfg.resolution)
+      scene_file = manual / "scenes" / f"{pathlib.Path(video).stem}.json"
+      scene = json.loads(scene_file.read_text()) if scene_file.is_file() else None
+      try:
+        examples = {v: scene_rationale(scene, kept, label, v) if scene else _answer_only(label, v, len(kept))
+                    for v in rationales.VARIANTS}
+      except (KeyError, StopIteration, TypeError, ValueError) as e:
+        raise ValueError(f"CATER scene {scene_file} is malformed ({type(e).__name__}: {e}).") from e
+      yield video, records.make_record(frames, examples, label, video=video, has_scene=scene is not None)
+
+
+def _answer_only(label: int, variant: str, num_frames: int) -> rationales.Example:
+  del variant
+  answer = rationales.cater_answer(label)
+  last = num_frames - 1
+  return rationales.Example([rationales.Segment("Where is the snitch at the end of the video?", last)],
+                            [rationales.Segment(f"answer {answer}", last)], answer)
