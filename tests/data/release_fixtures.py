@@ -67,3 +67,42 @@ def write_cater_release(directory: pathlib.Path, split: str, videos: cater.Cater
     (directory / "scenes" / f"{name}.json").write_text(json.dumps({"objects": objects, "movements": movements}))
     lines.append(f"{name}.avi {int(videos.label[n])}")
   (directory / "lists" / "localize" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+
+
+def write_video(path: pathlib.Path, frames: np.ndarray, fps: int = 24) -> None:
+  """An MPEG-4 video file of uint8[T, H, W, 3] frames (PyAV)."""
+  import av  # pylint: disable=g-import-not-at-top
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream("mpeg4", rate=fps)
+    stream.width, stream.height = frames.shape[2], frames.shape[1]
+    stream.pix_fmt = "yuv420p"
+    for frame in frames:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+
+
+def write_star_release(directory: pathlib.Path) -> list[dict]:
+  """STAR_{train,val}.json, classes/ and two 2-second Charades-like videos; returns the train questions."""
+  rng = np.random.default_rng(0)
+  for video_id in ("ABC12", "XYZ34"):
+    write_video(directory / "videos" / f"{video_id}.mp4", rng.integers(0, 255, (48, 32, 32, 3), dtype=np.uint8))
+  (directory / "classes").mkdir(parents=True, exist_ok=True)
+  (directory / "classes" / "object_classes.txt").write_text("o000 person\no001 cup\no002 table\n")
+  (directory / "classes" / "relationship_classes.txt").write_text("r000 holding\nr001 on\n")
+  (directory / "classes" / "action_classes.txt").write_text("a000 holding_a_cup\na001 putting_a_cup_somewhere\n")
+
+  def question(qid, video_id, answer_index):
+    choices = ["The cup.", "The table.", "The book.", "The phone."]
+    return {"question_id": qid, "question": "Which object was put down by the person?", "video_id": video_id,
+            "start": 0.5, "end": 1.75, "answer": choices[answer_index],
+            "choices": [{"choice_id": i, "choice": c} for i, c in enumerate(choices)],
+            "situations": {"000018": {"rel_pairs": [["o000", "o001"]], "rel_labels": ["r000"], "actions": ["a000"],
+                                      "bbox": [[1, 2, 10, 12]], "bbox_labels": ["o000", "o001"]},
+                           "000036": {"rel_pairs": [["o001", "o002"]], "rel_labels": ["r001"], "actions": ["a001"],
+                                      "bbox": [[3, 3, 9, 9]], "bbox_labels": ["o001", "o002", "o000"]}}}
+
+  train = [question("Interaction_T1_1", "ABC12", 0), question("Sequence_T2_7", "XYZ34", 2)]
+  (directory / "STAR_train.json").write_text(json.dumps(train))
+  (directory / "STAR_val.json").write_text(json.dumps([question("Prediction_T4_3", "ABC12", 1)]))
+  return train

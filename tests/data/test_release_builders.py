@@ -9,6 +9,7 @@ from lrr_jax.data import rationales
 from lrr_jax.data import records
 from lrr_jax.data.builders import acre as acre_builder
 from lrr_jax.data.builders import cater as cater_builder
+from lrr_jax.data.builders import star as star_builder
 from lrr_jax.data.worlds import acre
 from lrr_jax.data.worlds import cater as cater_world
 from tests.data import release_fixtures
@@ -127,3 +128,46 @@ def test_bad_cater_release_files_are_named(cater_release, tmp_path, damage, mess
   damage(broken)
   with pytest.raises((ValueError, FileNotFoundError), match=message):
     build_cater(broken, tmp_path / "data")
+
+
+def build_star(manual, data_dir):
+  config = star_builder.StarReleaseConfig(name="t6", num_frames=6, resolution=16)
+  builder = star_builder.Star(config=config, data_dir=str(data_dir), file_format="array_record")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  return builder
+
+
+def test_star_release_turns_situation_graphs_into_rationales(tmp_path):
+  manual = tmp_path / "star"
+  questions = release_fixtures.write_star_release(manual)
+  builder = build_star(manual, tmp_path / "data")
+  train = builder.as_data_source("train")
+  assert len(train) == 2 and len(builder.as_data_source("val")) == 1
+  by_type = {records.read_metadata(train[i])["question_type"]: train[i] for i in range(2)}
+  assert set(by_type) == {"Interaction", "Sequence"}
+  record = by_type["Sequence"]
+  assert record["label"] == 2 and record["frames"].shape == (6, 16, 16, 3)
+  example = records.read_example(record, "full")
+  parsed = rationales.parse_response(example.response_text)
+  assert parsed.problems == [] and parsed.answer == "C"
+  assert "person holding cup" in parsed.stages["CAPTION"] and "cup on table" in parsed.stages["CAPTION"]
+  assert "action: putting a cup somewhere" in parsed.stages["CAPTION"]
+  # Keyframe 18 (0.75 s) and 36 (1.5 s) of a clip from 0.5 s to 1.75 s, 6 kept frames of 30.
+  frames = [s.frame_index for s in example.response if s.text.startswith("frame ")]
+  assert frames == [1, 4]
+  assert "A) The cup. B) The table." in example.question[0].text and questions[1]["answer"] == "The book."
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda m: (m / "STAR_val.json").unlink(), "STAR_val.json is missing"),
+    (lambda m: (m / "videos" / "XYZ34.mp4").unlink(), "XYZ34.mp4 is missing"),
+    (lambda m: (m / "STAR_train.json").write_text(
+        (m / "STAR_train.json").read_text().replace('"answer": "The book."', '"answer": "A hat."')),
+     r"question 1 \(Sequence_T2_7\) is malformed"),
+])
+def test_bad_star_release_files_are_named(tmp_path, damage, message):
+  manual = tmp_path / "star"
+  release_fixtures.write_star_release(manual)
+  damage(manual)
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    build_star(manual, tmp_path / "data")

@@ -14,11 +14,11 @@ import json
 import pathlib
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
 
 from lrr_jax.data import rationales
 from lrr_jax.data import records
+from lrr_jax.data.builders import video_files
 from lrr_jax.data.worlds import acre
 
 SPLITS = ("train", "val", "test")
@@ -27,16 +27,6 @@ SPLITS = ("train", "val", "test")
 @dataclasses.dataclass
 class AcreReleaseConfig(tfds.core.BuilderConfig):
   resolution: int = 64  # panels are resized to resolution x resolution
-
-
-def read_panel(path: pathlib.Path, resolution: int) -> np.ndarray:
-  if not path.is_file():
-    raise FileNotFoundError(f"ACRE image {path} is missing.")
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert("RGB").resize((resolution, resolution), Image.BILINEAR))
-  except OSError as e:
-    raise ValueError(f"ACRE image {path} cannot be decoded: {e}") from e
 
 
 def object_names(scene_dir: pathlib.Path, stems: list[str], panels: list[dict]) -> dict[int, str]:
@@ -81,7 +71,7 @@ class Acre(tfds.core.GeneratorBasedBuilder):
       if len(panels) != 10 or any(panel.get("light_state") not in ("on", "off") for panel in panels[:6]):
         raise ValueError(f"{source}: expected 6 context panels (light on/off) and 4 queries.")
       stems = [f"ACRE_{split}_{p:06d}_{i:02d}" for i in range(10)]
-      read = lambda i: read_panel(manual / "images" / f"{stems[i]}.png", self.builder_config.resolution)
+      read = lambda i: video_files.read_image(manual / "images" / f"{stems[i]}.png", self.builder_config.resolution)
       context_frames = np.stack([read(i) for i in range(6)])
       problem = acre.AcreProblem(
           names=object_names(manual / "scenes", stems, panels), objects=[], blickets=[],

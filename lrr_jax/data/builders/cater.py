@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 
 from lrr_jax.data import rationales
 from lrr_jax.data import records
+from lrr_jax.data.builders import video_files
 from lrr_jax.data.worlds import cater as cater_world
 
 GRID = cater_world.GRID
@@ -32,23 +33,6 @@ GRID = cater_world.GRID
 class CaterReleaseConfig(tfds.core.BuilderConfig):
   num_frames: int = 16  # frames kept, evenly spaced over the video
   resolution: int = 64
-
-
-def decode_video(path: pathlib.Path, num_frames: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-  """`num_frames` evenly spaced frames, resized, as uint8[T, H, W, 3], and their indices in the video."""
-  import av  # pylint: disable=g-import-not-at-top
-  if not path.is_file():
-    raise FileNotFoundError(f"CATER video {path} is missing.")
-  try:
-    with av.open(str(path)) as container:
-      frames = [f.to_ndarray(format="rgb24", width=resolution, height=resolution)
-                for f in container.decode(video=0)]
-  except av.error.FFmpegError as e:
-    raise ValueError(f"CATER video {path} cannot be decoded: {e}") from e
-  if not frames:
-    raise ValueError(f"CATER video {path} has no frames.")
-  kept = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
-  return np.stack([frames[i] for i in kept]), kept
 
 
 def read_list(path: pathlib.Path) -> list[tuple[str, int]]:
@@ -125,7 +109,9 @@ class Cater(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, manual: pathlib.Path, entries: list[tuple[str, int]]):
     cfg = self.builder_config
     for video, label in entries:
-      frames, kept = decode_video(manual / "videos" / video, cfg.num_frames, cfg.resolution)
+      all_frames, _ = video_files.decode_video(manual / "videos" / video, cfg.resolution)
+      kept = video_files.evenly_spaced(len(all_frames), cfg.num_frames)
+      frames = np.stack([all_frames[i] for i in kept])
       scene_file = manual / "scenes" / f"{pathlib.Path(video).stem}.json"
       scene = json.loads(scene_file.read_text()) if scene_file.is_file() else None
       try:

@@ -1,0 +1,117 @@
+"""TFDS builder for STAR (Wu et al., NeurIPS 2021): situated reasoning on Charades videos, from its release.
+
+Expected layout in manual_dir:
+  STAR_{train,val}.json   a list of questions: question_id ('<Type>_<template>_<n>'), question, video_id,
+                          start, end (seconds), answer, choices [{choice_id, choice}], situations
+                          {frame id: {rel_pairs, rel_labels, actions, bbox, bbox_labels}}
+  videos/<video_id>.mp4   the Charades videos
+  classes/{object,relationship,action}_classes.txt   (optional) lines '<id> <name>' (e.g. 'o000 person')
+The rationale turns the situation graphs into language: per keyframe, the objects detected, the relations
+between them and the actions (each text about a keyframe carries that frame's index), then the choice.
+The answer is the letter of the correct choice ('answer B'); label = its index.
+"""
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from lrr_jax.data import rationales
+from lrr_jax.data import records
+from lrr_jax.data.builders import video_files
+
+LETTERS = "ABCDEFGH"
+QUESTION_TYPES = ("Interaction", "Sequence", "Prediction", "Feasibility")
+
+
+@dataclasses.dataclass
+class StarReleaseConfig(tfds.core.BuilderConfig):
+  num_frames: int = 16
+  resolution: int = 64
+
+
+def read_classes(directory: pathlib.Path) -> dict[str, str]:
+  names = {}
+  for kind in ("object", "relationship", "action"):
+    path = directory / f"{kind}_classes.txt"
+    if path.is_file():
+      for line in path.read_text().splitlines():
+        if line.strip():
+          class_id, _, name = line.strip().partition(" ")
+          names[class_id] = name.replace("_", " ")
+  return names
+
+
+def star_example(question: dict, kept_frames: np.ndarray, fps: float, start: float, names: dict[str, str],
+                 variant: str) -> rationales.Example:
+  """Question with lettered choices; rationale from the situation graphs; answer = the correct letter."""
+  name = lambda class_id: names.get(class_id, class_id)
+  choices = question["choices"]
+  label = next(i for i, c in enumerate(choices) if c["choice"] == question["answer"])
+  letter = LETTERS[label]
+  last = len(kept_frames) - 1
+  options = " ".join(f"{LETTERS[i]}) {c['choice']}" for i, c in enumerate(choices))
+  prompt = [rationales.Segment(f"{question['question']} Options: {options}", last if variant == "direct" else 0)]
+  kind = question["question_id"].split("_")[0]
+  summary = [rationales.Segment(f"A {kind.lower()} question: read each situation, then pick the option.", 0)]
+  caption = []
+  for frame_id, graph in sorted(question["situations"].items(), key=lambda kv: int(kv[0])):
+    # The keyframe's time in the clip -> the last kept frame at or before it.
+    t = int(np.clip(np.searchsorted(kept_frames, (int(frame_id) / fps - start) * fps, side="right") - 1, 0, last))
+    objects = ", ".join(dict.fromkeys(name(o) for o in graph.get("bbox_labels", [])))
+    relations = "; ".join(f"{name(a)} {name(r)} {name(b)}"
+                          for (a, b), r in zip(graph.get("rel_pairs", []), graph.get("rel_labels", [])))
+    actions = "; ".join(name(a) for a in graph.get("actions", []))
+    caption.append(rationales.Segment(f"frame {t}: <detect> {objects or 'nothing'}. "
+                                      f"{relations + '. ' if relations else ''}"
+                                      f"{'action: ' + actions + '. ' if actions else ''}", t))
+  if not caption or variant == "no_surrogate":
+    caption = [rationales.Segment("The video shows a person in a room.", 0)]
+  reasoning = [rationales.Segment(f"The situations support option {letter}: {question['answer']}",
+                                  caption[-1].frame_index)]
+  conclusion = [rationales.Segment(f"The answer is {letter}. answer {letter}", last)]
+  stages = [("SUMMARY", summary), ("CAPTION", caption), ("REASONING", reasoning), ("CONCLUSION", conclusion)]
+  return rationales.Example(prompt, rationales.staged(stages, variant, rationales.Segment(
+      f"answer {letter}", last)), letter)
+
+
+class Star(tfds.core.GeneratorBasedBuilder):
+  """STAR from its released question/situation files and the Charades videos."""
+  VERSION = tfds.core.Version("1.0.0")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Put STAR_{train,val}.json, videos/ (Charades) and classes/ in manual_dir."
+  BUILDER_CONFIGS = [StarReleaseConfig(name="default")]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    res = self.builder_config.resolution
+    return tfds.core.DatasetInfo(builder=self, features=records.features(res, res))
+
+  def _split_generators(self, dl_manager):
+    manual = pathlib.Path(dl_manager.manual_dir)
+    files = {split: manual / f"STAR_{split}.json" for split in ("train", "val")}
+    for path in files.values():
+      if not path.is_file():
+        raise FileNotFoundError(f"STAR: {path} is missing (manual_dir={manual}).")
+    names = read_classes(manual / "classes")
+    return {split: self._generate_examples(manual, path, names) for split, path in files.items()}
+
+  def _generate_examples(self, manual: pathlib.Path, path: pathlib.Path, names: dict[str, str]):
+    cfg = self.builder_config
+    try:
+      questions = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+      raise ValueError(f"STAR: {path} is not valid JSON: {e}") from e
+    for index, question in enumerate(questions):
+      source = f"{path} question {index} ({question.get('question_id', '?')})"
+      try:
+        start, end = float(question["start"]), float(question["end"])
+        frames, fps = video_files.decode_video(manual / "videos" / f"{question['video_id']}.mp4", cfg.resolution,
+                                               start, end)
+        kept = video_files.evenly_spaced(len(frames), cfg.num_frames)
+        examples = {v: star_example(question, kept, fps, start, names, v) for v in rationales.VARIANTS}
+      except (KeyError, StopIteration, TypeError) as e:
+        raise ValueError(f"{source} is malformed ({type(e).__name__}: {e}).") from e
+      label = LETTERS.index(examples["full"].answer)
+      yield question["question_id"], records.make_record(
+          np.stack([frames[i] for i in kept]), examples, label,
+          question_type=question["question_id"].split("_")[0], video=question["video_id"])
