@@ -106,3 +106,31 @@ def write_star_release(directory: pathlib.Path) -> list[dict]:
   (directory / "STAR_train.json").write_text(json.dumps(train))
   (directory / "STAR_val.json").write_text(json.dumps([question("Prediction_T4_3", "ABC12", 1)]))
   return train
+
+
+def write_something_else_release(directory: pathlib.Path) -> None:
+  """annotations/ (split files, labels.json, box file) and frames/<id>/*.jpg as Something-Else releases them."""
+  rng = np.random.default_rng(1)
+  (directory / "annotations").mkdir(parents=True, exist_ok=True)
+  labels = {"Moving something from left to right": "93", "Putting something on a surface": "139"}
+  videos = {"train": [("1001", "Moving [something] from left to right", ["cup"]),
+                      ("1002", "Putting [something] on a surface", ["pen"])],
+            "validation": [("2001", "Moving [something] from left to right", ["box"])]}
+  boxes = {}
+  for split, entries in videos.items():
+    (directory / "annotations" / f"{split}.json").write_text(json.dumps(
+        [{"id": vid, "label": template.replace("[something]", obj[0]), "template": template, "placeholders": obj}
+         for vid, template, obj in entries]))
+    for vid, _, obj in entries:
+      frames = []
+      (directory / "frames" / vid).mkdir(parents=True, exist_ok=True)
+      for t in range(10):  # 10 frames of 96x64; the object moves from left to right
+        image = Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+        image.save(directory / "frames" / vid / f"{t + 1:04d}.jpg")
+        x = 4 + 8 * t
+        frames.append({"name": f"{vid}/{t + 1:04d}.jpg", "nr_instances": 2, "gt_placeholders": obj, "labels": [
+            {"box2d": {"x1": x, "x2": x + 8, "y1": 28, "y2": 36}, "category": obj[0], "standard_category": "0000"},
+            {"box2d": {"x1": x, "x2": x + 10, "y1": 40, "y2": 60}, "category": "hand", "standard_category": "hand"}]})
+      boxes[vid] = frames
+  (directory / "annotations" / "labels.json").write_text(json.dumps(labels))
+  (directory / "annotations" / "bounding_box_smthsmth_part1.json").write_text(json.dumps(boxes))

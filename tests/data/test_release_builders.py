@@ -9,6 +9,7 @@ from lrr_jax.data import rationales
 from lrr_jax.data import records
 from lrr_jax.data.builders import acre as acre_builder
 from lrr_jax.data.builders import cater as cater_builder
+from lrr_jax.data.builders import something_else as something_else_builder
 from lrr_jax.data.builders import star as star_builder
 from lrr_jax.data.worlds import acre
 from lrr_jax.data.worlds import cater as cater_world
@@ -171,3 +172,39 @@ def test_bad_star_release_files_are_named(tmp_path, damage, message):
   damage(manual)
   with pytest.raises((ValueError, FileNotFoundError), match=message):
     build_star(manual, tmp_path / "data")
+
+
+def build_something_else(manual, data_dir):
+  config = something_else_builder.SomethingElseConfig(name="t5", num_frames=5, resolution=16)
+  builder = something_else_builder.SomethingElse(config=config, data_dir=str(data_dir), file_format="array_record")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+  return builder
+
+
+def test_something_else_release_tracks_boxes_into_rationales(tmp_path):
+  manual = tmp_path / "se"
+  release_fixtures.write_something_else_release(manual)
+  builder = build_something_else(manual, tmp_path / "data")
+  train = builder.as_data_source("train")
+  assert len(train) == 2 and len(builder.as_data_source("validation")) == 1
+  record = next(train[i] for i in range(2) if records.read_metadata(train[i])["placeholders"] == ["cup"])
+  assert record["label"] == 93 and record["frames"].shape == (5, 16, 16, 3)
+  parsed = rationales.parse_response(records.read_example(record, "full").response_text)
+  assert parsed.problems == [] and parsed.answer == "93"
+  # Box centres: x from 8/96 to 80/96 of the width (columns 0 -> 5), y = 32/64 (row 3).
+  assert "<track> cup 3,0 -> 3,5" in parsed.stages["REASONING"]
+  assert parsed.stages["CAPTION"].startswith("frame 0: <detect> cup 3,0; hand 4,0.")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda m: shutil.rmtree(m / "frames" / "1002"), r"video 1002: no frames"),
+    (lambda m: (m / "annotations" / "labels.json").write_text('{"Moving something from left to right": "93"}'),
+     r"video 1002: template 'Putting something on a surface' is not in labels.json"),
+    (lambda m: (m / "annotations" / "bounding_box_smthsmth_part1.json").unlink(), "no bounding_box_smthsmth"),
+])
+def test_bad_something_else_files_are_named(tmp_path, damage, message):
+  manual = tmp_path / "se"
+  release_fixtures.write_something_else_release(manual)
+  damage(manual)
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    build_something_else(manual, tmp_path / "data")
