@@ -2,6 +2,7 @@
 
   python -m lrr_jax.data.prepare --dataset=generated_cater --config=tiny --data_dir=~/lrr_data
   python -m lrr_jax.data.prepare --dataset=generated_acre --config=compositional --num_train=4096
+  python -m lrr_jax.data.prepare --dataset=star --config=default --manual_dir=~/STAR --data_dir=~/lrr_data
 TFDS shows progress bars while it generates and shuffles; the tokenizer is trained on the train split's text.
 """
 import pathlib
@@ -24,7 +25,17 @@ def builder_for(dataset: str, config: str, data_dir: str, **sizes):
         name=f"{config}_{sizes.get('num_train')}_{sizes.get('num_test')}",
         world=generated.acre.AcreConfig(split=config), **sizes)
     return generated.GeneratedAcre(config=builder_config, data_dir=data_dir, file_format="array_record")
-  raise ValueError(f"Unknown dataset {dataset!r}; expected generated_cater or generated_acre.")
+  released = _released_builders()
+  if dataset in released:
+    return released[dataset](config=config, data_dir=data_dir, file_format="array_record")
+  raise ValueError(f"Unknown dataset {dataset!r}; expected generated_cater, generated_acre or one of "
+                   f"{sorted(released)}.")
+
+
+def _released_builders() -> dict:
+  """The builders of the released datasets (they read a --manual_dir)."""
+  from lrr_jax.data.builders import acre, cater, something_else, star  # pylint: disable=g-import-not-at-top
+  return {"cater": cater.Cater, "acre": acre.Acre, "star": star.Star, "something_else": something_else.SomethingElse}
 
 
 def train_tokenizer(source, vocab_size: int) -> tokenizer_lib.Tokenizer:
@@ -38,10 +49,19 @@ def train_tokenizer(source, vocab_size: int) -> tokenizer_lib.Tokenizer:
   return tokenizer_lib.train_bpe(texts, vocab_size)
 
 
-def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, **sizes) -> pathlib.Path:
-  """Generate (if missing) the dataset and its tokenizer; return the dataset's directory."""
+def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, manual_dir: str | None = None,
+            **sizes) -> pathlib.Path:
+  """Write (if missing) the dataset and its tokenizer; return the dataset's directory.
+
+  Released datasets are read from `manual_dir`; TFDS writes into a temporary folder and renames it when done,
+  so a failure leaves earlier datasets under `data_dir` untouched.
+  """
   builder = builder_for(dataset, config, str(pathlib.Path(data_dir).expanduser()), **sizes)
-  builder.download_and_prepare()
+  download_config = None
+  if manual_dir:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    download_config = tfds.download.DownloadConfig(manual_dir=str(pathlib.Path(manual_dir).expanduser()))
+  builder.download_and_prepare(download_config=download_config)
   directory = pathlib.Path(builder.data_dir)
   if vocab_size and not (directory / "tokenizer.json").is_file():
     train_tokenizer(builder.as_data_source("train"), vocab_size).save(directory / "tokenizer.json")
@@ -51,13 +71,17 @@ def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, **s
 def main(argv):
   del argv
   f = flags.FLAGS
-  directory = prepare(f.dataset, f.config, f.data_dir, f.vocab_size, num_train=f.num_train, num_test=f.num_test)
+  sizes = {} if f.dataset not in ("generated_cater", "generated_acre") else dict(num_train=f.num_train,
+                                                                                  num_test=f.num_test)
+  directory = prepare(f.dataset, f.config, f.data_dir, f.vocab_size, f.manual_dir, **sizes)
   print(f"Prepared {f.dataset}/{f.config} in {directory}")
 
 
 def define_flags() -> None:
   """Command-line flags, defined only when run as a command (so that importing this module defines none)."""
-  flags.DEFINE_string("dataset", "generated_cater", "generated_cater | generated_acre")
+  flags.DEFINE_string("dataset", "generated_cater",
+                      "generated_cater | generated_acre | cater | acre | star | something_else")
+  flags.DEFINE_string("manual_dir", None, "Where a released dataset's files are (cater, acre, star, something_else).")
   flags.DEFINE_string("config", "tiny", "Builder config (generated_cater: tiny|static|moving; generated_acre: "
                       "iid|compositional|systematic).")
   flags.DEFINE_string("data_dir", "~/lrr_data", "Where TFDS writes the dataset.")
