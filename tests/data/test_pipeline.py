@@ -126,3 +126,13 @@ def test_truncated_array_record_file_fails_loudly_and_names_the_file(cater, tmp_
   whole = pipeline.open_array_record([str(original)], "clips")
   assert len(whole) == 64 and isinstance(whole[0], bytes)
   assert original.stat().st_size > truncated.stat().st_size  # the written data is untouched
+
+
+def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
+  import pathlib, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  script = pathlib.Path(__file__).with_name("pipeline_workers.py")
+  out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
+                       cwd=pathlib.Path(__file__).parents[2])
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert json.loads(out.stdout.strip().splitlines()[-1]) == {"same_order": True, "resume_exact": True,
+                                                             "covers": True}
