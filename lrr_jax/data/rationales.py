@@ -57,6 +57,16 @@ def staged(stages: list[tuple[str, list[Segment]]], variant: str, answer_segment
   return out
 
 
+def staged_example(question: list[Segment], summary: list[Segment], caption: list[Segment],
+                   reasoning: list[Segment], conclusion: str, answer: str, last_frame: int,
+                   variant: str) -> Example:
+  """An Example whose response is the four stages; the conclusion text ends with 'answer <answer>'."""
+  conclusion_segment = Segment(f"{conclusion} answer {answer}", last_frame)
+  stages = [("SUMMARY", summary), ("CAPTION", caption), ("REASONING", reasoning),
+            ("CONCLUSION", [conclusion_segment])]
+  return Example(question, staged(stages, variant, Segment(f"answer {answer}", last_frame)), answer)
+
+
 def _name(video: cater.CaterVideos, n: int, k: int) -> str:
   if video.shape[n, k] == cater.SNITCH:
     return "snitch"
@@ -87,9 +97,8 @@ def cater_example(video: cater.CaterVideos, n: int, variant: str = "full") -> Ex
     caption = [Segment("frame 0: <detect> " + "; ".join(
         f"{_name(video, n, k)} {_at(video.cell[n, 0, k])}" for k in range(video.shape.shape[1])) + ".", 0)]
     reasoning = [_tracking_step(video, n, t) for t in range(1, last + 1)]
-  conclusion = [Segment(f"The snitch ends at {_at(video.cell[n, last, 0])}. answer {answer}", last)]
-  stages = [("SUMMARY", summary), ("CAPTION", caption), ("REASONING", reasoning), ("CONCLUSION", conclusion)]
-  return Example(question, staged(stages, variant, Segment(f"answer {answer}", last)), answer)
+  return staged_example(question, summary, caption, reasoning, f"The snitch ends at {_at(video.cell[n, last, 0])}.",
+                        answer, last, variant)
 
 
 def _tracking_step(video: cater.CaterVideos, n: int, t: int) -> Segment:
@@ -149,9 +158,7 @@ def acre_example(problem: acre.AcreProblem, query: int, variant: str = "full") -
     reasoning = [Segment(f"{problem.names[k]}: {status[k][1]}. ", last - 1)
                  for k in sorted(status)]
     reasoning.append(Segment(f"frame {last}: <detect> {names(query_ids)}. ", last))
-  conclusion = [Segment(f"The light is {answer}. answer {answer}", last)]
-  stages = [("SUMMARY", summary), ("CAPTION", caption), ("REASONING", reasoning), ("CONCLUSION", conclusion)]
-  return Example(question, staged(stages, variant, Segment(f"answer {answer}", last)), answer)
+  return staged_example(question, summary, caption, reasoning, f"The light is {answer}.", answer, last, variant)
 
 
 @dataclasses.dataclass

@@ -84,10 +84,8 @@ def scene_rationale(scene: dict, kept: np.ndarray, label: int, variant: str) -> 
   if variant == "no_surrogate":
     caption = [rationales.Segment(f"There are {len(objects)} objects on a 6x6 grid.", 0)]
     reasoning = [rationales.Segment("The snitch may move or be covered; its final place gives the answer.", 0)]
-  conclusion = [rationales.Segment(f"The snitch ends at {answer}. answer {answer}", last)]
-  stages = [("SUMMARY", summary), ("CAPTION", caption), ("REASONING", reasoning), ("CONCLUSION", conclusion)]
-  return rationales.Example(question, rationales.staged(stages, variant, rationales.Segment(
-      f"answer {answer}", last)), answer)
+  return rationales.staged_example(question, summary, caption, reasoning, f"The snitch ends at {answer}.", answer,
+                                   last, variant)
 
 
 class Cater(tfds.core.GeneratorBasedBuilder):

@@ -59,10 +59,8 @@ def something_else_example(video: dict, class_id: int, frame_boxes: list[list[di
     caption = [rationales.Segment("A hand acts on some objects.", 0)]
     reasoning = [rationales.Segment("The motion of the objects tells the action.", 0)]
   action = video["template"].replace("[", "").replace("]", "")
-  conclusion = [rationales.Segment(f"The action is: {action}. answer {class_id}", last)]
-  stages = [("SUMMARY", summary), ("CAPTION", caption), ("REASONING", reasoning), ("CONCLUSION", conclusion)]
-  return rationales.Example(question, rationales.staged(stages, variant, rationales.Segment(
-      f"answer {class_id}", last)), str(class_id))
+  return rationales.staged_example(question, summary, caption, reasoning, f"The action is: {action}.",
+                                   str(class_id), last, variant)
 
 
 def _load_json(path: pathlib.Path):

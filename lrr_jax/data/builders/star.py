@@ -70,10 +70,8 @@ def star_example(question: dict, kept_frames: np.ndarray, fps: float, start: flo
     caption = [rationales.Segment("The video shows a person in a room.", 0)]
   reasoning = [rationales.Segment(f"The situations support option {letter}: {question['answer']}",
                                   caption[-1].frame_index)]
-  conclusion = [rationales.Segment(f"The answer is {letter}. answer {letter}", last)]
-  stages = [("SUMMARY", summary), ("CAPTION", caption), ("REASONING", reasoning), ("CONCLUSION", conclusion)]
-  return rationales.Example(prompt, rationales.staged(stages, variant, rationales.Segment(
-      f"answer {letter}", last)), letter)
+  return rationales.staged_example(prompt, summary, caption, reasoning, f"The answer is {letter}.", letter, last,
+                                   variant)
 
 
 class Star(tfds.core.GeneratorBasedBuilder):
