@@ -109,7 +109,7 @@ def read_weights(path: PathLike) -> dict[str, np.ndarray]:
 
 def _hf_tensor_layout(cfg: decoder.DecoderConfig) -> dict[tuple[str, ...], tuple[str, tuple[int, ...], Any]]:
   """Our param path -> (Hugging Face name, its shape, function from their layout to ours)."""
-  e, h, d, f, ew = cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.ffn_dim, cfg.embed_dim
+  e, f, ew = cfg.hidden_size, cfg.ffn_dim, cfg.embed_dim
   transpose = lambda w: w.T
   layout = {
       ("embed_tokens", "embedding"): ("embed_tokens.weight", (cfg.vocab_size, ew), None),
@@ -125,18 +125,13 @@ def _hf_tensor_layout(cfg: decoder.DecoderConfig) -> dict[tuple[str, ...], tuple
     ours, theirs = f"layers_{i}", f"layers.{i}"
     norms += [((ours, "self_attn_layer_norm"), f"{theirs}.self_attn_layer_norm"),
               ((ours, "final_layer_norm"), f"{theirs}.final_layer_norm")]
-    for proj in ("q_proj", "k_proj", "v_proj"):
-      layout[(ours, "self_attn", proj, "kernel")] = (
-          f"{theirs}.self_attn.{proj}.weight", (e, e), lambda w: w.T.reshape(e, h, d))
+    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+      layout[(ours, "self_attn", proj, "kernel")] = (f"{theirs}.self_attn.{proj}.weight", (e, e), transpose)
       if cfg.enable_bias:
-        layout[(ours, "self_attn", proj, "bias")] = (
-            f"{theirs}.self_attn.{proj}.bias", (e,), lambda b: b.reshape(h, d))
-    layout[(ours, "self_attn", "out_proj", "kernel")] = (
-        f"{theirs}.self_attn.out_proj.weight", (e, e), lambda w: w.T.reshape(h, d, e))
+        layout[(ours, "self_attn", proj, "bias")] = (f"{theirs}.self_attn.{proj}.bias", (e,), None)
     layout[(ours, "mlp", "fc1", "kernel")] = (f"{theirs}.fc1.weight", (f, e), transpose)
     layout[(ours, "mlp", "fc2", "kernel")] = (f"{theirs}.fc2.weight", (e, f), transpose)
     if cfg.enable_bias:
-      layout[(ours, "self_attn", "out_proj", "bias")] = (f"{theirs}.self_attn.out_proj.bias", (e,), None)
       layout[(ours, "mlp", "fc1", "bias")] = (f"{theirs}.fc1.bias", (f,), None)
       layout[(ours, "mlp", "fc2", "bias")] = (f"{theirs}.fc2.bias", (e,), None)
   if cfg.layer_norm_affine:

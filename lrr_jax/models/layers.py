@@ -1,7 +1,8 @@
 """Building blocks shared by the model parts: partitioned dense/norm layers and masked multi-head attention.
 
 Logical axis names used for parameters (mapped onto mesh axes by the rules in the training config):
-`vocab`, `embed`, `positions`, `heads`, `kv`, `mlp`, `norm`, `conv_height`, `conv_width`, `conv_in`, `conv_out`.
+`vocab`, `embed`, `word_embed`, `positions`, `heads` (heads x head_dim, fused), `mlp`, `norm`, `conv_height`,
+`conv_width`, `conv_in`, `conv_out`.
 """
 from typing import Any, Sequence
 
@@ -72,29 +73,33 @@ class MultiHeadAttention(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
 
   def setup(self):
+    # Projections are 2-D kernels over the fused heads x head_dim axis ('heads'), as OPT stores them; a
+    # multi-dimensional DenseGeneral kernel is initialised flat, which per-parameter sharding rejects.
     kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=self.use_bias,
                   kernel_init=self.kernel_init)
-    heads = (self.num_heads, self.head_dim)
-    self.q_proj = dense(heads, ("embed", "heads", "kv"), name="q_proj", **kwargs)
-    self.k_proj = dense(heads, ("embed", "heads", "kv"), name="k_proj", **kwargs)
-    self.v_proj = dense(heads, ("embed", "heads", "kv"), name="v_proj", **kwargs)
-    self.out_proj = dense(self.out_features, ("heads", "kv", "embed"), name="out_proj", axis=(-2, -1),
-                          **kwargs)
+    width = self.num_heads * self.head_dim
+    self.q_proj = dense(width, ("embed", "heads"), name="q_proj", **kwargs)
+    self.k_proj = dense(width, ("embed", "heads"), name="k_proj", **kwargs)
+    self.v_proj = dense(width, ("embed", "heads"), name="v_proj", **kwargs)
+    self.out_proj = dense(self.out_features, ("heads", "embed"), name="out_proj", **kwargs)
+
+  def _split_heads(self, x: Array) -> Array:
+    return x.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
 
   def queries(self, inputs: Array) -> Array:
     """[B, S, E] -> scaled queries [B, S, H, D]. OPT scales after the bias is added, as here."""
-    return self.q_proj(inputs) * (self.head_dim ** -0.5)
+    return self._split_heads(self.q_proj(inputs)) * (self.head_dim ** -0.5)
 
   def keys_values(self, inputs: Array) -> tuple[Array, Array]:
     """[B, S, E] -> keys, values [B, S, H, D]."""
-    return self.k_proj(inputs), self.v_proj(inputs)
+    return self._split_heads(self.k_proj(inputs)), self._split_heads(self.v_proj(inputs))
 
   def attend(self, query: Array, key: Array, value: Array, mask: Array | None,
              deterministic: bool = True) -> Array:
     """Scaled queries over keys/values -> [B, Sq, out_features]."""
     rng = None if deterministic or self.dropout_rate == 0.0 else self.make_rng("dropout")
     attended = masked_attention(query, key, value, mask, dropout_rng=rng, dropout_rate=self.dropout_rate)
-    return self.out_proj(attended)
+    return self.out_proj(attended.reshape(*attended.shape[:-2], -1))
 
   def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array | None,
                deterministic: bool = True) -> Array:

@@ -13,6 +13,7 @@ import ml_collections
 import optax
 
 from lrr_jax.models import lrr
+from lrr_jax.train import partitioning
 
 Batch = dict[str, jax.Array]
 
@@ -39,15 +40,21 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
       optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2, weight_decay=config.weight_decay))
 
 
-def init_train_state(model: lrr.LRRModel, optimizer: optax.GradientTransformation, batch: Batch,
+def init_boxed_state(model: lrr.LRRModel, optimizer: optax.GradientTransformation, batch: Batch,
                      rng: jax.Array) -> TrainState:
-  """Fresh params (unboxed) and optimizer state for `model`, from an example batch's shapes."""
+  """Fresh state whose params and optimizer moments keep their logical-axis boxes (for shardings)."""
   init_rng, state_rng = jax.random.split(rng)
   variables = model.init(init_rng, batch["inputs"], batch["positions"], batch["segment_ids"],
                          batch["frame_index"], batch["video"])
-  params = nn.unbox(variables["params"])
+  params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                     rng=state_rng)
+
+
+def init_train_state(model: lrr.LRRModel, optimizer: optax.GradientTransformation, batch: Batch,
+                     rng: jax.Array) -> TrainState:
+  """Fresh params and optimizer state for `model`, from an example batch's shapes (plain arrays)."""
+  return nn.unbox(init_boxed_state(model, optimizer, batch, rng))
 
 
 def loss_and_metrics(params: Any, model: lrr.LRRModel, batch: Batch, dropout_rng: jax.Array | None
@@ -78,3 +85,26 @@ def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
+
+
+def make_sharded_training(model: lrr.LRRModel, optimizer: optax.GradientTransformation,
+                          schedule: optax.Schedule, example_batch: Batch, mesh: jax.sharding.Mesh,
+                          rules) -> tuple[Callable, Callable, Any]:
+  """(init(rng) -> state, step(state, batch) -> (state, metrics), state shardings), compiled once each.
+
+  The state is laid out by the logical-axis `rules` on `mesh`; batches are split over data x fsdp; the step
+  donates the old state.
+  """
+  abstract = jax.eval_shape(lambda batch, rng: init_boxed_state(model, optimizer, batch, rng), example_batch,
+                            jax.random.key(0))
+  state_shardings = partitioning.logical_shardings(abstract, mesh, rules)
+  batch_shardings = {k: partitioning.batch_sharding(mesh) for k in example_batch}
+  # Init runs outside the mesh context: DenseGeneral initialises kernels flat, which per-parameter sharding
+  # constraints would reject; out_shardings lays the state out instead.
+  init = jax.jit(lambda rng: init_train_state(model, optimizer, example_batch, rng),
+                 in_shardings=partitioning.replicated(mesh), out_shardings=state_shardings)
+  step = partitioning.jit_sharded(make_train_step(model, optimizer, schedule), mesh, rules,
+                                  in_shardings=(state_shardings, batch_shardings),
+                                  out_shardings=(state_shardings, partitioning.replicated(mesh)),
+                                  donate_argnums=(0,))
+  return init, step, state_shardings

@@ -101,7 +101,7 @@ def test_every_parameter_has_logical_axis_names_of_its_rank():
   for leaf in leaves:
     assert len(leaf.names) == leaf.value.ndim, leaf
   names = {name for leaf in leaves for name in leaf.names}
-  assert {"vocab", "embed", "heads", "kv", "mlp", "conv_out"} <= names
+  assert {"vocab", "embed", "heads", "mlp", "conv_out"} <= names
 
 
 @pytest.mark.parametrize("name,hf_kwargs", [

@@ -39,3 +39,29 @@ def test_the_step_learns_a_fixed_batch_and_is_deterministic():
   again, again_losses, _ = run(30)
   assert again_losses == losses
   jax.tree.map(np.testing.assert_array_equal, again.params, state.params)
+
+
+def test_sharded_steps_equal_the_single_device_step():
+  import json, pathlib, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  root = pathlib.Path(__file__).parents[2]
+  out = subprocess.run([sys.executable, "-m", "tests.train.sharding_check"], capture_output=True, text=True,
+                       timeout=600, cwd=root)
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = json.loads(out.stdout.strip().splitlines()[-1])
+  for layout in ("dp", "fsdp", "dp_tp"):
+    assert report[layout]["loss_diff"] < 1e-5, report
+    assert report[layout]["max_param_diff"] < 2e-5 < 1e-3 < report[layout]["params_moved"], report
+  assert report["dp"]["sharded_leaves"] == 0 < report["fsdp"]["sharded_leaves"]
+  assert report["dp_tp"]["sharded_leaves"] > 0
+
+
+def test_mesh_that_does_not_divide_the_devices_is_rejected():
+  import pytest  # pylint: disable=g-import-not-at-top
+  from lrr_jax.train import partitioning  # pylint: disable=g-import-not-at-top
+  devices = jax.devices() * 8  # stand-ins: only the count matters here
+  with pytest.raises(ValueError, match="has 6 devices, but there are 8"):
+    partitioning.make_mesh({"data": 3, "tensor": 2}, devices[:8])
+  with pytest.raises(ValueError, match="cannot be laid over 8 devices"):
+    partitioning.make_mesh({"data": -1, "tensor": 3}, devices[:8])
+  with pytest.raises(ValueError, match="Unknown mesh axes"):
+    partitioning.make_mesh({"model": 2}, devices[:8])
