@@ -33,5 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer = dict(lr=3e-3, warmup_steps=50, total_steps=config.get_ref("num_steps"),
                           final_fraction=0.05, clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01)
   config.log_every = 50
+  config.mesh = dict(data=-1, fsdp=1, tensor=1)  # -1: all remaining devices
+  config.checkpoint = dict(every=200, keep=2)  # async orbax saves (with the data iterator) under <workdir>/ckpt
   config.eval = dict(batch_size=64, max_new_tokens=190)
   return config

@@ -4,6 +4,7 @@ With no flags: the tiny CPU demo on generated CATER: write the world with its TF
 (once, under <workdir>/data), train from the Grain pipeline, evaluate by greedy generation on the test split,
 print a results table. Results go to `<workdir>/results.json`.
 """
+import hashlib
 import json
 import pathlib
 import time
@@ -24,6 +25,8 @@ from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.models import lrr
+from lrr_jax.train import checkpoint
+from lrr_jax.train import partitioning
 from lrr_jax.train import trainer
 
 config_flags.DEFINE_config_file("config", "configs/cater.py", "Experiment config file.")
@@ -47,22 +50,51 @@ def build_data(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   return train_data, builder.as_data_source("test"), tokenizer_lib.load(directory / "tokenizer.json")
 
 
-def train(config, model, train_data):
+def train(config, model, train_data, workdir: pathlib.Path):
+  """Sharded training with async checkpoints; resumes from <workdir>/ckpt; SIGTERM saves and stops."""
   optimizer = trainer.make_optimizer(config.optimizer)
+  example = next(iter(train_data))
+  example = {k: v for k, v in example.items() if k != "record_index"}
+  mesh = partitioning.make_mesh(config.mesh.to_dict())
+  init, step_fn, shardings = trainer.make_sharded_training(
+      model, optimizer, trainer.learning_rate_schedule(config.optimizer), example, mesh,
+      partitioning.DEFAULT_RULES)
   data = iter(train_data)
-  first = next(data)
-  state = jax.jit(trainer.init_train_state, static_argnums=(0, 1))(model, optimizer, first,
-                                                                   jax.random.key(config.seed))
-  step_fn = jax.jit(trainer.make_train_step(model, optimizer, trainer.learning_rate_schedule(config.optimizer)),
-                    donate_argnums=0)
-  progress = tqdm.trange(config.num_steps, desc="train", unit="step")
-  batch = first
-  for step in progress:
-    state, metrics = step_fn(state, batch)
-    batch = next(data)
-    if (step + 1) % config.log_every == 0 or step + 1 == config.num_steps:
-      progress.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['token_accuracy']):.3f}")
+  checkpointer = checkpoint.Checkpointer(workdir / "ckpt", config.checkpoint.every, config.checkpoint.keep)
+  abstract = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(config.seed)), shardings)
+  state = checkpointer.restore(abstract, data)
+  start = 0 if state is None else int(state.step)
+  state = init(jax.random.key(config.seed)) if state is None else state
+  checkpointer.watch_sigterm()
+  progress = tqdm.trange(start, config.num_steps, initial=start, total=config.num_steps, desc="train", unit="step")
+  metrics = {}
+  with open(workdir / "batches.jsonl", "a") as batch_log:
+    for step in progress:
+      batch = next(data)
+      batch_log.write(json.dumps({"step": step, "record_index": batch.pop("record_index").tolist()}) + "\n")
+      state, metrics = step_fn(state, partitioning.global_batch(batch, mesh))
+      if (step + 1) % config.log_every == 0 or step + 1 == config.num_steps or checkpointer.preempted:
+        loss = float(metrics["loss"])
+        if not np.isfinite(loss):
+          checkpointer.close()
+          raise FloatingPointError(f"Loss is {loss} at step {step + 1}; stopped. The last good checkpoint is "
+                                   f"step {checkpointer.latest_step()} in {checkpointer.directory}.")
+        progress.set_postfix(loss=f"{loss:.3f}", acc=f"{float(metrics['token_accuracy']):.3f}")
+      batch_log.flush()
+      checkpointer.maybe_save(step + 1, state, data, force=step + 1 == config.num_steps or checkpointer.preempted)
+      if checkpointer.preempted:
+        checkpointer.close()
+        raise SystemExit(f"SIGTERM: saved step {step + 1} to {checkpointer.directory}; exiting.")
+  checkpointer.close()
   return state, {k: float(v) for k, v in metrics.items()}
+
+
+def params_checksum(params) -> str:
+  """A digest of every parameter's bytes, to compare runs exactly."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    digest.update(np.asarray(leaf).tobytes())
+  return digest.hexdigest()
 
 
 def evaluate(config, model, params, test_source, tokenizer):
@@ -95,9 +127,10 @@ def main(argv):
                                 dropout_rate=config.model.dropout_rate, gate_init=config.model.gate_init,
                                 max_positions=max(256, config.data.max_length + config.eval.max_new_tokens))
   model = lrr.LRRModel(model_config)
-  state, train_metrics = train(config, model, train_data)
+  state, train_metrics = train(config, model, train_data, workdir)
   scores, responses = evaluate(config, model, state.params, test_source, tokenizer)
   results = {"train": train_metrics, "eval": scores, "minutes": (time.time() - start) / 60,
+             "params_checksum": params_checksum(state.params),
              "config": config.to_dict(), "example_response": responses[0]}
   (workdir / "results.json").write_text(json.dumps(results, indent=2))
   print(f"\nGenerated CATER ({config.data.variant}, {'moving' if config.world.moving_camera else 'static'} "

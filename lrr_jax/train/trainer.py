@@ -23,7 +23,7 @@ class TrainState:
   step: jax.Array
   params: Any
   opt_state: Any
-  rng: jax.Array
+  rng: jax.Array  # raw uint32 key data (checkpointable)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -48,7 +48,7 @@ def init_boxed_state(model: lrr.LRRModel, optimizer: optax.GradientTransformatio
                          batch["frame_index"], batch["video"])
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                    rng=state_rng)
+                    rng=jax.random.key_data(state_rng))
 
 
 def init_train_state(model: lrr.LRRModel, optimizer: optax.GradientTransformation, batch: Batch,
@@ -76,7 +76,7 @@ def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation
   """The pure step; per-step randomness is `fold_in(state.rng, step)`, so a resumed run draws the same."""
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-    dropout_rng = jax.random.fold_in(state.rng, state.step)
+    dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
     (_, metrics), grads = grad_fn(state.params, model, batch, dropout_rng)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
