@@ -12,6 +12,7 @@ CORE = [
     "numpy>=2.0",
     "tokenizers>=0.20",
     "tqdm",
+    "tensorboardX",  # TensorBoard event files without TensorFlow
     "grain>=0.2.18",
     "array_record>=0.8.6",
     "tensorflow-datasets>=4.9.10",

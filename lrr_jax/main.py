@@ -11,6 +11,8 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
+from clu import parameter_overview
 import jax
 import ml_collections
 from ml_collections import config_flags
@@ -26,6 +28,7 @@ from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
+from lrr_jax.train import metrics as metrics_lib
 from lrr_jax.train import partitioning
 from lrr_jax.train import trainer
 
@@ -66,6 +69,9 @@ def train(config, model, train_data, workdir: pathlib.Path):
   start = 0 if state is None else int(state.step)
   state = init(jax.random.key(config.seed)) if state is None else state
   checkpointer.watch_sigterm()
+  logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params, include_stats=False))
+  writer = metrics_lib.MetricWriter(workdir)
+  last_time, last_step = time.time(), start
   progress = tqdm.trange(start, config.num_steps, initial=start, total=config.num_steps, desc="train", unit="step")
   metrics = {}
   with open(workdir / "batches.jsonl", "a") as batch_log:
@@ -80,12 +86,20 @@ def train(config, model, train_data, workdir: pathlib.Path):
           raise FloatingPointError(f"Loss is {loss} at step {step + 1}; stopped. The last good checkpoint is "
                                    f"step {checkpointer.latest_step()} in {checkpointer.directory}.")
         progress.set_postfix(loss=f"{loss:.3f}", acc=f"{float(metrics['token_accuracy']):.3f}")
+        seconds = (time.time() - last_time) / max(step + 1 - last_step, 1)
+        last_time, last_step = time.time(), step + 1
+        writer.write_scalars(step + 1, {
+            **{k: v for k, v in metrics.items() if k != "num_tokens"}, "step_time_s": seconds,
+            "examples_per_s": config.batch_size * jax.process_count() / seconds,
+            "tokens_per_s": float(metrics["num_tokens"]) / seconds})
       batch_log.flush()
       checkpointer.maybe_save(step + 1, state, data, force=step + 1 == config.num_steps or checkpointer.preempted)
       if checkpointer.preempted:
         checkpointer.close()
+        writer.close()
         raise SystemExit(f"SIGTERM: saved step {step + 1} to {checkpointer.directory}; exiting.")
   checkpointer.close()
+  writer.close()
   return state, {k: float(v) for k, v in metrics.items()}
 
 
