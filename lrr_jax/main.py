@@ -149,7 +149,7 @@ def main(argv):
   (workdir / "results.json").write_text(json.dumps(results, indent=2))
   print(f"\nGenerated CATER ({config.data.variant}, {'moving' if config.world.moving_camera else 'static'} "
         f"camera), {config.num_steps} steps, {results['minutes']:.1f} min")
-  print(f"| metric | value |\n| --- | --- |")
+  print("| metric | value |\n| --- | --- |")
   for key, value in scores.items():
     print(f"| {key} | {value:.3f} |")
   print(f"\nFirst eval response: {responses[0]}")

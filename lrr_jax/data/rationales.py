@@ -49,7 +49,7 @@ def staged(stages: list[tuple[str, list[Segment]]], variant: str, answer_segment
     return [answer_segment]
   out = []
   for name, segments in stages:
-    first, last = segments[0].frame_index, segments[-1].frame_index
+    first = segments[0].frame_index
     if variant != "no_tags":  # an opening tag still sees what the text before it saw (CONCLUSION: all)
       out.append(Segment(f"<{name}>", first if name == "CONCLUSION" or not out else out[-1].frame_index))
     out.extend(segments)

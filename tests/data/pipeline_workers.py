@@ -1,6 +1,5 @@
 """Run as a script (worker processes need a __main__ guard): the pipeline with 2 Grain workers against none."""
 import dataclasses, json, sys
-import numpy as np
 from absl import flags
 from lrr_jax.data import pipeline, prepare
 
