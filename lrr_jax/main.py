@@ -112,9 +112,8 @@ def params_checksum(params) -> str:
 
 
 def evaluate(config, model, params, test_source, tokenizer):
-  generate = generate_lib.make_greedy_generate(
-      model, config.eval.max_new_tokens, stop_ids=[tokenizer.eos_id], frame_markers=tokenizer.frame_markers(),
-      conclusion_id=tokenizer.token_id("<CONCLUSION>"), vocab_size=model.config.decoder.vocab_size)
+  generator = generate_lib.Generator(model, config.data.max_length + config.eval.max_new_tokens,
+                                     tokenizer.frame_markers(), tokenizer.token_id("<CONCLUSION>"))
   responses, labels = [], []
   for start in tqdm.trange(0, len(test_source), config.eval.batch_size, desc="evaluate", unit="batch"):
     rows = [test_source[i] for i in range(start, min(start + config.eval.batch_size, len(test_source)))]
@@ -123,9 +122,10 @@ def evaluate(config, model, params, test_source, tokenizer):
     prompts = [encoding.encode_prompt(e, tokenizer) for e in examples]
     prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], tokenizer.pad_id)
     video = np.stack([np.asarray(r["frames"]) for r in rows])
-    tokens, lengths = generate({"params": params}, prompt, video)
-    tokens, lengths = np.asarray(tokens), np.asarray(lengths)
-    responses += [tokenizer.decode(t[:n - 1] if t[n - 1] == tokenizer.eos_id else t[:n])
+    sampled = generate_lib.generate(generator, {"params": params}, prompt, video, [[tokenizer.eos_id]],
+                                    config.eval.max_new_tokens)
+    tokens, lengths = np.asarray(sampled.tokens), np.asarray(sampled.lengths)
+    responses += [tokenizer.decode(t[:n - 1] if n and t[n - 1] == tokenizer.eos_id else t[:n])
                   for t, n in zip(tokens, lengths)]
   return cater_eval.cater_scores(responses, np.asarray(labels)), responses
 
@@ -137,7 +137,7 @@ def main(argv):
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
   train_data, test_source, tokenizer = build_data(config, workdir)
-  model_config = lrr.lrr_config(config.model.size, vocab_size=config.data.vocab_size,
+  model_config = lrr.lrr_config(config.model.size, config.model.get("video", {}).to_dict() if "video" in config.model else None, vocab_size=config.data.vocab_size,
                                 dropout_rate=config.model.dropout_rate, gate_init=config.model.gate_init,
                                 max_positions=max(256, config.data.max_length + config.eval.max_new_tokens))
   model = lrr.LRRModel(model_config)

@@ -1,22 +1,57 @@
-"""Jitted greedy generation with the KV cache: one prefill over the video and prompt, then a while-loop.
+"""Jitted cached generation: encode the video once, prefill the prompt, then sample in a `lax.while_loop`.
 
-Prompts of different lengths are left-padded (padding has segment 0 and is never attended). A generated
-token's frame index follows the rule the rationales are written by: it sees the frames up to the last
-`frame t:` marker generated so far (from the prompt's last frame on), and all frames from `<CONCLUSION>` on.
+A `DecodeState` is the whole of a generation in flight, one row per sequence: the KV cache, the next
+token's logits, position and frame. Rows can be selected and repeated (`select_rows`), so that search
+strategies share one prompt's cache among candidates and continue from the candidate they keep.
+
+All rows write the same cache slot at each step (`DecodeState.slot`). A row that has stopped keeps
+stepping with segment id 0, which no later query reads, so rows of different lengths never see each
+other's leftovers. Prompts of different lengths are left-padded (padding has segment 0).
+
+Frame rule (as the rationales are written): a token sees the frames up to the last `frame t:` marker so
+far (from the prompt's last frame on), and all frames from `<CONCLUSION>` on.
 """
-from typing import Callable, Sequence
+import dataclasses
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrr_jax.models import cross_attention
 from lrr_jax.models import lrr
 
+Array = jax.Array
 
-def left_pad(prompts: Sequence[Sequence[int]], frames: Sequence[Sequence[int]], pad_id: int
-             ) -> dict[str, np.ndarray]:
-  """Left-padded tokens, positions, segment_ids and frame_index, int32[B, P]."""
-  width = max(len(p) for p in prompts)
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """temperature 0 is greedy; top_k 0 and top_p 1.0 keep the whole vocabulary."""
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+
+class DecodeState(NamedTuple):
+  cache: dict  # the decoder's KV cache, batch-leading
+  logits: Array  # float32[B, V]: the next token's logits
+  position: Array  # int32[B]: the next token's position
+  frame: Array  # int32[B]: the last frame the next token may see
+  slot: Array  # int32[]: the next cache slot (shared by all rows)
+
+
+class Sampled(NamedTuple):
+  tokens: Array  # int32[B, N], padded with the first stop token
+  lengths: Array  # int32[B], stop sequence included
+  logprob: Array  # float32[B]: sum of the model's log-probabilities (temperature 1) of the tokens
+  stopped: Array  # bool[B]: ended with a stop sequence (not the token budget)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], frames: Sequence[Sequence[int]], pad_id: int,
+             multiple: int = 1) -> dict[str, np.ndarray]:
+  """Left-padded tokens, positions, segment_ids and frame_index, int32[B, P], P a multiple of `multiple`
+  (fewer distinct shapes, fewer compilations)."""
+  width = -(-max(len(p) for p in prompts) // multiple) * multiple
   batch = {k: np.zeros((len(prompts), width), np.int32) for k in ("tokens", "positions", "segment_ids")}
   batch["tokens"][:] = pad_id
   batch["frame_index"] = np.full((len(prompts), width), -1, np.int32)
@@ -29,47 +64,159 @@ def left_pad(prompts: Sequence[Sequence[int]], frames: Sequence[Sequence[int]], 
   return batch
 
 
-def make_greedy_generate(model: lrr.LRRModel, max_new_tokens: int, stop_ids: Sequence[int],
-                         frame_markers: dict[int, int], conclusion_id: int | None, vocab_size: int
-                         ) -> Callable[..., tuple[jax.Array, jax.Array]]:
-  """A jitted `generate(variables, prompt, video) -> (tokens int[B, N], lengths int[B])`.
+def select_rows(state: DecodeState, rows: Array | Sequence[int]) -> DecodeState:
+  """The state of rows `rows` (repeats allowed): how candidates share or inherit a prefix's cache."""
+  rows = jnp.asarray(rows, jnp.int32)
+  take = lambda x: jnp.take(x, rows, axis=0)
+  return DecodeState(jax.tree.map(take, state.cache), take(state.logits), take(state.position),
+                     take(state.frame), state.slot)
 
-  Rows stop after a token in `stop_ids` (kept in the output); the rest of a row is padded with the stop id.
+
+def sample_logits(logits: Array, rng: Array, sampling: Sampling) -> Array:
+  """int32[B] tokens drawn from float[B, V] logits with temperature, top-k and top-p (nucleus)."""
+  if sampling.temperature <= 0.0:
+    return jnp.argmax(logits, -1).astype(jnp.int32)
+  logits = logits.astype(jnp.float32) / sampling.temperature
+  if sampling.top_k:
+    kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if sampling.top_p < 1.0:
+    sorted_logits = jnp.sort(logits, -1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_logits, -1)
+    before = jnp.cumsum(probs, -1) - probs  # mass of the tokens strictly more likely
+    cutoff = jnp.min(jnp.where(before < sampling.top_p, sorted_logits, jnp.inf), -1, keepdims=True)
+    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+  return jax.random.categorical(rng, logits).astype(jnp.int32)
+
+
+def stop_table(stop_sequences: Sequence[Sequence[int]]) -> np.ndarray:
+  """int32[K, L]: stop sequences right-aligned, -1 where a shorter one has no token."""
+  if not stop_sequences or any(len(s) == 0 for s in stop_sequences):
+    raise ValueError(f"Stop sequences must be non-empty token lists, got {stop_sequences!r}.")
+  width = max(len(s) for s in stop_sequences)
+  table = np.full((len(stop_sequences), width), -1, np.int32)
+  for row, sequence in enumerate(stop_sequences):
+    table[row, width - len(sequence):] = sequence
+  return table
+
+
+class Generator:
+  """Cached generation for one LRR model; every method is jitted once per shape.
+
+  Args:
+    model: the LRR model.
+    cache_length: KV-cache slots: the prompt plus everything generated after it, candidates' steps included.
+    frame_markers: token id -> frame index it opens (`frame t:` markers); `conclusion_id` opens all frames.
   """
-  marker_frame = np.full(vocab_size, -1, np.int32)
-  for token_id, frame in frame_markers.items():
-    marker_frame[token_id] = frame
-  stop_ids = jnp.asarray(stop_ids, jnp.int32)
 
-  @jax.jit
-  def generate(variables, prompt: dict[str, jax.Array], video: jax.Array):
-    batch, prompt_length = prompt["tokens"].shape
-    last_frame = video.shape[1] - 1
-    visual = model.apply(variables, video, method=lrr.LRRModel.encode_video)
-    cache = lrr.init_cache(model.config, batch, prompt_length + max_new_tokens, visual)
-    logits, cache = model.apply(variables, prompt["tokens"], prompt["positions"], prompt["segment_ids"],
-                                prompt["frame_index"], cache, 0, visual, method=lrr.LRRModel.decode)
+  def __init__(self, model: lrr.LRRModel, cache_length: int, frame_markers: dict[int, int] | None = None,
+               conclusion_id: int | None = None):
+    self.model = model
+    self.cache_length = cache_length
+    vocab = model.config.decoder.vocab_size
+    marker_frame = np.full(vocab, -1, np.int32)
+    for token_id, frame in (frame_markers or {}).items():
+      marker_frame[token_id] = frame
+    self._marker_frame = marker_frame
+    self._conclusion_id = -1 if conclusion_id is None else conclusion_id
+    self.encode_video = jax.jit(self._encode_video)
+    self.start = jax.jit(self._start)
+    self.extend = jax.jit(self._extend)
+    self.prompt_logits = jax.jit(self._prompt_logits)
+    self.sample = jax.jit(self._sample, static_argnames=("max_new_tokens", "sampling"))
 
-    def next_frame(token, frame):
-      frame = jnp.where(jnp.asarray(marker_frame)[token] >= 0, jnp.asarray(marker_frame)[token], frame)
-      return jnp.where(token == conclusion_id, last_frame, frame) if conclusion_id is not None else frame
+  def _encode_video(self, variables, video: Array) -> cross_attention.VisualMemory:
+    return self.model.apply(variables, video, method=lrr.LRRModel.encode_video)
+
+  def _next_frame(self, tokens: Array, frame: Array, last_frame: int) -> Array:
+    marker = jnp.asarray(self._marker_frame)[tokens]
+    frame = jnp.where(marker >= 0, marker, frame)
+    return jnp.where(tokens == self._conclusion_id, last_frame, frame)
+
+  def _start(self, variables, prompt: dict[str, Array], visual: cross_attention.VisualMemory) -> DecodeState:
+    """Prefill left-padded prompts (see `left_pad`) against an encoded video with one row per prompt."""
+    batch, length = prompt["tokens"].shape
+    if length >= self.cache_length:
+      raise ValueError(f"The prompt has {length} tokens but the cache holds {self.cache_length}; raise "
+                       "the cache length (max_new_tokens) or shorten the prompt.")
+    cache = lrr.init_cache(self.model.config, batch, self.cache_length, visual)
+    logits, cache = self.model.apply(variables, prompt["tokens"], prompt["positions"], prompt["segment_ids"],
+                                     prompt["frame_index"], cache, 0, visual, method=lrr.LRRModel.decode)
+    return DecodeState(cache, logits[:, -1], prompt["positions"][:, -1] + 1, prompt["frame_index"][:, -1],
+                       jnp.asarray(length, jnp.int32))
+
+  def _prompt_logits(self, variables, prompt: dict[str, Array], visual: cross_attention.VisualMemory) -> Array:
+    """float32[B, V]: the next-token logits after each left-padded prompt (e.g. a judge's question).
+
+    `visual` has one row, shared by all prompts; the cache is sized to the prompts alone.
+    """
+    batch, length = prompt["tokens"].shape
+    visual = jax.tree.map(lambda x: jnp.repeat(x, batch, 0), visual)
+    cache = lrr.init_cache(self.model.config, batch, length, visual)
+    logits, _ = self.model.apply(variables, prompt["tokens"], prompt["positions"], prompt["segment_ids"],
+                                 prompt["frame_index"], cache, 0, visual, method=lrr.LRRModel.decode)
+    return logits[:, -1]
+
+  def _extend(self, variables, state: DecodeState, tokens: Array, last_frame: int | Array) -> DecodeState:
+    """Feed given tokens int[B, S] (a stage's opening tag) to every row."""
+    frames = []
+    frame = state.frame
+    for i in range(tokens.shape[1]):
+      frame = self._next_frame(tokens[:, i], frame, last_frame)
+      frames.append(frame)
+    positions = state.position[:, None] + jnp.arange(tokens.shape[1])[None]
+    logits, cache = self.model.apply(variables, tokens, positions, jnp.ones_like(tokens), jnp.stack(frames, 1),
+                                     state.cache, state.slot, method=lrr.LRRModel.decode)
+    return DecodeState(cache, logits[:, -1], state.position + tokens.shape[1], frame,
+                       state.slot + tokens.shape[1])
+
+  def _sample(self, variables, state: DecodeState, rng: Array, stops: Array, last_frame: int | Array,
+              max_new_tokens: int, sampling: Sampling) -> tuple[DecodeState, Sampled]:
+    """Sample up to `max_new_tokens` per row until each row ends with a stop sequence (`stop_table`).
+
+    Stops are matched on the last tokens only, on device, at every step.
+    """
+    batch = state.logits.shape[0]
+    width = stops.shape[1]
+    budget = jnp.minimum(max_new_tokens, self.cache_length - state.slot)
 
     def body(carry):
-      step, cache, token, frame, position, done, out = carry
-      out = out.at[:, step].set(jnp.where(done, stop_ids[0], token))
-      done = done | jnp.isin(token, stop_ids)
-      frame = next_frame(token, frame)
-      logits, cache = model.apply(variables, token[:, None], position[:, None], jnp.ones_like(token)[:, None],
-                                  frame[:, None], cache, prompt_length + step, method=lrr.LRRModel.decode)
-      return step + 1, cache, jnp.argmax(logits[:, 0], -1), frame, position + 1, done, out
+      step, state, done, out, logprob, lengths = carry
+      token = sample_logits(state.logits, jax.random.fold_in(rng, step), sampling)
+      token_logprob = jnp.take_along_axis(jax.nn.log_softmax(state.logits), token[:, None], -1)[:, 0]
+      out = jax.lax.dynamic_update_slice_in_dim(out, jnp.where(done, stops[0, -1], token)[:, None],
+                                                width - 1 + step, 1)
+      logprob = logprob + jnp.where(done, 0.0, token_logprob)
+      lengths = lengths + jnp.where(done, 0, 1)
+      tail = jax.lax.dynamic_slice_in_dim(out, step, width, 1)
+      hit = jnp.any(jnp.all((stops[None] == -1) | (stops[None] == tail[:, None]), -1), -1)
+      frame = self._next_frame(token, state.frame, last_frame)
+      segment = jnp.where(done, 0, 1)[:, None]
+      logits, cache = self.model.apply(variables, token[:, None], state.position[:, None], segment,
+                                       frame[:, None], state.cache, state.slot,
+                                       method=lrr.LRRModel.decode)
+      keep = lambda new, old: jnp.where(done.reshape(-1, *([1] * (new.ndim - 1))), old, new)
+      state = DecodeState(cache, keep(logits[:, 0], state.logits), keep(state.position + 1, state.position),
+                          keep(frame, state.frame), state.slot + 1)
+      return step + 1, state, done | hit, out, logprob, lengths
 
-    init = (0, cache, jnp.argmax(logits[:, -1], -1), prompt["frame_index"][:, -1],
-            prompt["positions"][:, -1] + 1, jnp.zeros(batch, bool),
-            jnp.full((batch, max_new_tokens), stop_ids[0], jnp.int32))
-    step, _, _, _, _, done, out = jax.lax.while_loop(
-        lambda c: (c[0] < max_new_tokens) & ~jnp.all(c[5]), body, init)
-    is_stop = jnp.isin(out, stop_ids)
-    lengths = jnp.where(is_stop.any(1), jnp.argmax(is_stop, 1) + 1, max_new_tokens)
-    return out, lengths
+    out = jnp.full((batch, width - 1 + max_new_tokens), -1, jnp.int32)
+    zeros = jnp.zeros(batch, jnp.int32)
+    init = (jnp.int32(0), state, jnp.zeros(batch, bool), out, jnp.zeros(batch, jnp.float32), zeros)
+    _, state, done, out, logprob, lengths = jax.lax.while_loop(
+        lambda c: (c[0] < budget) & ~jnp.all(c[2]), body, init)
+    tokens = out[:, width - 1:]
+    tokens = jnp.where(jnp.arange(max_new_tokens)[None] < lengths[:, None], tokens, stops[0, -1])
+    return state, Sampled(tokens, lengths, logprob, done)
 
-  return generate
+
+def generate(generator: Generator, variables, prompt: dict[str, np.ndarray], video: Array,
+             stop_sequences: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling = Sampling(),
+             rng: Array | None = None) -> Sampled:
+  """One continuation per left-padded prompt row (video uint8[B, T, H, W, 3]) until a stop sequence."""
+  visual = generator.encode_video(variables, video)
+  state = generator.start(variables, prompt, visual)
+  rng = jax.random.key(0) if rng is None else rng
+  _, sampled = generator.sample(variables, state, rng, jnp.asarray(stop_table(stop_sequences)),
+                                video.shape[1] - 1, max_new_tokens=max_new_tokens, sampling=sampling)
+  return sampled

@@ -29,8 +29,16 @@ class LRRConfig:
   video: video_lib.VideoEncoderConfig = video_lib.VideoEncoderConfig()
 
 
-def lrr_config(size: str, **decoder_overrides: Any) -> LRRConfig:
-  """Preset sizes: 'tiny' (tests and the CPU demo), 'opt-125m' and 'opt-1.3b' (ResNet-101, as the paper)."""
+def lrr_config(size: str, video_overrides: dict[str, Any] | None = None, **decoder_overrides: Any) -> LRRConfig:
+  """Preset sizes: 'tiny' (tests and the CPU demo), 'opt-125m' and 'opt-1.3b' (ResNet-101, as the paper).
+
+  `video_overrides` replace VideoEncoderConfig fields; the other keyword arguments DecoderConfig fields.
+  """
+  config = _preset(size, **decoder_overrides)
+  return dataclasses.replace(config, video=dataclasses.replace(config.video, **(video_overrides or {})))
+
+
+def _preset(size: str, **decoder_overrides: Any) -> LRRConfig:
   if size == "tiny":
     tiny_backbone = resnet.RESNET_CONFIGS["tiny"]
     video = video_lib.VideoEncoderConfig(

@@ -37,6 +37,7 @@ class VideoEncoderConfig:
   max_frames: int = 64
   grid_size: int = 64  # max grid cells per frame (h * w), for the spatial position embedding
   position_init_std: float = 0.02  # larger makes "where" visible from the start (training from scratch)
+  grid_coordinates: int = 0  # >0: fixed sin/cos features of each cell's (row, col) at this many frequencies
   dropout_rate: float = 0.0
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -69,6 +70,20 @@ def temporal_mask(frame_segment_ids: Array, window: int) -> Array:
     allowed &= t[:, None] - t[None, :] < window
   same = frame_segment_ids[:, :, None] == frame_segment_ids[:, None, :]
   return (allowed[None] & same)[:, None]
+
+
+def grid_coordinate_features(height: int, width: int, num_frequencies: int) -> Array:
+  """float[h, w, 4 * F]: sin/cos of each cell's row and column at F octave-spaced frequencies.
+
+  Concatenated to the CNN features before fusion, they make a cell's position linearly readable from its
+  token, so a cross-attention query that finds an object also reads where it is.
+  """
+  def axis_features(n: int) -> Array:
+    angles = jnp.arange(n)[:, None] / n * jnp.pi * 2.0 ** jnp.arange(num_frequencies)[None]
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], -1)
+  rows, cols = axis_features(height), axis_features(width)
+  return jnp.concatenate([jnp.broadcast_to(rows[:, None], (height, width, rows.shape[-1])),
+                          jnp.broadcast_to(cols[None, :], (height, width, cols.shape[-1]))], -1)
 
 
 def frame_differences(frames: Array, frame_segment_ids: Array) -> Array:
@@ -128,6 +143,9 @@ class VideoEncoder(nn.Module):
       motion = resnet.ResNet(cfg.motion_backbone, name="motion_stream")(motion)
       motion = jax.image.resize(motion, (b * t, gh, gw, motion.shape[-1]), "nearest")
       streams.append(motion)
+    if cfg.grid_coordinates:
+      coordinates = grid_coordinate_features(gh, gw, cfg.grid_coordinates)
+      streams.append(jnp.broadcast_to(coordinates[None], (b * t, *coordinates.shape)))
     fused = jnp.concatenate([s.astype(kwargs["dtype"]) for s in streams], axis=-1)
     x = layers.dense(cfg.width, ("conv_out", "embed"), name="fusion", **kwargs)(fused)
     x = x.reshape(b, t, gh * gw, cfg.width)

@@ -22,10 +22,9 @@ def test_cached_greedy_tokens_equal_full_forward_argmax():
   flat = flax.traverse_util.flatten_dict(nn.unbox(variables))
   variables = flax.traverse_util.unflatten_dict(  # open the gates: the video must matter
       {k: jnp.full_like(v, 0.5) if k[-1].endswith("_gate") else v for k, v in flat.items()})
-  generate = generate_lib.make_greedy_generate(model, 8, stop_ids=[2], frame_markers={}, conclusion_id=None,
-                                               vocab_size=512)
-  tokens, lengths = generate(variables, prompt, video)
-  tokens, lengths = np.asarray(tokens), np.asarray(lengths)
+  generator = generate_lib.Generator(model, cache_length=16)
+  sampled = generate_lib.generate(generator, variables, prompt, video, [[2]], max_new_tokens=8)
+  tokens, lengths = np.asarray(sampled.tokens), np.asarray(sampled.lengths)
   forward = jax.jit(model.apply)
   for row in range(3):
     full = np.concatenate([prompts[row], tokens[row, :lengths[row]]])[None]

@@ -1,0 +1,135 @@
+"""Scorers that rank a search step's candidates.
+
+- `Likelihood`: the model's mean log-probability per token (free: accumulated while sampling).
+- `Reward`: a user's function, e.g. a verifier or a reward model: `fn(question, prefix, candidate, stage)`.
+- `Judge`: the model judges its own candidates pairwise, as the LLaVA-CoT release does: a knockout
+  tournament of random pairs (N-1 comparisons); each round's comparisons are one batch. The judge prompt
+  asks which response is better and ends with "I choose response"; the model's choice is the likelier of
+  " 1" and " 2" as the next token (the release generates "Since ..., I choose response [1/2]." and parses it).
+Likelihood and Reward are absolute (their scores can be compared with a backtracking cutoff); Judge is not.
+"""
+import dataclasses
+from typing import Any, Callable, Protocol, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from lrr_jax.data import tokenizer as tokenizer_lib
+from lrr_jax.inference import generate as generate_lib
+
+JUDGE_QUESTIONS = {  # per step, after the release's per-stage judge prompts
+    "SUMMARY": "Which summary better outlines the steps needed to answer the question?",
+    "CAPTION": "Which caption describes the video more accurately, with the facts the question needs?",
+    "REASONING": "Which reasoning is more correct and leads to the answer?",
+    "CONCLUSION": "Which conclusion answers the question correctly?",
+    "response": "Which response answers the question better?",
+    "sentence": "Which next sentence is more correct and more useful for answering the question?",
+}
+
+
+@dataclasses.dataclass
+class Candidate:
+  prefix: str  # the kept text this candidate continues
+  text: str  # the candidate's own new text
+  mean_logprob: float
+  stopped: bool  # ended at the step's stop (not the token budget)
+
+
+@dataclasses.dataclass
+class Ranking:
+  order: list[int]  # candidate indices, best first
+  scores: list[float] | None  # absolute scores, or None for a tournament
+  comparisons: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # (a, b, winner)
+  judge_tokens: int = 0
+
+
+@dataclasses.dataclass
+class Context:
+  """What a scorer may use: the model with its encoded video, and the question."""
+  generator: generate_lib.Generator
+  tokenizer: tokenizer_lib.Tokenizer
+  variables: Any
+  visual: Any
+  question: str
+  last_frame: int
+
+
+class Scorer(Protocol):
+  def rank(self, context: Context, stage: str, candidates: Sequence[Candidate],
+           rng: np.random.Generator) -> Ranking: ...
+
+
+def _order(scores: Sequence[float]) -> list[int]:
+  return [int(i) for i in np.argsort(-np.asarray(scores, np.float64), kind="stable")]
+
+
+class Likelihood:
+  """Length-normalised log-likelihood under the model."""
+
+  def rank(self, context, stage, candidates, rng) -> Ranking:
+    scores = [c.mean_logprob for c in candidates]
+    return Ranking(_order(scores), scores)
+
+
+class Reward:
+  """A user's reward: `fn(question, prefix, candidate, stage) -> float`, higher is better."""
+
+  def __init__(self, fn: Callable[[str, str, str, str], float]):
+    self.fn = fn
+
+  def rank(self, context, stage, candidates, rng) -> Ranking:
+    scores = [float(self.fn(context.question, c.prefix, c.text, stage)) for c in candidates]
+    return Ranking(_order(scores), scores)
+
+
+Compare = Callable[[Context, str, list[tuple[Candidate, Candidate]]], tuple[list[int], int]]
+
+
+class Judge:
+  """Knockout tournament of random pairs; `compare` (default: the model itself) judges a round at once.
+
+  `compare(context, stage, pairs) -> (winners, tokens_read)`, winners[i] in {0, 1} for pairs[i].
+  The order returned is the winner, then candidates by the round they lost in (later first).
+  """
+
+  def __init__(self, compare: Compare | None = None):
+    self.compare = compare or model_compare
+
+  def rank(self, context, stage, candidates, rng) -> Ranking:
+    alive, lost_in, comparisons, tokens, round_index = list(range(len(candidates))), {}, [], 0, 0
+    while len(alive) > 1:
+      shuffled = [int(i) for i in rng.permutation(alive)]
+      pairs = list(zip(shuffled[0::2], shuffled[1::2]))
+      winners, read = self.compare(context, stage, [(candidates[a], candidates[b]) for a, b in pairs])
+      tokens += read
+      alive = [pair[w] for pair, w in zip(pairs, winners)] + shuffled[2 * len(pairs):]
+      for (a, b), w in zip(pairs, winners):
+        lost_in[(a, b)[1 - w]] = round_index
+        comparisons.append((a, b, (a, b)[w]))
+      round_index += 1
+    order = alive + sorted(lost_in, key=lambda i: -lost_in[i])
+    return Ranking(order, None, comparisons, tokens)
+
+
+def judge_prompt(context: Context, stage: str, first: Candidate, second: Candidate) -> str:
+  question = JUDGE_QUESTIONS.get(stage.split()[0], JUDGE_QUESTIONS["response"])
+  return (f"{context.question} Response so far: {first.prefix} {question} Response 1: {first.text} "
+          f"Response 2: {second.text} Since both were read, I choose response")
+
+
+def model_compare(context: Context, stage: str, pairs: list[tuple[Candidate, Candidate]]
+                  ) -> tuple[list[int], int]:
+  """The model judges all pairs in one batch: the likelier of ' 1' and ' 2' after the judge prompt."""
+  tokenizer = context.tokenizer
+  prompts, choices = [], []
+  for first, second in pairs:
+    text = judge_prompt(context, stage, first, second)
+    one, two = tokenizer.encode(text + " 1"), tokenizer.encode(text + " 2")
+    common = next(i for i, (x, y) in enumerate(zip(one, two)) if x != y)
+    prompts.append([tokenizer.eos_id] + one[:common])
+    choices.append((one[common], two[common]))
+  frames = [[context.last_frame] * len(p) for p in prompts]
+  batch = generate_lib.left_pad(prompts, frames, tokenizer.pad_id, multiple=32)
+  logits = np.asarray(context.generator.prompt_logits(context.variables, batch, context.visual))
+  winners = [int(row[b] > row[a]) for row, (a, b) in zip(logits, choices)]
+  return winners, int(jnp.sum(batch["segment_ids"]))
