@@ -18,6 +18,7 @@ CORE = [
     "tensorflow-datasets>=4.9.10",
     "pillow",  # image files of the released datasets
     "av",  # video files of the released datasets (PyAV bundles its FFmpeg)
+    "matplotlib",  # PNG plots (scaling table, benchmarks)
     "importlib_resources",  # needed by tensorflow-datasets, which does not declare it
 ]
 TEST = [
@@ -25,7 +26,7 @@ TEST = [
     "torch==2.13.0",  # the CPU wheel; any other spec pulls CUDA builds.
     "transformers>=5.0,<6",
 ]
-BENCH = TEST + ["matplotlib"]
+BENCH = TEST
 
 setuptools.setup(
     name="lrr_jax",

@@ -36,13 +36,16 @@ config_flags.DEFINE_config_file("config", "configs/cater.py", "Experiment config
 flags.DEFINE_string("workdir", "workdirs/cater_demo", "Where the tokenizer and results are written.")
 
 
+def data_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
+  return str(pathlib.Path(config.data.data_dir or workdir / "data").absolute())
+
+
 def build_data(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   """Write the generated world (if missing) with its tokenizer; the train pipeline and the test source."""
   world = config.world.to_dict()
-  data_dir = config.data.data_dir or str(workdir / "data")
-  sizes = dict(num_train=config.data.num_train, num_test=config.data.num_eval, seed=config.seed)
-  directory = prepare.prepare(config.data.dataset, "tiny", data_dir, config.data.vocab_size, **world, **sizes)
-  builder = prepare.builder_for(config.data.dataset, "tiny", data_dir, **world, **sizes)
+  directory = prepare.prepare(config.data.dataset, "tiny", data_dir(config, workdir), config.data.vocab_size,
+                              **prepare.run_sizes(config))
+  builder = prepare.builder_for(config.data.dataset, "tiny", data_dir(config, workdir), **prepare.run_sizes(config))
   pipeline_config = pipeline.PipelineConfig(
       tokenizer_path=str(directory / "tokenizer.json"), variant=config.data.variant,
       max_length=config.data.max_length, num_frames=world["num_frames"], resolution=world["resolution"],
@@ -103,6 +106,10 @@ def train(config, model, train_data, workdir: pathlib.Path):
   return state, {k: float(v) for k, v in metrics.items()}
 
 
+def max_positions(config: ml_collections.ConfigDict) -> int:
+  return max(256, config.data.max_length + config.eval.max_new_tokens)
+
+
 def params_checksum(params) -> str:
   """A digest of every parameter's bytes, to compare runs exactly."""
   digest = hashlib.sha256()
@@ -137,9 +144,10 @@ def main(argv):
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
   train_data, test_source, tokenizer = build_data(config, workdir)
-  model_config = lrr.lrr_config(config.model.size, config.model.get("video", {}).to_dict() if "video" in config.model else None, vocab_size=config.data.vocab_size,
-                                dropout_rate=config.model.dropout_rate, gate_init=config.model.gate_init,
-                                max_positions=max(256, config.data.max_length + config.eval.max_new_tokens))
+  (workdir / "run.json").write_text(json.dumps(  # what `lrr_jax.infer` needs to load this run
+      {"config": config.to_dict(), "tokenizer": tokenizer.source, "data_dir": data_dir(config, workdir), "max_positions": max_positions(config)},
+      indent=2))
+  model_config = lrr.config_from_run(config.model.to_dict(), config.data.vocab_size, max_positions(config))
   model = lrr.LRRModel(model_config)
   state, train_metrics = train(config, model, train_data, workdir)
   scores, responses = evaluate(config, model, state.params, test_source, tokenizer)

@@ -49,6 +49,12 @@ def train_tokenizer(source, vocab_size: int) -> tokenizer_lib.Tokenizer:
   return tokenizer_lib.train_bpe(texts, vocab_size)
 
 
+def run_sizes(config) -> dict:
+  """The builder keyword arguments of a generated-world run config (`configs/cater.py` layout)."""
+  return dict(**config.world.to_dict(), num_train=config.data.num_train, num_test=config.data.num_eval,
+              seed=config.seed)
+
+
 def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, manual_dir: str | None = None,
             **sizes) -> pathlib.Path:
   """Write (if missing) the dataset and its tokenizer; return the dataset's directory.

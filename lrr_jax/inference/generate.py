@@ -64,12 +64,21 @@ def left_pad(prompts: Sequence[Sequence[int]], frames: Sequence[Sequence[int]], 
   return batch
 
 
+VIDEO_KEYS = ("cross_attention", "visual_frame_index", "visual_segment_ids")  # the projected video in a cache
+
+
 def select_rows(state: DecodeState, rows: Array | Sequence[int]) -> DecodeState:
-  """The state of rows `rows` (repeats allowed): how candidates share or inherit a prefix's cache."""
+  """The state of rows `rows` (repeats allowed): how candidates share or inherit a prefix's cache.
+
+  A projected video held once (batch 1) stays shared by all rows rather than copied to each.
+  """
   rows = jnp.asarray(rows, jnp.int32)
   take = lambda x: jnp.take(x, rows, axis=0)
-  return DecodeState(jax.tree.map(take, state.cache), take(state.logits), take(state.position),
-                     take(state.frame), state.slot)
+  video_shared = state.cache["visual_segment_ids"].shape[0] == 1
+  shared = {k: v for k, v in state.cache.items() if k in VIDEO_KEYS and video_shared}
+  per_row = jax.tree.map(take, {k: v for k, v in state.cache.items() if k not in shared})
+  return DecodeState({**per_row, **shared}, take(state.logits), take(state.position), take(state.frame),
+                     state.slot)
 
 
 def sample_logits(logits: Array, rng: Array, sampling: Sampling) -> Array:
@@ -120,9 +129,8 @@ class Generator:
     self._marker_frame = marker_frame
     self._conclusion_id = -1 if conclusion_id is None else conclusion_id
     self.encode_video = jax.jit(self._encode_video)
-    self.start = jax.jit(self._start)
+    self.start = jax.jit(self._start, static_argnames=("cache_length",))
     self.extend = jax.jit(self._extend)
-    self.prompt_logits = jax.jit(self._prompt_logits)
     self.sample = jax.jit(self._sample, static_argnames=("max_new_tokens", "sampling"))
 
   def _encode_video(self, variables, video: Array) -> cross_attention.VisualMemory:
@@ -133,41 +141,39 @@ class Generator:
     frame = jnp.where(marker >= 0, marker, frame)
     return jnp.where(tokens == self._conclusion_id, last_frame, frame)
 
-  def _start(self, variables, prompt: dict[str, Array], visual: cross_attention.VisualMemory) -> DecodeState:
-    """Prefill left-padded prompts (see `left_pad`) against an encoded video with one row per prompt."""
+  def _start(self, variables, prompt: dict[str, Array], visual: cross_attention.VisualMemory,
+             cache_length: int | None = None) -> DecodeState:
+    """Prefill left-padded prompts (see `left_pad`) against an encoded video (one row, or one per prompt).
+
+    cache_length: slots for this generation (default: the generator's).
+    """
     batch, length = prompt["tokens"].shape
-    if length >= self.cache_length:
-      raise ValueError(f"The prompt has {length} tokens but the cache holds {self.cache_length}; raise "
+    cache_length = cache_length or self.cache_length
+    if length >= cache_length:
+      raise ValueError(f"The prompt has {length} tokens but the cache holds {cache_length}; raise "
                        "the cache length (max_new_tokens) or shorten the prompt.")
-    cache = lrr.init_cache(self.model.config, batch, self.cache_length, visual)
+    cache = lrr.init_cache(self.model.config, batch, cache_length, visual)
     logits, cache = self.model.apply(variables, prompt["tokens"], prompt["positions"], prompt["segment_ids"],
                                      prompt["frame_index"], cache, 0, visual, method=lrr.LRRModel.decode)
     return DecodeState(cache, logits[:, -1], prompt["positions"][:, -1] + 1, prompt["frame_index"][:, -1],
                        jnp.asarray(length, jnp.int32))
 
-  def _prompt_logits(self, variables, prompt: dict[str, Array], visual: cross_attention.VisualMemory) -> Array:
-    """float32[B, V]: the next-token logits after each left-padded prompt (e.g. a judge's question).
+  def _extend(self, variables, state: DecodeState, tokens: Array, last_frame: int | Array,
+              segment_ids: Array | None = None) -> DecodeState:
+    """Feed given tokens int[B, S] to every row (a stage's opening tag, a judge's question).
 
-    `visual` has one row, shared by all prompts; the cache is sized to the prompts alone.
+    Rows of different lengths are left-padded with segment id 0 (never read): the last column is real.
     """
-    batch, length = prompt["tokens"].shape
-    visual = jax.tree.map(lambda x: jnp.repeat(x, batch, 0), visual)
-    cache = lrr.init_cache(self.model.config, batch, length, visual)
-    logits, _ = self.model.apply(variables, prompt["tokens"], prompt["positions"], prompt["segment_ids"],
-                                 prompt["frame_index"], cache, 0, visual, method=lrr.LRRModel.decode)
-    return logits[:, -1]
-
-  def _extend(self, variables, state: DecodeState, tokens: Array, last_frame: int | Array) -> DecodeState:
-    """Feed given tokens int[B, S] (a stage's opening tag) to every row."""
+    segment_ids = jnp.ones_like(tokens) if segment_ids is None else segment_ids
     frames = []
     frame = state.frame
     for i in range(tokens.shape[1]):
-      frame = self._next_frame(tokens[:, i], frame, last_frame)
+      frame = jnp.where(segment_ids[:, i] > 0, self._next_frame(tokens[:, i], frame, last_frame), frame)
       frames.append(frame)
-    positions = state.position[:, None] + jnp.arange(tokens.shape[1])[None]
-    logits, cache = self.model.apply(variables, tokens, positions, jnp.ones_like(tokens), jnp.stack(frames, 1),
+    positions = state.position[:, None] + jnp.cumsum(segment_ids, 1) - 1
+    logits, cache = self.model.apply(variables, tokens, positions, segment_ids, jnp.stack(frames, 1),
                                      state.cache, state.slot, method=lrr.LRRModel.decode)
-    return DecodeState(cache, logits[:, -1], state.position + tokens.shape[1], frame,
+    return DecodeState(cache, logits[:, -1], state.position + segment_ids.sum(1), frame,
                        state.slot + tokens.shape[1])
 
   def _sample(self, variables, state: DecodeState, rng: Array, stops: Array, last_frame: int | Array,
@@ -178,7 +184,11 @@ class Generator:
     """
     batch = state.logits.shape[0]
     width = stops.shape[1]
-    budget = jnp.minimum(max_new_tokens, self.cache_length - state.slot)
+    budget = jnp.minimum(max_new_tokens, state.cache["segment_ids"].shape[1] - state.slot)
+    # The projected video does not change while decoding: keep it out of the loop's carry, which XLA may
+    # copy at every step (on CPU that copy cost more than the step itself).
+    constant = {k: state.cache[k] for k in VIDEO_KEYS}
+    state = state._replace(cache={k: v for k, v in state.cache.items() if k not in VIDEO_KEYS})
 
     def body(carry):
       step, state, done, out, logprob, lengths = carry
@@ -193,8 +203,9 @@ class Generator:
       frame = self._next_frame(token, state.frame, last_frame)
       segment = jnp.where(done, 0, 1)[:, None]
       logits, cache = self.model.apply(variables, token[:, None], state.position[:, None], segment,
-                                       frame[:, None], state.cache, state.slot,
+                                       frame[:, None], {**state.cache, **constant}, state.slot,
                                        method=lrr.LRRModel.decode)
+      cache = {k: v for k, v in cache.items() if k not in VIDEO_KEYS}
       keep = lambda new, old: jnp.where(done.reshape(-1, *([1] * (new.ndim - 1))), old, new)
       state = DecodeState(cache, keep(logits[:, 0], state.logits), keep(state.position + 1, state.position),
                           keep(frame, state.frame), state.slot + 1)
@@ -207,6 +218,7 @@ class Generator:
         lambda c: (c[0] < budget) & ~jnp.all(c[2]), body, init)
     tokens = out[:, width - 1:]
     tokens = jnp.where(jnp.arange(max_new_tokens)[None] < lengths[:, None], tokens, stops[0, -1])
+    state = state._replace(cache={**state.cache, **constant})
     return state, Sampled(tokens, lengths, logprob, done)
 
 

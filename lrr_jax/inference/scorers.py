@@ -111,25 +111,45 @@ class Judge:
     return Ranking(order, None, comparisons, tokens)
 
 
-def judge_prompt(context: Context, stage: str, first: Candidate, second: Candidate) -> str:
+def judge_prompt(context: Context, stage: str, prefix: str | None) -> tuple[str, str]:
+  """The judge's prompt in two parts: what all pairs of a step share, and the template of one pair
+  (`prefix` None: the pairs continue different prefixes, which go into the template)."""
   question = JUDGE_QUESTIONS.get(stage.split()[0], JUDGE_QUESTIONS["response"])
-  return (f"{context.question} Response so far: {first.prefix} {question} Response 1: {first.text} "
-          f"Response 2: {second.text} Since both were read, I choose response")
+  pair = " Response 1: {} Response 2: {} Since both were read, I choose response"
+  if prefix is None:
+    return f"{context.question} {question}", " Response so far: {}" + pair
+  return f"{context.question} Response so far: {prefix} {question}", "{}" + pair
 
 
 def model_compare(context: Context, stage: str, pairs: list[tuple[Candidate, Candidate]]
                   ) -> tuple[list[int], int]:
-  """The model judges all pairs in one batch: the likelier of ' 1' and ' 2' after the judge prompt."""
-  tokenizer = context.tokenizer
-  prompts, choices = [], []
+  """The model judges all pairs in one batch: the likelier of ' 1' and ' 2' after the judge prompt.
+
+  The shared part of the prompt (question, response so far, the stage's judge question) is read once and its
+  cache shared by all pairs, as the candidates share the video's.
+  """
+  tokenizer, generator = context.tokenizer, context.generator
+  prefixes = {c.prefix for pair in pairs for c in pair}
+  one_prefix = len(prefixes) == 1
+  shared_text, template = judge_prompt(context, stage, pairs[0][0].prefix if one_prefix else None)
+  shared = [tokenizer.eos_id] + tokenizer.encode(shared_text)
+  rows, choices = [], []
   for first, second in pairs:
-    text = judge_prompt(context, stage, first, second)
+    text = template.format("" if one_prefix else first.prefix, first.text, second.text)
     one, two = tokenizer.encode(text + " 1"), tokenizer.encode(text + " 2")
     common = next(i for i, (x, y) in enumerate(zip(one, two)) if x != y)
-    prompts.append([tokenizer.eos_id] + one[:common])
+    rows.append(one[:common])
     choices.append((one[common], two[common]))
-  frames = [[context.last_frame] * len(p) for p in prompts]
-  batch = generate_lib.left_pad(prompts, frames, tokenizer.pad_id, multiple=32)
-  logits = np.asarray(context.generator.prompt_logits(context.variables, batch, context.visual))
+  width = -(-max(len(r) for r in rows) // 32) * 32
+  tokens = np.full((len(rows), width), tokenizer.pad_id, np.int32)
+  segments = np.zeros((len(rows), width), np.int32)
+  for i, row in enumerate(rows):
+    tokens[i, width - len(row):], segments[i, width - len(row):] = row, 1
+  prompt = generate_lib.left_pad([shared], [[context.last_frame] * len(shared)], tokenizer.pad_id, 32)
+  length = prompt["tokens"].shape[1] + width + 32
+  state = generator.start(context.variables, prompt, context.visual, cache_length=length)
+  state = generate_lib.select_rows(state, [0] * len(rows))
+  state = generator.extend(context.variables, state, jnp.asarray(tokens), context.last_frame, jnp.asarray(segments))
+  logits = np.asarray(state.logits)
   winners = [int(row[b] > row[a]) for row, (a, b) in zip(logits, choices)]
-  return winners, int(jnp.sum(batch["segment_ids"]))
+  return winners, len(shared) + sum(len(r) for r in rows)

@@ -47,6 +47,7 @@ class GatedCrossAttention(nn.Module):
   activation: str = "relu"
   dropout_rate: float = 0.0
   gate_init: float = 0.0
+  query_init_scale: float = 1.0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -55,7 +56,7 @@ class GatedCrossAttention(nn.Module):
     self.attention_norm = layers.layer_norm(name="attention_norm", **kwargs)
     self.attention = layers.MultiHeadAttention(
         num_heads=self.num_heads, head_dim=self.hidden_size // self.num_heads, out_features=self.hidden_size,
-        dropout_rate=self.dropout_rate, name="attention", **kwargs)
+        dropout_rate=self.dropout_rate, query_init_scale=self.query_init_scale, name="attention", **kwargs)
     self.ffn_norm = layers.layer_norm(name="ffn_norm", **kwargs)
     self.ffn = layers.FeedForward(self.ffn_dim, self.hidden_size, self.activation, name="ffn", **kwargs)
     gate_init = layers.partitioned(nn.initializers.constant(self.gate_init), ())

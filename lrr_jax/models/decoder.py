@@ -45,6 +45,9 @@ class DecoderConfig:
   cross_attention_heads: int = 0  # 0: num_heads
   cross_attention_ffn_dim: int = 0  # 0: ffn_dim
   gate_init: float = 0.0  # 0: at initialisation the model is the pretrained LM; >0 helps from scratch
+  # >1: each cross-attention query starts sharper, so that some heads single out objects from the start;
+  # from scratch, a uniform average over the grid says nothing about where things are and nothing is learnt.
+  cross_attention_query_scale: float = 1.0
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
   remat: bool = False  # rematerialise each decoder layer in the backward pass
@@ -180,7 +183,7 @@ class Decoder(nn.Module):
         i: cross_attention.GatedCrossAttention(
             cfg.hidden_size, cfg.cross_attention_heads or cfg.num_heads,
             cfg.cross_attention_ffn_dim or cfg.ffn_dim, cfg.activation, cfg.dropout_rate, cfg.gate_init,
-            name=f"cross_attention_{i}", **kwargs)
+            cfg.cross_attention_query_scale, name=f"cross_attention_{i}", **kwargs)
         for i in cfg.cross_attention_layers}
 
   def __call__(self, tokens: Array, positions: Array, segment_ids: Array, *,

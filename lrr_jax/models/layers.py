@@ -43,17 +43,21 @@ def masked_attention(query: Array, key: Array, value: Array, mask: Array | None,
                      dropout_rng: Array | None = None, dropout_rate: float = 0.0) -> Array:
   """Scaled dot-product attention with a boolean mask (True = may attend).
 
-  query: [B, Sq, H, D] (already scaled), key/value: [B, Sk, H, D], mask: bool[B, 1 or H, Sq, Sk].
+  query: [B, Sq, H, D] (already scaled), key/value: [B or 1, Sk, H, D], mask: bool[B, 1 or H, Sq, Sk].
   Scores and softmax are computed in float32. A query row with nothing to attend gets uniform weights
   (finite, never NaN); callers that need such rows to read nothing zero them afterwards.
   """
-  scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+  shared = key.shape[0] == 1 and query.shape[0] > 1  # one key/value set read by every row (a shared video)
+  scores = (jnp.einsum("bqhd,khd->bhqk", query, key[0], preferred_element_type=jnp.float32) if shared else
+            jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32))
   if mask is not None:
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(scores, axis=-1)
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  if shared:
+    return jnp.einsum("bhqk,khd->bqhd", weights.astype(value.dtype), value[0])
   return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
 
 
@@ -71,6 +75,7 @@ class MultiHeadAttention(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  query_init_scale: float = 1.0  # >1: sharper attention at initialisation (query kernel std times this)
 
   def setup(self):
     # Projections are 2-D kernels over the fused heads x head_dim axis ('heads'), as OPT stores them; a
@@ -78,7 +83,9 @@ class MultiHeadAttention(nn.Module):
     kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=self.use_bias,
                   kernel_init=self.kernel_init)
     width = self.num_heads * self.head_dim
-    self.q_proj = dense(width, ("embed", "heads"), name="q_proj", **kwargs)
+    query_init = self.kernel_init if self.query_init_scale == 1.0 else nn.initializers.variance_scaling(
+        self.query_init_scale ** 2, "fan_in", "truncated_normal")
+    self.q_proj = dense(width, ("embed", "heads"), name="q_proj", **{**kwargs, "kernel_init": query_init})
     self.k_proj = dense(width, ("embed", "heads"), name="k_proj", **kwargs)
     self.v_proj = dense(width, ("embed", "heads"), name="v_proj", **kwargs)
     self.out_proj = dense(self.out_features, ("heads", "embed"), name="out_proj", **kwargs)

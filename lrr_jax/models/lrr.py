@@ -38,13 +38,21 @@ def lrr_config(size: str, video_overrides: dict[str, Any] | None = None, **decod
   return dataclasses.replace(config, video=dataclasses.replace(config.video, **(video_overrides or {})))
 
 
+def config_from_run(model: dict[str, Any], vocab_size: int, max_positions: int) -> LRRConfig:
+  """The model of a run config's `model` section (size, dropout_rate, gate_init, video overrides)."""
+  return lrr_config(model["size"], model.get("video") or None, vocab_size=vocab_size,
+                    dropout_rate=model.get("dropout_rate", 0.0), gate_init=model.get("gate_init", 0.0),
+                    max_positions=max_positions)
+
+
 def _preset(size: str, **decoder_overrides: Any) -> LRRConfig:
   if size == "tiny":
     tiny_backbone = resnet.RESNET_CONFIGS["tiny"]
     video = video_lib.VideoEncoderConfig(
         static_backbone=tiny_backbone, motion_backbone=dataclasses.replace(tiny_backbone, width=4),
         width=32, num_layers=1, num_heads=2, mlp_dim=64, max_frames=16, grid_size=64)
-    dec = decoder_lib.decoder_config("tiny", cross_attention_layers=(0, 1), **decoder_overrides)
+    dec = decoder_lib.decoder_config("tiny", **{**dict(cross_attention_layers=(0, 1), cross_attention_heads=8,
+                                                       cross_attention_query_scale=5.0), **decoder_overrides})
     return LRRConfig(decoder=dec, video=video)
   if size in ("opt-125m", "opt-1.3b"):
     dec = decoder_lib.decoder_config(size, **decoder_overrides)

@@ -37,7 +37,7 @@ class VideoEncoderConfig:
   max_frames: int = 64
   grid_size: int = 64  # max grid cells per frame (h * w), for the spatial position embedding
   position_init_std: float = 0.02  # larger makes "where" visible from the start (training from scratch)
-  grid_coordinates: int = 0  # >0: fixed sin/cos features of each cell's (row, col) at this many frequencies
+  coordinate_channels: bool = False  # CoordConv: pixel (row, col) as 2 more input channels of the static stream
   dropout_rate: float = 0.0
   dtype: str = "float32"
   param_dtype: str = "float32"
@@ -72,18 +72,18 @@ def temporal_mask(frame_segment_ids: Array, window: int) -> Array:
   return (allowed[None] & same)[:, None]
 
 
-def grid_coordinate_features(height: int, width: int, num_frequencies: int) -> Array:
-  """float[h, w, 4 * F]: sin/cos of each cell's row and column at F octave-spaced frequencies.
+def with_coordinates(frames: Array) -> Array:
+  """float[N, H, W, 3] -> [N, H, W, 5]: each pixel's row and column in [-1, 1] appended (CoordConv).
 
-  Concatenated to the CNN features before fusion, they make a cell's position linearly readable from its
-  token, so a cross-attention query that finds an object also reads where it is.
+  CNN filters are translation-invariant; with these channels a feature can say *where* it fired, so a
+  cross-attention query that finds an object also reads its position (and even a uniform average over the
+  grid carries it, which is what lets the attention learn where to look in the first place).
   """
-  def axis_features(n: int) -> Array:
-    angles = jnp.arange(n)[:, None] / n * jnp.pi * 2.0 ** jnp.arange(num_frequencies)[None]
-    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], -1)
-  rows, cols = axis_features(height), axis_features(width)
-  return jnp.concatenate([jnp.broadcast_to(rows[:, None], (height, width, rows.shape[-1])),
-                          jnp.broadcast_to(cols[None, :], (height, width, cols.shape[-1]))], -1)
+  n, height, width, _ = frames.shape
+  rows = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, height)[:, None], (height, width))
+  cols = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, width)[None, :], (height, width))
+  coordinates = jnp.broadcast_to(jnp.stack([rows, cols], -1)[None], (n, height, width, 2))
+  return jnp.concatenate([frames, coordinates.astype(frames.dtype)], -1)
 
 
 def frame_differences(frames: Array, frame_segment_ids: Array) -> Array:
@@ -133,7 +133,10 @@ class VideoEncoder(nn.Module):
     kwargs = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
     frames = normalize_frames(video)
 
-    static = resnet.ResNet(cfg.static_backbone, name="static_stream")(frames.reshape(b * t, height, width_px, 3))
+    static_input = frames.reshape(b * t, height, width_px, 3)
+    if cfg.coordinate_channels:
+      static_input = with_coordinates(static_input)
+    static = resnet.ResNet(cfg.static_backbone, name="static_stream")(static_input)
     _, gh, gw, _ = static.shape
     streams = [static]
     if cfg.two_stream:
@@ -143,9 +146,6 @@ class VideoEncoder(nn.Module):
       motion = resnet.ResNet(cfg.motion_backbone, name="motion_stream")(motion)
       motion = jax.image.resize(motion, (b * t, gh, gw, motion.shape[-1]), "nearest")
       streams.append(motion)
-    if cfg.grid_coordinates:
-      coordinates = grid_coordinate_features(gh, gw, cfg.grid_coordinates)
-      streams.append(jnp.broadcast_to(coordinates[None], (b * t, *coordinates.shape)))
     fused = jnp.concatenate([s.astype(kwargs["dtype"]) for s in streams], axis=-1)
     x = layers.dense(cfg.width, ("conv_out", "embed"), name="fusion", **kwargs)(fused)
     x = x.reshape(b, t, gh * gw, cfg.width)

@@ -1,0 +1,111 @@
+"""Inference-time scaling on held-out generated examples, as LLaVA-o1 reports it (its Table 5 shape):
+accuracy and compute (tokens sampled, tokens read by the judge, wall time) of greedy, best-of-N,
+sentence-level and stage-level beam search with the same model, from one command, with a PNG plot.
+
+  python -m lrr_jax.evaluation.scaling --workdir=workdirs/cater_demo --num_examples=32 --num_candidates=4
+
+Wall time excludes compilation: each strategy first runs once on an example outside the measured set.
+"""
+import json
+import pathlib
+
+from absl import app
+from absl import flags
+import numpy as np
+import tqdm
+
+from lrr_jax.evaluation import cater as cater_eval
+from lrr_jax.inference import generate as generate_lib
+from lrr_jax.inference import runs
+from lrr_jax.inference import scorers
+from lrr_jax.inference import search
+
+flags.DEFINE_string("workdir", None, "A run's workdir (written by lrr_jax.main).", required=True)
+flags.DEFINE_list("strategies", list(search.STRATEGIES), "Strategies to compare.")
+flags.DEFINE_integer("num_examples", 32, "Held-out examples (from the test split's start).")
+flags.DEFINE_integer("num_candidates", 4, "Candidates per step (LLaVA-CoT: 10 per stage, 5 per sentence).")
+flags.DEFINE_enum("scorer", "judge", ["judge", "likelihood"], "How candidates are ranked.")
+flags.DEFINE_integer("max_new_tokens", 192, "Token budget of a response.")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_string("output", None, "Where to write scaling.{json,md,png} (default: <workdir>/scaling).")
+
+
+def evaluate_strategy(run: runs.Run, source, config: search.SearchConfig, scorer: scorers.Scorer,
+                      num_examples: int) -> dict:
+  """Accuracy and mean compute per example of one strategy on test examples 1..num_examples."""
+  if run.config.data.dataset != "generated_cater":
+    raise ValueError(f"The scaling table scores generated CATER runs; {run.workdir} trained on "
+                     f"{run.config.data.dataset!r}.")
+  searcher = runs.make_searcher(run, config, scorer)
+  variables = {"params": run.params}
+  call = lambda e: searcher(variables, e["video"], e["prompt"], e["frames"], e["question"])
+  call(runs.read_test_example(run, source, 0))  # compile outside the measurement
+  responses, labels, sampled, judged, seconds = [], [], [], [], []
+  for index in tqdm.trange(1, num_examples + 1, desc=config.strategy, unit="example"):
+    example = runs.read_test_example(run, source, index)
+    result = call(example)
+    responses.append(result.text)
+    labels.append(example["label"])
+    sampled.append(result.generated_tokens)
+    judged.append(result.judge_tokens)
+    seconds.append(result.seconds)
+  scores = cater_eval.cater_scores(responses, np.asarray(labels))
+  return dict(strategy=config.strategy, num_candidates=config.num_candidates, examples=num_examples,
+              top1=scores["top1"], l1=scores["l1"], well_formed=scores["well_formed"],
+              tokens_sampled=float(np.mean(sampled)), tokens_judged=float(np.mean(judged)),
+              seconds=float(np.mean(seconds)))
+
+
+def markdown_table(rows: list[dict]) -> str:
+  lines = ["| strategy | N | top-1 | L1 | well-formed | tokens sampled | tokens judged | s / example |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  lines += [f"| {r['strategy']} | {r['num_candidates']} | {r['top1']:.3f} | {r['l1']:.2f} | {r['well_formed']:.2f} "
+            f"| {r['tokens_sampled']:.0f} | {r['tokens_judged']:.0f} | {r['seconds']:.2f} |" for r in rows]
+  return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
+  """Accuracy against compute (tokens sampled + judged per example), one point per strategy."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for row in rows:
+    compute = row["tokens_sampled"] + row["tokens_judged"]
+    axes[0].scatter(compute, row["top1"], s=60)
+    axes[0].annotate(row["strategy"], (compute, row["top1"]), textcoords="offset points", xytext=(5, 5))
+  axes[0].set(xscale="log", xlabel="tokens per example (sampled + judged)", ylabel="top-1", title=title)
+  axes[1].bar([r["strategy"] for r in rows], [r["seconds"] for r in rows])
+  axes[1].set(ylabel="seconds per example", title="wall time")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  run = runs.load_run(f.workdir)
+  source = runs.test_source(run)
+  if f.num_examples + 1 > len(source):
+    raise ValueError(f"--num_examples={f.num_examples} needs {f.num_examples + 1} test records; "
+                     f"{run.workdir} has {len(source)}.")
+  rows = []
+  for strategy in f.strategies:
+    config = search.SearchConfig(strategy=strategy, num_candidates=f.num_candidates,
+                                 max_new_tokens=f.max_new_tokens, max_step_tokens=f.max_new_tokens,
+                                 sampling=generate_lib.Sampling(0.6, 0, 0.9), seed=f.seed)
+    scorer = scorers.Judge() if f.scorer == "judge" else scorers.Likelihood()
+    rows.append(evaluate_strategy(run, source, config, scorer, f.num_examples))
+  output = pathlib.Path(f.output or run.workdir / "scaling")
+  output.mkdir(parents=True, exist_ok=True)
+  table = markdown_table(rows)
+  (output / "scaling.json").write_text(json.dumps(rows, indent=2))
+  (output / "scaling.md").write_text(table + "\n")
+  plot(rows, output / "scaling.png", f"{run.workdir.name}, {f.scorer} scorer, N={f.num_candidates}")
+  print(table)
+  print(f"\nWritten to {output}/scaling.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+  app.run(main)

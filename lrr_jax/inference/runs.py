@@ -1,0 +1,105 @@
+"""A trained run, loaded from its workdir for inference: config, model, params, tokenizer, test examples.
+
+`lrr_jax.main` writes `<workdir>/run.json` (the config, the tokenizer's path, the data directory) and
+checkpoints under `<workdir>/ckpt`; only the params are restored.
+"""
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lrr_jax.data import encoding
+from lrr_jax.data import prepare
+from lrr_jax.data import records
+from lrr_jax.data import tokenizer as tokenizer_lib
+from lrr_jax.inference import generate as generate_lib
+from lrr_jax.inference import scorers
+from lrr_jax.inference import search
+from lrr_jax.models import lrr
+
+
+@dataclasses.dataclass
+class Run:
+  workdir: pathlib.Path
+  config: ml_collections.ConfigDict
+  model: lrr.LRRModel
+  params: Any
+  tokenizer: tokenizer_lib.Tokenizer
+  step: int
+  data_dir: str
+
+
+def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
+  """The run in `workdir` at checkpoint `step` (default: the latest). Errors name the missing or bad file."""
+  workdir = pathlib.Path(workdir).expanduser().absolute()
+  run_file = workdir / "run.json"
+  if not run_file.is_file():
+    raise FileNotFoundError(f"{run_file} is missing: {workdir} is not a workdir written by lrr_jax.main.")
+  try:
+    meta = json.loads(run_file.read_text())
+    config = ml_collections.ConfigDict(meta["config"])
+  except (json.JSONDecodeError, KeyError) as e:
+    raise ValueError(f"{run_file} is malformed: {e}") from e
+  tokenizer = tokenizer_lib.load(meta["tokenizer"])
+  model = lrr.LRRModel(lrr.config_from_run(config.model.to_dict(), config.data.vocab_size, meta["max_positions"]))
+  params, step = restore_params(workdir / "ckpt", model, step)
+  return Run(workdir, config, model, params, tokenizer, step, meta["data_dir"])
+
+
+def restore_params(directory: pathlib.Path, model: lrr.LRRModel, step: int | None = None) -> tuple[Any, int]:
+  """Params of checkpoint `step` (default latest) in `directory`, checked against `model`'s shapes."""
+  if not directory.is_dir():
+    raise FileNotFoundError(f"No checkpoint directory {directory}.")
+  manager = ocp.CheckpointManager(directory)
+  step = manager.latest_step() if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise FileNotFoundError(f"No checkpoint {'at all' if step is None else f'for step {step}'} in {directory} "
+                            f"(steps: {list(manager.all_steps())}).")
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  except Exception as e:  # orbax raises many kinds on a damaged checkpoint
+    raise ValueError(f"Checkpoint {directory / str(step)} cannot be read: {e}") from e
+  params = restored["state"]["params"]
+  expected = _param_shapes(model)
+  found = jax.tree.map(lambda x: tuple(x.shape), params)
+  if expected != found:
+    raise ValueError(f"Checkpoint {directory / str(step)} holds params of another model shape than the run "
+                     "config describes.")
+  return params, step
+
+
+def _param_shapes(model: lrr.LRRModel) -> Any:
+  tokens = np.zeros((1, 2), np.int32)
+  video = np.zeros((1, 2, 32, 32, 3), np.uint8)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens, tokens + 1, tokens, video)
+  return jax.tree.map(lambda x: tuple(x.shape), nn.unbox(abstract)["params"])
+
+
+def test_source(run: Run):
+  """The held-out split of the run's generated world (a random-access TFDS data source)."""
+  builder = prepare.builder_for(run.config.data.dataset, "tiny", run.data_dir, **prepare.run_sizes(run.config))
+  return builder.as_data_source("test")
+
+
+def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
+  """Prompt ids and frames, the question text, the video and the label of test record `index`."""
+  if not 0 <= index < len(source):
+    raise IndexError(f"Test example {index} does not exist; the test split has {len(source)} records.")
+  record = source[index]
+  example = records.read_example(record, run.config.data.variant, f"test record {index}")
+  prompt, frames = encoding.encode_prompt(example, run.tokenizer)
+  return dict(prompt=prompt, frames=frames, question=" ".join(s.text for s in example.question),
+              video=np.asarray(record["frames"]), label=int(record["label"]), answer=example.answer)
+
+
+def make_searcher(run: Run, config: search.SearchConfig, scorer: scorers.Scorer) -> search.Searcher:
+  """A searcher whose cache holds the longest prompt plus two token budgets (candidates' steps included)."""
+  generator = generate_lib.Generator(run.model, run.config.data.max_length + 2 * config.max_new_tokens,
+                                     run.tokenizer.frame_markers(), run.tokenizer.token_id("<CONCLUSION>"))
+  return search.Searcher(generator, run.tokenizer, config, scorer)
