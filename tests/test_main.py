@@ -1,22 +1,65 @@
-"""The main command runs end to end on a tiny budget and writes its results."""
+"""The main command runs end to end on a tiny budget; inference and the scaling table read its workdir."""
 import json
 import subprocess
 import sys
 
+import pytest
 
-def test_main_trains_evaluates_and_writes_results(tmp_path):
-  command = [sys.executable, "-m", "lrr_jax.main", "--config=configs/cater.py", f"--workdir={tmp_path}",
-             "--config.num_steps=3", "--config.data.num_train=32", "--config.data.num_eval=4",
-             "--config.eval.max_new_tokens=12", "--config.batch_size=4"]
-  out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  out = run("lrr_jax.main", "--config=configs/cater.py", f"--workdir={workdir}", "--config.num_steps=3",
+            "--config.data.num_train=32", "--config.data.num_eval=4", "--config.eval.max_new_tokens=12",
+            "--config.batch_size=4")
   assert out.returncode == 0, out.stderr[-3000:]
-  results = json.loads((tmp_path / "results.json").read_text())
+  return workdir, out
+
+
+def test_main_trains_evaluates_and_writes_results(tiny_run):
+  workdir, out = tiny_run
+  results = json.loads((workdir / "results.json").read_text())
   assert set(results["eval"]) == {"top1", "l1", "well_formed", "chance_top1"}
-  assert list((tmp_path / "data").rglob("tokenizer.json")) and list(tmp_path.rglob("*.array_record-*"))
+  assert list((workdir / "data").rglob("tokenizer.json")) and list(workdir.rglob("*.array_record-*"))
   assert "| top1 |" in out.stdout
 
 
+def test_infer_prints_the_chosen_stages(tiny_run):
+  workdir, _ = tiny_run
+  out = run("lrr_jax.infer", f"--workdir={workdir}", "--strategy=stage_beam", "--num_candidates=2",
+            "--max_new_tokens=8", "--example=1")
+  assert out.returncode == 0, out.stderr[-3000:]
+  for stage in ("[SUMMARY] kept", "[CAPTION] kept", "[REASONING] kept", "[CONCLUSION] kept", "Answer:", "Label:"):
+    assert stage in out.stdout, out.stdout
+
+
+def test_scaling_table_compares_strategies(tiny_run):
+  workdir, _ = tiny_run
+  out = run("lrr_jax.evaluation.scaling", f"--workdir={workdir}", "--strategies=greedy,best_of_n,stage_beam",
+            "--num_examples=2", "--num_candidates=2", "--max_new_tokens=8", "--scorer=likelihood")
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = json.loads((workdir / "scaling" / "scaling.json").read_text())
+  assert [r["strategy"] for r in rows] == ["greedy", "best_of_n", "stage_beam"]
+  assert rows[0]["tokens_sampled"] <= 8 < rows[2]["tokens_sampled"]  # greedy: one response; stage beam: 4 x 2
+  assert (workdir / "scaling" / "scaling.png").stat().st_size > 1000
+
+
+def test_infer_errors_name_the_bad_input(tiny_run, tmp_path):
+  workdir, _ = tiny_run
+  missing = run("lrr_jax.infer", f"--workdir={tmp_path / 'nowhere'}")
+  assert missing.returncode != 0 and "nowhere/run.json is missing" in missing.stderr
+  broken = tmp_path / "broken.mp4"
+  broken.write_bytes(b"not a video at all")
+  bad_video = run("lrr_jax.infer", f"--workdir={workdir}", f"--video={broken}", "--question=Where?")
+  assert bad_video.returncode != 0 and "broken.mp4 cannot be decoded" in bad_video.stderr
+  no_step = run("lrr_jax.infer", f"--workdir={workdir}", "--step=999")
+  assert no_step.returncode != 0 and "No checkpoint for step 999" in no_step.stderr
+
+
 def test_unknown_config_key_is_rejected(tmp_path):
-  command = [sys.executable, "-m", "lrr_jax.main", f"--workdir={tmp_path}", "--config.optimizer.lrr=1"]
-  out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+  out = run("lrr_jax.main", f"--workdir={tmp_path}", "--config.optimizer.lrr=1", timeout=120)
   assert out.returncode != 0 and "lrr" in out.stderr
