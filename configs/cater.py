@@ -30,9 +30,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # From scratch, open the cross-attention gates (tanh(1) = 0.76). video: VideoEncoderConfig overrides.
   config.model = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True))
   config.batch_size = 16
+  config.grad_accum_steps = 1  # >1: the batch in this many micro-batches (same update, less memory)
   config.num_steps = 800
   config.optimizer = dict(lr=1e-3, warmup_steps=50, total_steps=config.get_ref("num_steps"),
-                          final_fraction=0.05, clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01)
+                          final_fraction=0.05, clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01,
+                          trainable=())  # regexes over param paths; () trains all
   config.log_every = 50
   config.mesh = dict(data=-1, fsdp=1, tensor=1)  # -1: all remaining devices
   config.checkpoint = dict(every=200, keep=2)  # async orbax saves (with the data iterator) under <workdir>/ckpt

@@ -64,7 +64,7 @@ def train(config, model, train_data, workdir: pathlib.Path):
   mesh = partitioning.make_mesh(config.mesh.to_dict())
   init, step_fn, shardings = trainer.make_sharded_training(
       model, optimizer, trainer.learning_rate_schedule(config.optimizer), example, mesh,
-      partitioning.DEFAULT_RULES)
+      partitioning.DEFAULT_RULES, config.grad_accum_steps)
   data = iter(train_data)
   checkpointer = checkpoint.Checkpointer(workdir / "ckpt", config.checkpoint.every, config.checkpoint.keep)
   abstract = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(config.seed)), shardings)

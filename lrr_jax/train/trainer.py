@@ -3,6 +3,7 @@
 Batch (all int32[B, S] unless noted): inputs, targets, positions, segment_ids, frame_index, loss_mask, and
 video uint8[B, T, H, W, 3]. The loss is the mean cross-entropy over tokens with loss_mask = 1.
 """
+import re
 from typing import Any, Callable
 
 import flax
@@ -34,10 +35,31 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW with the schedule (`config` is the `optimizer` section)."""
-  return optax.chain(
+  """Global-norm clipping, then AdamW with the schedule (`config` is the `optimizer` section).
+
+  `config.trainable` (regular expressions over '/'-joined parameter paths, e.g. 'cross_attention_|video_encoder/')
+  freezes every parameter no pattern matches: its update is zero and it holds no optimizer moments.
+  """
+  adamw = optax.chain(
       optax.clip_by_global_norm(config.clip_norm),
       optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2, weight_decay=config.weight_decay))
+  patterns = tuple(config.get("trainable", ()) or ())
+  if not patterns:
+    return adamw
+  return optax.multi_transform({"train": adamw, "freeze": optax.set_to_zero()},
+                               lambda params: trainable_labels(params, patterns))
+
+
+def trainable_labels(params: Any, patterns: tuple[str, ...]) -> Any:
+  """'train' or 'freeze' per parameter; an error if a pattern matches nothing (a typo would freeze all)."""
+  paths = {path: "/".join(str(getattr(k, "key", k)) for k in path)
+           for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+  for pattern in patterns:
+    if not any(re.search(pattern, name) for name in paths.values()):
+      raise ValueError(f"config.optimizer.trainable pattern {pattern!r} matches no parameter; names look like "
+                       f"{sorted(paths.values())[:3]}.")
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: "train" if any(re.search(p, paths[path]) for p in patterns) else "freeze", params)
 
 
 def init_boxed_state(model: lrr.LRRModel, optimizer: optax.GradientTransformation, batch: Batch,
@@ -71,14 +93,37 @@ def loss_and_metrics(params: Any, model: lrr.LRRModel, batch: Batch, dropout_rng
   return loss, {"loss": loss, "token_accuracy": (correct * mask).sum() / num_tokens, "num_tokens": mask.sum()}
 
 
-def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-  """The pure step; per-step randomness is `fold_in(state.rng, step)`, so a resumed run draws the same."""
+def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                    accumulation_steps: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """The pure step; per-step randomness is `fold_in(state.rng, step)`, so a resumed run draws the same.
+
+  With `accumulation_steps` k > 1 the batch is split into k micro-batches whose gradients are summed, each
+  weighted by its share of the loss tokens: the update equals the one of the whole batch at 1/k the memory.
+  """
+
+  def micro_gradients(params, batch: Batch, dropout_rng):
+    grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
+    if accumulation_steps == 1:
+      return grad_fn(params, model, batch, dropout_rng)
+    micro = jax.tree.map(lambda x: x.reshape(accumulation_steps, -1, *x.shape[1:]), batch)
+    total_tokens = jnp.maximum(batch["loss_mask"].sum().astype(jnp.float32), 1.0)
+
+    def add(carry, inputs):
+      index, micro_batch = inputs
+      (_, metrics), grads = grad_fn(params, model, micro_batch, jax.random.fold_in(dropout_rng, index))
+      weight = metrics["num_tokens"] / total_tokens
+      grads = jax.tree.map(lambda total, g: total + weight * g, carry[0], grads)
+      sums = {k: carry[1][k] + (v if k == "num_tokens" else weight * v) for k, v in metrics.items()}
+      return (grads, sums), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    sums = {"loss": 0.0, "token_accuracy": 0.0, "num_tokens": 0.0}
+    (grads, metrics), _ = jax.lax.scan(add, (zeros, sums), (jnp.arange(accumulation_steps), micro))
+    return (metrics["loss"], metrics), grads
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
     dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
-    (_, metrics), grads = grad_fn(state.params, model, batch, dropout_rng)
+    (_, metrics), grads = micro_gradients(state.params, batch, dropout_rng)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
@@ -89,7 +134,7 @@ def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation
 
 def make_sharded_training(model: lrr.LRRModel, optimizer: optax.GradientTransformation,
                           schedule: optax.Schedule, example_batch: Batch, mesh: jax.sharding.Mesh,
-                          rules) -> tuple[Callable, Callable, Any]:
+                          rules, accumulation_steps: int = 1) -> tuple[Callable, Callable, Any]:
   """(init(rng) -> state, step(state, batch) -> (state, metrics), state shardings), compiled once each.
 
   The state is laid out by the logical-axis `rules` on `mesh`; batches are split over data x fsdp; the step
@@ -103,7 +148,7 @@ def make_sharded_training(model: lrr.LRRModel, optimizer: optax.GradientTransfor
   # constraints would reject; out_shardings lays the state out instead.
   init = jax.jit(lambda rng: init_train_state(model, optimizer, example_batch, rng),
                  in_shardings=partitioning.replicated(mesh), out_shardings=state_shardings)
-  step = partitioning.jit_sharded(make_train_step(model, optimizer, schedule), mesh, rules,
+  step = partitioning.jit_sharded(make_train_step(model, optimizer, schedule, accumulation_steps), mesh, rules,
                                   in_shardings=(state_shardings, batch_shardings),
                                   out_shardings=(state_shardings, partitioning.replicated(mesh)),
                                   donate_argnums=(0,))

@@ -65,3 +65,38 @@ def test_mesh_that_does_not_divide_the_devices_is_rejected():
     partitioning.make_mesh({"data": -1, "tensor": 3}, devices[:8])
   with pytest.raises(ValueError, match="Unknown mesh axes"):
     partitioning.make_mesh({"model": 2}, devices[:8])
+
+
+def one_step(optimizer_config, accumulation_steps=1, dropout_rate=0.0):
+  model = lrr.LRRModel(lrr.lrr_config("tiny", dropout_rate=dropout_rate))
+  optimizer = trainer.make_optimizer(optimizer_config)
+  batch = fixed_batch()
+  batch["loss_mask"][0, 4:8] = 0  # micro-batches with different token counts: the weighting must be right
+  state = jax.jit(trainer.init_train_state, static_argnums=(0, 1))(model, optimizer, batch, jax.random.key(0))
+  step = jax.jit(trainer.make_train_step(model, optimizer, trainer.learning_rate_schedule(optimizer_config),
+                                         accumulation_steps))
+  new_state, _ = step(state, batch)  # the warmup starts at a learning rate of 0
+  new_state, metrics = step(new_state, batch)
+  return state, new_state, metrics
+
+
+def test_gradient_accumulation_gives_the_whole_batch_update():
+  _, whole, whole_metrics = one_step(OPTIMIZER)
+  _, accumulated, metrics = one_step(OPTIMIZER, accumulation_steps=2)
+  np.testing.assert_allclose(float(metrics["loss"]), float(whole_metrics["loss"]), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["grad_norm"]), float(whole_metrics["grad_norm"]), rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), accumulated.params, whole.params)  # Adam: 3e-3 steps
+
+
+def test_freezing_by_path_patterns_trains_only_the_matches():
+  import flax  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(OPTIMIZER.to_dict(), trainable=("cross_attention_", "video_encoder/")))
+  before, after, _ = one_step(config)
+  flat_before = flax.traverse_util.flatten_dict(before.params, sep="/")
+  flat_after = flax.traverse_util.flatten_dict(after.params, sep="/")
+  trained = {k for k in flat_before if not np.array_equal(flat_before[k], flat_after[k])}
+  assert trained and all("cross_attention_" in k or k.startswith("video_encoder/") for k in trained)
+  assert not any(k.startswith("decoder/layers_") for k in trained)
+  with pytest.raises(ValueError, match="'cross_atention' matches no parameter"):
+    one_step(ml_collections.ConfigDict(dict(OPTIMIZER.to_dict(), trainable=("cross_atention",))))
