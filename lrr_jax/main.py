@@ -17,6 +17,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
+import optax
 import tqdm
 
 from lrr_jax.data import encoding
@@ -56,6 +57,15 @@ def build_data(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   return train_data, builder.as_data_source("test"), tokenizer_lib.load(directory / "tokenizer.json")
 
 
+def stop_not_finite(what: str, checkpointer: checkpoint.Checkpointer) -> None:
+  """Stop the run, keeping the checkpoints written so far (all finite: a non-finite state is never saved)."""
+  checkpointer.close()
+  latest = checkpointer.latest_step()
+  kept = f"the last good checkpoint is step {latest} in {checkpointer.directory}" if latest is not None else (
+      "no checkpoint was written yet")
+  raise FloatingPointError(f"{what}; stopped, {kept}. Lower config.optimizer.lr or raise clip_norm.")
+
+
 def train(config, model, train_data, workdir: pathlib.Path):
   """Sharded training with async checkpoints; resumes from <workdir>/ckpt; SIGTERM saves and stops."""
   optimizer = trainer.make_optimizer(config.optimizer)
@@ -85,9 +95,7 @@ def train(config, model, train_data, workdir: pathlib.Path):
       if (step + 1) % config.log_every == 0 or step + 1 == config.num_steps or checkpointer.preempted:
         loss = float(metrics["loss"])
         if not np.isfinite(loss):
-          checkpointer.close()
-          raise FloatingPointError(f"Loss is {loss} at step {step + 1}; stopped. The last good checkpoint is "
-                                   f"step {checkpointer.latest_step()} in {checkpointer.directory}.")
+          stop_not_finite(f"Loss is {loss} at step {step + 1}", checkpointer)
         progress.set_postfix(loss=f"{loss:.3f}", acc=f"{float(metrics['token_accuracy']):.3f}")
         seconds = (time.time() - last_time) / max(step + 1 - last_step, 1)
         last_time, last_step = time.time(), step + 1
@@ -96,7 +104,10 @@ def train(config, model, train_data, workdir: pathlib.Path):
             "examples_per_s": config.batch_size * jax.process_count() / seconds,
             "tokens_per_s": float(metrics["num_tokens"]) / seconds})
       batch_log.flush()
-      checkpointer.maybe_save(step + 1, state, data, force=step + 1 == config.num_steps or checkpointer.preempted)
+      force = step + 1 == config.num_steps or checkpointer.preempted
+      if checkpointer.save_due(step + 1, force) and not np.isfinite(float(optax.tree.norm(state.params))):
+        stop_not_finite(f"Parameters are not finite after step {step + 1}", checkpointer)  # never saved
+      checkpointer.maybe_save(step + 1, state, data, force=force)
       if checkpointer.preempted:
         checkpointer.close()
         writer.close()

@@ -44,11 +44,15 @@ class Checkpointer:
     data_iterator.set_state(restored["data_iter"])
     return restored["state"]
 
-  def maybe_save(self, step: int, state: Any, data_iterator: Any, force: bool = False) -> bool:
-    """Save (asynchronously) every `save_every` steps, or when forced; the iterator state is taken now."""
+  def save_due(self, step: int, force: bool = False) -> bool:
+    """Whether `maybe_save` would save at `step`."""
     if not force and (self.save_every <= 0 or step % self.save_every):
       return False
-    if self.manager.latest_step() == step:
+    return self.manager.latest_step() != step
+
+  def maybe_save(self, step: int, state: Any, data_iterator: Any, force: bool = False) -> bool:
+    """Save (asynchronously) every `save_every` steps, or when forced; the iterator state is taken now."""
+    if not self.save_due(step, force):
       return False
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data_iter=ocp.args.JsonSave(data_iterator.get_state())), force=True)

@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
+
 ROOT = pathlib.Path(__file__).parents[2]
 FLAGS = ["--config.num_steps=40", "--config.checkpoint.every=10", "--config.data.num_train=32",
          "--config.data.num_eval=2", "--config.eval.max_new_tokens=4", "--config.batch_size=4",
@@ -66,3 +69,19 @@ def test_sigterm_saves_before_exiting(tmp_path):
   saved = int(stderr.split("SIGTERM: saved step ")[1].split()[0])
   assert saved == len(logged_steps(workdir)) >= 3  # the state after the last step taken
   assert (workdir / "ckpt" / str(saved)).is_dir()
+
+
+def test_a_diverging_run_stops_and_keeps_only_finite_checkpoints(tmp_path):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  command = [sys.executable, "-m", "lrr_jax.main", "--config=configs/cater.py", f"--workdir={tmp_path}",
+             "--config.num_steps=8", "--config.data.num_train=32", "--config.data.num_eval=4",
+             "--config.batch_size=4", "--config.log_every=1", "--config.checkpoint.every=1",
+             "--config.optimizer.lr=1e30", "--config.optimizer.warmup_steps=2", "--config.optimizer.clip_norm=1e30"]
+  out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+  assert out.returncode != 0 and "FloatingPointError" in out.stderr, out.stderr[-2000:]
+  assert "stopped, the last good checkpoint is step" in out.stderr
+  manager = ocp.CheckpointManager(tmp_path / "ckpt")
+  steps = manager.all_steps()
+  assert steps and max(steps) < 8
+  restored = manager.restore(max(steps), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(restored["state"]["params"]))
