@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The generated world, written once by its TFDS builder under data.data_dir (default: <workdir>/data).
   config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
                       contain_prob=0.4, moving_camera=args["camera"] == "moving")
-  config.data = dict(dataset="generated_cater", data_dir="", num_train=4096, num_eval=128,
+  config.data = dict(dataset="generated_cater", builder_config="tiny", data_dir="", num_train=4096, num_eval=128,
                      variant=args["variant"], max_length=192, vocab_size=512, brightness_jitter=0.0,
                      worker_count=0)
   # From scratch, open the cross-attention gates (tanh(1) = 0.76). video: VideoEncoderConfig overrides.

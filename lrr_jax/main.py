@@ -25,6 +25,7 @@ from lrr_jax.data import pipeline
 from lrr_jax.data import prepare
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
+from lrr_jax.evaluation import answers as answers_eval
 from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.models import lrr
@@ -44,9 +45,11 @@ def data_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
 def build_data(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   """Write the generated world (if missing) with its tokenizer; the train pipeline and the test source."""
   world = config.world.to_dict()
-  directory = prepare.prepare(config.data.dataset, "tiny", data_dir(config, workdir), config.data.vocab_size,
-                              **prepare.run_sizes(config))
-  builder = prepare.builder_for(config.data.dataset, "tiny", data_dir(config, workdir), **prepare.run_sizes(config))
+  builder_config = config.data.get("builder_config", "tiny")
+  directory = prepare.prepare(config.data.dataset, builder_config, data_dir(config, workdir),
+                              config.data.vocab_size, **prepare.run_sizes(config))
+  builder = prepare.builder_for(config.data.dataset, builder_config, data_dir(config, workdir),
+                                **prepare.run_sizes(config))
   pipeline_config = pipeline.PipelineConfig(
       tokenizer_path=str(directory / "tokenizer.json"), variant=config.data.variant,
       max_length=config.data.max_length, num_frames=world["num_frames"], resolution=world["resolution"],
@@ -132,11 +135,13 @@ def params_checksum(params) -> str:
 def evaluate(config, model, params, test_source, tokenizer):
   generator = generate_lib.Generator(model, config.data.max_length + config.eval.max_new_tokens,
                                      tokenizer.frame_markers(), tokenizer.token_id("<CONCLUSION>"))
-  responses, labels = [], []
+  responses, labels, answers, metadata = [], [], [], []
   for start in tqdm.trange(0, len(test_source), config.eval.batch_size, desc="evaluate", unit="batch"):
     rows = [test_source[i] for i in range(start, min(start + config.eval.batch_size, len(test_source)))]
     examples = [records.read_example(r, config.data.variant, f"test record {start + i}") for i, r in enumerate(rows)]
     labels += [int(r["label"]) for r in rows]
+    answers += [e.answer for e in examples]
+    metadata += [records.read_metadata(r) for r in rows]
     prompts = [encoding.encode_prompt(e, tokenizer) for e in examples]
     prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], tokenizer.pad_id)
     video = np.stack([np.asarray(r["frames"]) for r in rows])
@@ -145,7 +150,11 @@ def evaluate(config, model, params, test_source, tokenizer):
     tokens, lengths = np.asarray(sampled.tokens), np.asarray(sampled.lengths)
     responses += [tokenizer.decode(t[:n - 1] if n and t[n - 1] == tokenizer.eos_id else t[:n])
                   for t, n in zip(tokens, lengths)]
-  return cater_eval.cater_scores(responses, np.asarray(labels)), responses
+  if config.data.dataset == "generated_cater":
+    return cater_eval.cater_scores(responses, np.asarray(labels)), responses
+  groups = {key: [str(m.get(key)) for m in metadata] for key in ("split", "query_type") if key in metadata[0]}
+  scores = answers_eval.answer_accuracy(responses, answers, groups)
+  return dict(scores, chance=1.0 / 3), responses
 
 
 def main(argv):
@@ -166,8 +175,11 @@ def main(argv):
              "params_checksum": params_checksum(state.params),
              "config": config.to_dict(), "example_response": responses[0]}
   (workdir / "results.json").write_text(json.dumps(results, indent=2))
-  print(f"\nGenerated CATER ({config.data.variant}, {'moving' if config.world.moving_camera else 'static'} "
-        f"camera), {config.num_steps} steps, {results['minutes']:.1f} min")
+  if config.data.dataset == "generated_cater":
+    title = f"Generated CATER ({config.data.variant}, {'moving' if config.world.moving_camera else 'static'} camera)"
+  else:
+    title = f"{config.data.dataset} {config.data.get('builder_config', '')} ({config.data.variant})"
+  print(f"\n{title}, {config.num_steps} steps, {results['minutes']:.1f} min")
   print("| metric | value |\n| --- | --- |")
   for key, value in scores.items():
     print(f"| {key} | {value:.3f} |")

@@ -63,3 +63,12 @@ def test_infer_errors_name_the_bad_input(tiny_run, tmp_path):
 def test_unknown_config_key_is_rejected(tmp_path):
   out = run("lrr_jax.main", f"--workdir={tmp_path}", "--config.optimizer.lrr=1", timeout=120)
   assert out.returncode != 0 and "lrr" in out.stderr
+
+
+def test_generated_acre_reports_accuracy_per_query_type(tmp_path):
+  out = run("lrr_jax.main", "--config=configs/acre.py:split=compositional", f"--workdir={tmp_path}",
+            "--config.num_steps=2", "--config.data.num_train=8", "--config.data.num_eval=4",
+            "--config.batch_size=4", "--config.eval.max_new_tokens=8")
+  assert out.returncode == 0, out.stderr[-3000:]
+  scores = json.loads((tmp_path / "results.json").read_text())["eval"]
+  assert {"accuracy", "split/compositional", "query_type/direct", "query_type/screen_off"} <= set(scores)

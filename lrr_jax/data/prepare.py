@@ -50,9 +50,10 @@ def train_tokenizer(source, vocab_size: int) -> tokenizer_lib.Tokenizer:
 
 
 def run_sizes(config) -> dict:
-  """The builder keyword arguments of a generated-world run config (`configs/cater.py` layout)."""
-  return dict(**config.world.to_dict(), num_train=config.data.num_train, num_test=config.data.num_eval,
-              seed=config.seed)
+  """The builder keyword arguments of a generated-world run config (`configs/cater.py` layout); a CATER
+  world's fields are builder fields, an ACRE world is set by its split (`data.builder_config`)."""
+  sizes = dict(num_train=config.data.num_train, num_test=config.data.num_eval, seed=config.seed)
+  return {**config.world.to_dict(), **sizes} if config.data.dataset == "generated_cater" else sizes
 
 
 def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, manual_dir: str | None = None,

@@ -83,7 +83,8 @@ def _param_shapes(model: lrr.LRRModel) -> Any:
 
 def test_source(run: Run):
   """The held-out split of the run's generated world (a random-access TFDS data source)."""
-  builder = prepare.builder_for(run.config.data.dataset, "tiny", run.data_dir, **prepare.run_sizes(run.config))
+  builder = prepare.builder_for(run.config.data.dataset, run.config.data.get("builder_config", "tiny"),
+                                run.data_dir, **prepare.run_sizes(run.config))
   return builder.as_data_source("test")
 
 

@@ -1,0 +1,24 @@
+"""Answer accuracy from generated text, overall and per group (ACRE split and query type, STAR question type).
+
+The answer is read from each response's `<CONCLUSION>` (`rationales.parse_response`) and compared, as text,
+with the reference answer (ACRE: on / off / undetermined; STAR: the option letter).
+"""
+import collections
+from typing import Sequence
+
+from lrr_jax.data import rationales
+
+
+def answer_accuracy(responses: Sequence[str], answers: Sequence[str],
+                    groups: dict[str, Sequence[str]] | None = None) -> dict[str, float]:
+  """{'accuracy', 'well_formed', '<key>/<value>' for each group key and value} over the responses."""
+  predicted = [rationales.parse_response(text).answer for text in responses]
+  correct = [p is not None and p.strip().lower() == a.strip().lower() for p, a in zip(predicted, answers)]
+  scores = {"accuracy": sum(correct) / max(len(correct), 1),
+            "well_formed": sum(p is not None for p in predicted) / max(len(predicted), 1)}
+  for key, values in (groups or {}).items():
+    by_value = collections.defaultdict(list)
+    for value, ok in zip(values, correct):
+      by_value[value].append(ok)
+    scores.update({f"{key}/{value}": sum(oks) / len(oks) for value, oks in sorted(by_value.items())})
+  return scores
