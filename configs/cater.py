@@ -21,6 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = parse_arg(arg, variant="full", camera="static")
   config = ml_collections.ConfigDict()
   config.seed = 0
+  config.distributed = False  # True on several hosts: jax.distributed.initialize() from the environment
   # The generated world, written once by its TFDS builder under data.data_dir (default: <workdir>/data).
   config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
                       contain_prob=0.4, moving_camera=args["camera"] == "moving")
@@ -31,12 +32,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True))
   config.batch_size = 16
   config.grad_accum_steps = 1  # >1: the batch in this many micro-batches (same update, less memory)
-  config.num_steps = 800
+  config.num_steps = 1600
   config.optimizer = dict(lr=1e-3, warmup_steps=50, total_steps=config.get_ref("num_steps"),
                           final_fraction=0.05, clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01,
                           trainable=())  # regexes over param paths; () trains all
   config.log_every = 50
   config.mesh = dict(data=-1, fsdp=1, tensor=1)  # -1: all remaining devices
-  config.checkpoint = dict(every=200, keep=2)  # async orbax saves (with the data iterator) under <workdir>/ckpt
+  config.checkpoint = dict(every=400, keep=2)  # async orbax saves (with the data iterator) under <workdir>/ckpt
   config.eval = dict(batch_size=64, max_new_tokens=190)
   return config
+
+
+def sweep(add, arg=None):
+  """The LRR rationale ablation on both cameras: direct answer vs no surrogate tasks vs no stage tags vs full."""
+  del arg
+  for camera in ("static", "moving"):
+    for variant in ("direct", "no_surrogate", "no_tags", "full"):
+      add(config_arg=f"variant={variant},camera={camera}")

@@ -160,6 +160,8 @@ def evaluate(config, model, params, test_source, tokenizer):
 def main(argv):
   del argv
   config = flags.FLAGS.config
+  if config.get("distributed", False):  # before any other JAX call, or multi-host runs hang
+    jax.distributed.initialize()  # coordinator and process ids from the cluster (Cloud TPU, SLURM) environment
   workdir = pathlib.Path(flags.FLAGS.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
