@@ -50,7 +50,8 @@ def evaluate_strategy(run: runs.Run, source, config: search.SearchConfig, scorer
     judged.append(result.judge_tokens)
     seconds.append(result.seconds)
   scores = cater_eval.cater_scores(responses, np.asarray(labels))
-  return dict(strategy=config.strategy, num_candidates=config.num_candidates, examples=num_examples,
+  return dict(strategy=config.strategy, num_candidates=1 if config.strategy == "greedy" else config.num_candidates,
+              examples=num_examples,
               top1=scores["top1"], l1=scores["l1"], well_formed=scores["well_formed"],
               tokens_sampled=float(np.mean(sampled)), tokens_judged=float(np.mean(judged)),
               seconds=float(np.mean(seconds)))
@@ -67,6 +68,7 @@ def markdown_table(rows: list[dict]) -> str:
 def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
   """Accuracy against compute (tokens sampled + judged per example), one point per strategy."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   figure, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -75,8 +77,10 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
     axes[0].scatter(compute, row["top1"], s=60)
     axes[0].annotate(row["strategy"], (compute, row["top1"]), textcoords="offset points", xytext=(5, 5))
   axes[0].set(xscale="log", xlabel="tokens per example (sampled + judged)", ylabel="top-1", title=title)
+  axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   axes[1].bar([r["strategy"] for r in rows], [r["seconds"] for r in rows])
   axes[1].set(ylabel="seconds per example", title="wall time")
+  axes[1].tick_params(axis="x", labelrotation=20)
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)

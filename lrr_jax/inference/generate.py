@@ -165,13 +165,14 @@ class Generator:
     Rows of different lengths are left-padded with segment id 0 (never read): the last column is real.
     """
     segment_ids = jnp.ones_like(tokens) if segment_ids is None else segment_ids
-    frames = []
-    frame = state.frame
-    for i in range(tokens.shape[1]):
-      frame = jnp.where(segment_ids[:, i] > 0, self._next_frame(tokens[:, i], frame, last_frame), frame)
-      frames.append(frame)
+    def advance(frame, column):  # a scan, not an unrolled loop: judge prompts run to hundreds of tokens
+      token, segment = column
+      frame = jnp.where(segment > 0, self._next_frame(token, frame, last_frame), frame)
+      return frame, frame
+
+    frame, frames = jax.lax.scan(advance, state.frame, (tokens.T, segment_ids.T))
     positions = state.position[:, None] + jnp.cumsum(segment_ids, 1) - 1
-    logits, cache = self.model.apply(variables, tokens, positions, segment_ids, jnp.stack(frames, 1),
+    logits, cache = self.model.apply(variables, tokens, positions, segment_ids, frames.T,
                                      state.cache, state.slot, method=lrr.LRRModel.decode)
     return DecodeState(cache, logits[:, -1], state.position + segment_ids.sum(1), frame,
                        state.slot + tokens.shape[1])
