@@ -90,13 +90,10 @@ def ours(searcher, variables, video, prompt):
   return result
 
 
-def median_seconds(fn, repetitions: int) -> float:
-  times = []
-  for _ in range(repetitions):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+def seconds(fn) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
 
 
 def main(argv):
@@ -119,8 +116,8 @@ def main(argv):
   run_ours(), run_release()  # compile every shape once
   ours_s, release_s = [], []
   for _ in range(f.repetitions):  # interleaved, so both see the same machine load
-    ours_s.append(median_seconds(run_ours, 1))
-    release_s.append(median_seconds(run_release, 1))
+    ours_s.append(seconds(run_ours))
+    release_s.append(seconds(run_release))
   result = dict(size=f.size, num_candidates=f.num_candidates, step_tokens=f.step_tokens, prompt_tokens=f.prompt_tokens,
                 ours_seconds=statistics.median(ours_s), release_style_seconds=statistics.median(release_s),
                 device=str(jax.devices()[0].device_kind))

@@ -42,8 +42,8 @@ class SearchConfig:
   def __post_init__(self):
     if self.strategy not in STRATEGIES:
       raise ValueError(f"SearchConfig.strategy={self.strategy!r}; expected one of {STRATEGIES}.")
-    if not 1 <= self.beam <= self.num_candidates * self.beam:
-      raise ValueError(f"SearchConfig.beam={self.beam} must be >= 1.")
+    if self.beam < 1 or self.num_candidates < 1:
+      raise ValueError(f"SearchConfig.beam={self.beam} and num_candidates={self.num_candidates} must be >= 1.")
 
 
 @dataclasses.dataclass
