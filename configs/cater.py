@@ -21,7 +21,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = parse_arg(arg, variant="full", camera="static")
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.distributed = False  # True on several hosts: jax.distributed.initialize() from the environment
+  # enabled: join the processes of a multi-host run (lrr_jax/train/distributed.py); ""/0/-1: JAX detects them
+  # from the cluster (Cloud TPU, SLURM). local_device_count > 0: CPU devices per process.
+  config.distributed = dict(enabled=False, coordinator_address="", num_processes=0, process_id=-1,
+                            local_device_count=0)
   # The generated world, written once by its TFDS builder under data.data_dir (default: <workdir>/data).
   config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
                       contain_prob=0.4, moving_camera=args["camera"] == "moving")

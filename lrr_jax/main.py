@@ -30,6 +30,7 @@ from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
+from lrr_jax.train import distributed
 from lrr_jax.train import metrics as metrics_lib
 from lrr_jax.train import partitioning
 from lrr_jax.train import trainer
@@ -46,15 +47,16 @@ def build_data(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   """Write the generated world (if missing) with its tokenizer; the train pipeline and the test source."""
   world = config.world.to_dict()
   builder_config = config.data.get("builder_config", "tiny")
-  directory = prepare.prepare(config.data.dataset, builder_config, data_dir(config, workdir),
-                              config.data.vocab_size, **prepare.run_sizes(config))
+  directory = distributed.primary_first(lambda: prepare.prepare(  # written once, by process 0
+      config.data.dataset, builder_config, data_dir(config, workdir), config.data.vocab_size,
+      **prepare.run_sizes(config)))
   builder = prepare.builder_for(config.data.dataset, builder_config, data_dir(config, workdir),
                                 **prepare.run_sizes(config))
   pipeline_config = pipeline.PipelineConfig(
       tokenizer_path=str(directory / "tokenizer.json"), variant=config.data.variant,
       max_length=config.data.max_length, num_frames=world["num_frames"], resolution=world["resolution"],
-      batch_size=config.batch_size, seed=config.seed, brightness_jitter=config.data.brightness_jitter,
-      worker_count=config.data.worker_count)
+      batch_size=distributed.local_batch_size(config.batch_size), seed=config.seed,  # this process's rows
+      brightness_jitter=config.data.brightness_jitter, worker_count=config.data.worker_count)
   train_data = pipeline.make_dataset([(config.data.dataset, builder.as_data_source("train"), 1.0)],
                                      pipeline_config, jax.process_index(), jax.process_count())
   return train_data, builder.as_data_source("test"), tokenizer_lib.load(directory / "tokenizer.json")
@@ -90,7 +92,7 @@ def train(config, model, train_data, workdir: pathlib.Path):
   last_time, last_step = time.time(), start
   progress = tqdm.trange(start, config.num_steps, initial=start, total=config.num_steps, desc="train", unit="step")
   metrics = {}
-  with open(workdir / "batches.jsonl", "a") as batch_log:
+  with open(workdir / distributed.process_file_name("batches.jsonl"), "a") as batch_log:  # local rows
     for step in progress:
       batch = next(data)
       batch_log.write(json.dumps({"step": step, "record_index": batch.pop("record_index").tolist()}) + "\n")
@@ -104,7 +106,7 @@ def train(config, model, train_data, workdir: pathlib.Path):
         last_time, last_step = time.time(), step + 1
         writer.write_scalars(step + 1, {
             **{k: v for k, v in metrics.items() if k != "num_tokens"}, "step_time_s": seconds,
-            "examples_per_s": config.batch_size * jax.process_count() / seconds,
+            "examples_per_s": config.batch_size / seconds,
             "tokens_per_s": float(metrics["num_tokens"]) / seconds})
       batch_log.flush()
       force = step + 1 == config.num_steps or checkpointer.preempted
@@ -160,13 +162,12 @@ def evaluate(config, model, params, test_source, tokenizer):
 def main(argv):
   del argv
   config = flags.FLAGS.config
-  if config.get("distributed", False):  # before any other JAX call, or multi-host runs hang
-    jax.distributed.initialize()  # coordinator and process ids from the cluster (Cloud TPU, SLURM) environment
+  distributed.initialize(config.distributed)  # before any other JAX call, or multi-host runs hang
   workdir = pathlib.Path(flags.FLAGS.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
   train_data, test_source, tokenizer = build_data(config, workdir)
-  (workdir / "run.json").write_text(json.dumps(  # what `lrr_jax.infer` needs to load this run
+  (workdir / distributed.process_file_name("run.json")).write_text(json.dumps(  # what `lrr_jax.infer` reads
       {"config": config.to_dict(), "tokenizer": tokenizer.source, "data_dir": data_dir(config, workdir), "max_positions": max_positions(config)},
       indent=2))
   model_config = lrr.config_from_run(config.model.to_dict(), config.data.vocab_size, max_positions(config))
@@ -176,7 +177,7 @@ def main(argv):
   results = {"train": train_metrics, "eval": scores, "minutes": (time.time() - start) / 60,
              "params_checksum": params_checksum(state.params),
              "config": config.to_dict(), "example_response": responses[0]}
-  (workdir / "results.json").write_text(json.dumps(results, indent=2))
+  (workdir / distributed.process_file_name("results.json")).write_text(json.dumps(results, indent=2))
   if config.data.dataset == "generated_cater":
     title = f"Generated CATER ({config.data.variant}, {'moving' if config.world.moving_camera else 'static'} camera)"
   else:
