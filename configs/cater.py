@@ -28,11 +28,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The generated world, written once by its TFDS builder under data.data_dir (default: <workdir>/data).
   config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
                       contain_prob=0.4, moving_camera=args["camera"] == "moving")
+  # tokenizer: a local tokenizer.json (or HF model directory) instead of a BPE trained on the data (vocab_size).
   config.data = dict(dataset="generated_cater", builder_config="tiny", data_dir="", num_train=4096, num_eval=128,
-                     variant=args["variant"], max_length=192, vocab_size=512, brightness_jitter=0.0,
-                     worker_count=0)
+                     variant=args["variant"], max_length=192, vocab_size=512, tokenizer="", eval_split="test",
+                     brightness_jitter=0.0, worker_count=0)
   # From scratch, open the cross-attention gates (tanh(1) = 0.76). video: VideoEncoderConfig overrides.
-  config.model = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True))
+  # init_from: a local Hugging Face OPT directory whose weights (and architecture) the decoder starts from.
+  config.model = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True),
+                      init_from="")
   config.batch_size = 16
   config.grad_accum_steps = 1  # >1: the batch in this many micro-batches (same update, less memory)
   config.num_steps = 1600
@@ -42,7 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.log_every = 50
   config.mesh = dict(data=-1, fsdp=1, tensor=1)  # -1: all remaining devices
   config.checkpoint = dict(every=400, keep=2)  # async orbax saves (with the data iterator) under <workdir>/ckpt
-  config.eval = dict(batch_size=64, max_new_tokens=190)
+  # Greedy generation on the test split at the end, and every `every` steps on `num_examples` of it (0: all).
+  config.eval = dict(batch_size=64, max_new_tokens=190, every=400, num_examples=32, num_classes=0)
   return config
 
 

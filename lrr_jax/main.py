@@ -20,14 +20,12 @@ import numpy as np
 import optax
 import tqdm
 
-from lrr_jax.data import encoding
+from lrr_jax.convert import hf_opt
 from lrr_jax.data import pipeline
 from lrr_jax.data import prepare
-from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
-from lrr_jax.evaluation import answers as answers_eval
-from lrr_jax.evaluation import cater as cater_eval
-from lrr_jax.inference import generate as generate_lib
+from lrr_jax.evaluation import evaluator as evaluator_lib
+from lrr_jax.inference import runs
 from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
@@ -44,22 +42,28 @@ def data_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
 
 
 def build_data(config: ml_collections.ConfigDict, workdir: pathlib.Path):
-  """Write the generated world (if missing) with its tokenizer; the train pipeline and the test source."""
-  world = config.world.to_dict()
+  """Write the dataset (if missing: a generated world, or a released one from `data.manual_dir`) and its
+  tokenizer (`data.tokenizer` if given, else a BPE trained on it); the train pipeline and the test source."""
   builder_config = config.data.get("builder_config", "tiny")
+  generated = config.data.dataset.startswith("generated_")
+  sizes = prepare.run_sizes(config) if generated else {}
+  given_tokenizer = config.data.get("tokenizer") or config.model.get("init_from")  # else: a BPE on the data
+  vocab_size = 0 if given_tokenizer else config.data.vocab_size
   directory = distributed.primary_first(lambda: prepare.prepare(  # written once, by process 0
-      config.data.dataset, builder_config, data_dir(config, workdir), config.data.vocab_size,
-      **prepare.run_sizes(config)))
-  builder = prepare.builder_for(config.data.dataset, builder_config, data_dir(config, workdir),
-                                **prepare.run_sizes(config))
+      config.data.dataset, builder_config, data_dir(config, workdir), vocab_size,
+      config.data.get("manual_dir") or None, **sizes))
+  builder = prepare.builder_for(config.data.dataset, builder_config, data_dir(config, workdir), **sizes)
+  tokenizer_path = given_tokenizer or str(directory / "tokenizer.json")
+  num_frames, resolution = runs.video_shape(config)
   pipeline_config = pipeline.PipelineConfig(
-      tokenizer_path=str(directory / "tokenizer.json"), variant=config.data.variant,
-      max_length=config.data.max_length, num_frames=world["num_frames"], resolution=world["resolution"],
+      tokenizer_path=tokenizer_path, variant=config.data.variant,
+      max_length=config.data.max_length, num_frames=num_frames, resolution=resolution,
       batch_size=distributed.local_batch_size(config.batch_size), seed=config.seed,  # this process's rows
       brightness_jitter=config.data.brightness_jitter, worker_count=config.data.worker_count)
   train_data = pipeline.make_dataset([(config.data.dataset, builder.as_data_source("train"), 1.0)],
                                      pipeline_config, jax.process_index(), jax.process_count())
-  return train_data, builder.as_data_source("test"), tokenizer_lib.load(directory / "tokenizer.json")
+  test_source = builder.as_data_source(config.data.get("eval_split", "test"))
+  return train_data, test_source, tokenizer_lib.load(tokenizer_path)
 
 
 def stop_not_finite(what: str, checkpointer: checkpoint.Checkpointer) -> None:
@@ -71,7 +75,18 @@ def stop_not_finite(what: str, checkpointer: checkpoint.Checkpointer) -> None:
   raise FloatingPointError(f"{what}; stopped, {kept}. Lower config.optimizer.lr or raise clip_norm.")
 
 
-def train(config, model, train_data, workdir: pathlib.Path):
+def initial_state(config, init, shardings):
+  """A fresh train state; with `config.model.init_from`, its decoder is the local Hugging Face OPT's."""
+  state = init(jax.random.key(config.seed))
+  if not config.model.get("init_from"):
+    return state
+  _, pretrained = hf_opt.load_hf_opt(config.model.init_from)
+  logging.info("Decoder initialised from %s", config.model.init_from)
+  return state.replace(params=jax.device_put(hf_opt.insert_pretrained(state.params, pretrained),
+                                             shardings.params))
+
+
+def train(config, model, train_data, workdir: pathlib.Path, evaluator: evaluator_lib.Evaluator | None = None):
   """Sharded training with async checkpoints; resumes from <workdir>/ckpt; SIGTERM saves and stops."""
   optimizer = trainer.make_optimizer(config.optimizer)
   example = next(iter(train_data))
@@ -85,7 +100,7 @@ def train(config, model, train_data, workdir: pathlib.Path):
   abstract = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(config.seed)), shardings)
   state = checkpointer.restore(abstract, data)
   start = 0 if state is None else int(state.step)
-  state = init(jax.random.key(config.seed)) if state is None else state
+  state = initial_state(config, init, shardings) if state is None else state
   checkpointer.watch_sigterm()
   logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params, include_stats=False))
   writer = metrics_lib.MetricWriter(workdir)
@@ -117,6 +132,8 @@ def train(config, model, train_data, workdir: pathlib.Path):
         checkpointer.close()
         writer.close()
         raise SystemExit(f"SIGTERM: saved step {step + 1} to {checkpointer.directory}; exiting.")
+      if evaluator is not None:
+        evaluate_during_training(config, evaluator, state.params, step + 1, writer)
   checkpointer.close()
   writer.close()
   return state, {k: float(v) for k, v in metrics.items()}
@@ -134,29 +151,35 @@ def params_checksum(params) -> str:
   return digest.hexdigest()
 
 
-def evaluate(config, model, params, test_source, tokenizer):
-  generator = generate_lib.Generator(model, config.data.max_length + config.eval.max_new_tokens,
-                                     tokenizer.frame_markers(), tokenizer.token_id("<CONCLUSION>"))
-  responses, labels, answers, metadata = [], [], [], []
-  for start in tqdm.trange(0, len(test_source), config.eval.batch_size, desc="evaluate", unit="batch"):
-    rows = [test_source[i] for i in range(start, min(start + config.eval.batch_size, len(test_source)))]
-    examples = [records.read_example(r, config.data.variant, f"test record {start + i}") for i, r in enumerate(rows)]
-    labels += [int(r["label"]) for r in rows]
-    answers += [e.answer for e in examples]
-    metadata += [records.read_metadata(r) for r in rows]
-    prompts = [encoding.encode_prompt(e, tokenizer) for e in examples]
-    prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], tokenizer.pad_id)
-    video = np.stack([np.asarray(r["frames"]) for r in rows])
-    sampled = generate_lib.generate(generator, {"params": params}, prompt, video, [[tokenizer.eos_id]],
-                                    config.eval.max_new_tokens)
-    tokens, lengths = np.asarray(sampled.tokens), np.asarray(sampled.lengths)
-    responses += [tokenizer.decode(t[:n - 1] if n and t[n - 1] == tokenizer.eos_id else t[:n])
-                  for t, n in zip(tokens, lengths)]
-  if config.data.dataset == "generated_cater":
-    return cater_eval.cater_scores(responses, np.asarray(labels)), responses
-  groups = {key: [str(m.get(key)) for m in metadata] for key in ("split", "query_type") if key in metadata[0]}
-  scores = answers_eval.answer_accuracy(responses, answers, groups)
-  return dict(scores, chance=1.0 / 3), responses
+def make_evaluator(config, model, test_source, tokenizer) -> evaluator_lib.Evaluator:
+  return evaluator_lib.Evaluator(model, tokenizer, test_source, config.data.dataset, config.data.variant,
+                                 config.data.max_length, config.eval.max_new_tokens, config.eval.batch_size,
+                                 config.eval.get("num_classes", 0), frames=runs.video_shape(config))
+
+
+def evaluate_during_training(config, evaluator, params, step: int, writer) -> None:
+  """Every `config.eval.every` steps (0: never), the task's scores on `config.eval.num_examples` test records
+  (0: all), as `eval/<metric>` in TensorBoard and metrics.jsonl."""
+  if not config.eval.get("every", 0) or step % config.eval.every or step == config.num_steps:
+    return
+  scores, _ = evaluator(params, config.eval.get("num_examples", 0) or None)
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+  logging.info("Step %d eval: %s", step, ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
+
+def make_model(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> lrr.LRRModel:
+  """The run's model (`runs.model_config`); its vocabulary and positions must hold the tokenizer and text."""
+  model_config = runs.model_config(config, max_positions(config))
+  vocab = model_config.decoder.vocab_size
+  where = "the OPT at config.model.init_from" if config.model.get("init_from") else "config.data.vocab_size"
+  if tokenizer.vocab_size > vocab:
+    raise ValueError(f"The tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens, more than the "
+                     f"model's vocabulary of {vocab} ({where}).")
+  text_length = config.data.max_length + config.eval.max_new_tokens
+  if text_length > model_config.decoder.max_positions:
+    raise ValueError(f"config.data.max_length + config.eval.max_new_tokens = {text_length} exceeds "
+                     f"the {model_config.decoder.max_positions} positions of {where}.")
+  return lrr.LRRModel(model_config)
 
 
 def main(argv):
@@ -170,10 +193,10 @@ def main(argv):
   (workdir / distributed.process_file_name("run.json")).write_text(json.dumps(  # what `lrr_jax.infer` reads
       {"config": config.to_dict(), "tokenizer": tokenizer.source, "data_dir": data_dir(config, workdir), "max_positions": max_positions(config)},
       indent=2))
-  model_config = lrr.config_from_run(config.model.to_dict(), config.data.vocab_size, max_positions(config))
-  model = lrr.LRRModel(model_config)
-  state, train_metrics = train(config, model, train_data, workdir)
-  scores, responses = evaluate(config, model, state.params, test_source, tokenizer)
+  model = make_model(config, tokenizer)
+  evaluator = make_evaluator(config, model, test_source, tokenizer)
+  state, train_metrics = train(config, model, train_data, workdir, evaluator)
+  scores, responses = evaluator(state.params)
   results = {"train": train_metrics, "eval": scores, "minutes": (time.time() - start) / 60,
              "params_checksum": params_checksum(state.params),
              "config": config.to_dict(), "example_response": responses[0]}

@@ -4,6 +4,7 @@ Reads `config.json` and the weights (`model.safetensors`, sharded `model.safeten
 `pytorch_model.bin`). Safetensors are parsed here with NumPy (bfloat16 included), so neither
 `transformers` nor torch is needed; only `pytorch_model.bin` needs torch, imported when used.
 """
+import dataclasses
 import json
 import os
 import pathlib
@@ -177,6 +178,17 @@ def load_hf_opt(path: PathLike, **overrides: Any) -> tuple[decoder.DecoderConfig
     value = np.asarray(value, dtype=np.float32)
     params[ours] = (to_ours(value) if to_ours else value).astype(param_dtype)
   return cfg, flax.traverse_util.unflatten_dict(params)
+
+
+ARCHITECTURE_FIELDS = tuple(f for f in CONFIG_FIELDS if f not in ("dropout_rate", "attention_dropout_rate",
+                                                                   "init_std"))
+
+
+def architecture_of(path: PathLike, base: decoder.DecoderConfig) -> decoder.DecoderConfig:
+  """`base` with the architecture (sizes, vocabulary, positions, norms) of the OPT at `path`; base's own
+  fields (cross-attention, gates, dropout, dtypes) are kept."""
+  pretrained = read_config(path)
+  return dataclasses.replace(base, **{f: getattr(pretrained, f) for f in ARCHITECTURE_FIELDS})
 
 
 def insert_pretrained(params: Any, pretrained: Mapping[str, Any], at: tuple[str, ...] = ("decoder",)) -> Any:

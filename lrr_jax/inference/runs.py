@@ -14,7 +14,9 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lrr_jax.convert import hf_opt
 from lrr_jax.data import encoding
+from lrr_jax.data import pipeline
 from lrr_jax.data import prepare
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
@@ -47,9 +49,18 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
   except (json.JSONDecodeError, KeyError) as e:
     raise ValueError(f"{run_file} is malformed: {e}") from e
   tokenizer = tokenizer_lib.load(meta["tokenizer"])
-  model = lrr.LRRModel(lrr.config_from_run(config.model.to_dict(), config.data.vocab_size, meta["max_positions"]))
+  model = lrr.LRRModel(model_config(config, meta["max_positions"]))
   params, step = restore_params(workdir / "ckpt", model, step)
   return Run(workdir, config, model, params, tokenizer, step, meta["data_dir"])
+
+
+def model_config(config: ml_collections.ConfigDict, max_positions: int) -> lrr.LRRConfig:
+  """The model a run config describes; with `model.init_from`, the decoder has that OPT's architecture
+  (sizes, vocabulary, positions) and the run's own cross-attention, gates and dropout."""
+  model = lrr.config_from_run(config.model.to_dict(), config.data.vocab_size, max_positions)
+  if not config.model.get("init_from"):
+    return model
+  return dataclasses.replace(model, decoder=hf_opt.architecture_of(config.model.init_from, model.decoder))
 
 
 def restore_params(directory: pathlib.Path, model: lrr.LRRModel, step: int | None = None) -> tuple[Any, int]:
@@ -81,11 +92,18 @@ def _param_shapes(model: lrr.LRRModel) -> Any:
   return jax.tree.map(lambda x: tuple(x.shape), nn.unbox(abstract)["params"])
 
 
+def video_shape(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(num_frames, resolution) of the model's input: a generated world's, or `data.*` for a released dataset."""
+  frames = config.world if config.data.dataset.startswith("generated_") else config.data
+  return frames.num_frames, frames.resolution
+
+
 def test_source(run: Run):
-  """The held-out split of the run's generated world (a random-access TFDS data source)."""
+  """The run's held-out split (`data.eval_split`, default test) as a random-access TFDS data source."""
+  sizes = prepare.run_sizes(run.config) if run.config.data.dataset.startswith("generated_") else {}
   builder = prepare.builder_for(run.config.data.dataset, run.config.data.get("builder_config", "tiny"),
-                                run.data_dir, **prepare.run_sizes(run.config))
-  return builder.as_data_source("test")
+                                run.data_dir, **sizes)
+  return builder.as_data_source(run.config.data.get("eval_split", "test"))
 
 
 def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
@@ -95,8 +113,8 @@ def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
   record = source[index]
   example = records.read_example(record, run.config.data.variant, f"test record {index}")
   prompt, frames = encoding.encode_prompt(example, run.tokenizer)
-  return dict(prompt=prompt, frames=frames, question=" ".join(s.text for s in example.question),
-              video=np.asarray(record["frames"]), label=int(record["label"]), answer=example.answer)
+  video = pipeline.fit_frames(np.asarray(record["frames"]), *video_shape(run.config), f"test record {index}")[0]
+  return dict(prompt=prompt, frames=frames, question=" ".join(s.text for s in example.question), video=video, label=int(record["label"]), answer=example.answer)
 
 
 def make_searcher(run: Run, config: search.SearchConfig, scorer: scorers.Scorer) -> search.Searcher:

@@ -9,6 +9,7 @@ import signal
 from typing import Any
 
 import jax
+import optax
 import orbax.checkpoint as ocp
 
 
@@ -71,5 +72,10 @@ class Checkpointer:
 
 
 def abstract_like(state: Any, shardings: Any) -> Any:
-  """ShapeDtypeStructs of `state` (arrays or abstract values) with the given shardings, for restoring."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+  """ShapeDtypeStructs of `state` (arrays or abstract values) with the given shardings, for restoring.
+
+  Frozen parameters have no optimizer state (`optax.MaskedNode`, which the shardings give one sharding).
+  """
+  def abstract(x, sharding):
+    return x if isinstance(x, optax.MaskedNode) else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+  return jax.tree.map(abstract, state, shardings, is_leaf=lambda x: isinstance(x, optax.MaskedNode))

@@ -1,0 +1,79 @@
+"""Rank a closed set of answers after a generated rationale: the model's log-probability of each candidate.
+
+Top-5 metrics (CATER's 36 cells, Something-Else's classes) need a ranking, which free generation does not
+give. After the model has written its rationale, the text is cut after its last `answer` word and every
+candidate answer, followed by what ends an answer in training (`</CONCLUSION>` or `</s>`), is scored by
+teacher forcing from that one shared prefix: one prefill per example, then a few cached steps per candidate.
+"""
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrr_jax.inference import generate as generate_lib
+
+ROWS_PER_CALL = 256  # examples x candidates scored together (bounds the repeated caches' memory)
+
+
+def answer_prefix(response: Sequence[int], markers: Sequence[Sequence[int]]) -> list[int]:
+  """The response's tokens up to the end of its last `answer` marker (the word's token sequences, with and
+  without a leading space); a response without one gets the first marker appended, so that a malformed
+  response is still ranked from where it stopped."""
+  response = list(response)
+  for end in range(len(response), 0, -1):
+    if any(len(m) <= end and response[end - len(m):end] == list(m) for m in markers):
+      return response[:end]
+  return response + list(markers[0])
+
+
+def candidate_table(candidates: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+  """int32[K, C] candidates right-padded with 0, and int32[K, C] 1 where a token is real."""
+  width = max(len(c) for c in candidates)
+  tokens = np.zeros((len(candidates), width), np.int32)
+  valid = np.zeros((len(candidates), width), np.int32)
+  for row, candidate in enumerate(candidates):
+    tokens[row, :len(candidate)] = candidate
+    valid[row, :len(candidate)] = 1
+  return tokens, valid
+
+
+def candidate_logprobs(generator: generate_lib.Generator, variables, video: np.ndarray,
+                       prompts: Sequence[tuple[list[int], list[int]]], continuations: Sequence[list[int]],
+                       candidates: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
+  """float32[B, K]: log P(candidate k | video b, prompt b, continuation b) under the model.
+
+  Args:
+    video: uint8[B, T, H, W, 3].
+    prompts: (tokens, frame_index) per example, as `encoding.encode_prompt` gives them.
+    continuations: per example, the tokens after the prompt (non-empty), fed with the online frame rule.
+    candidates: K token lists, shared by the examples.
+  """
+  scores = []
+  chunk = max(1, ROWS_PER_CALL // len(candidates))
+  for start in range(0, len(prompts), chunk):
+    rows = slice(start, start + chunk)
+    scores.append(_score_chunk(generator, variables, video[rows], prompts[rows], continuations[rows],
+                               candidates, pad_id))
+  return np.concatenate(scores)
+
+
+def _score_chunk(generator, variables, video, prompts, continuations, candidates, pad_id) -> np.ndarray:
+  last_frame = video.shape[1] - 1
+  prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], pad_id, multiple=16)
+  after = generate_lib.left_pad(continuations, [[0] * len(c) for c in continuations], pad_id, multiple=16)
+  cache_length = prompt["tokens"].shape[1] + after["tokens"].shape[1] + max(len(c) for c in candidates) + 1
+  visual = generator.encode_video(variables, video)
+  state = generator.start(variables, prompt, visual, cache_length=-(-cache_length // 16) * 16)
+  state = generator.extend(variables, state, after["tokens"], last_frame, after["segment_ids"])
+  tokens, valid = candidate_table(candidates)
+  batch, count = len(prompts), len(candidates)
+  state = generate_lib.select_rows(state, np.repeat(np.arange(batch), count))
+  tokens, valid = np.tile(tokens, (batch, 1)), np.tile(valid, (batch, 1))
+  total = jnp.zeros(batch * count, jnp.float32)
+  for column in range(tokens.shape[1]):
+    logprobs = jax.nn.log_softmax(state.logits.astype(jnp.float32))
+    total += valid[:, column] * jnp.take_along_axis(logprobs, tokens[:, column, None], -1)[:, 0]
+    if column + 1 < tokens.shape[1]:
+      state = generator.extend(variables, state, tokens[:, column, None], last_frame, valid[:, column, None])
+  return np.asarray(total).reshape(batch, count)

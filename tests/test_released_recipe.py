@@ -1,0 +1,68 @@
+"""The released-dataset recipe end to end: a CATER release in its own layout, a local Hugging Face OPT to start
+from (its tokenizer is the run's), only the video encoder and cross-attention trained, top-5 evaluated."""
+import json
+import subprocess
+import sys
+
+import flax
+import numpy as np
+import pytest
+
+from lrr_jax.convert import hf_opt
+from lrr_jax.data import prepare
+from lrr_jax.data import tokenizer as tokenizer_lib
+from lrr_jax.data.worlds import cater
+from lrr_jax.inference import runs
+from tests.conftest import save_tiny_hf_opt
+from tests.data import release_fixtures
+
+TRAINABLE = "--config.optimizer.trainable=('^video_encoder/', 'cross_attention_')"
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+  """A 6-video CATER release (train 4, val 2) and a tiny random OPT with a tokenizer trained on its text."""
+  root = tmp_path_factory.mktemp("released")
+  world = cater.CaterConfig(num_frames=8, resolution=32, contain_prob=0.7)
+  train, val = cater.generate(world, 4, 0), cater.generate(world, 2, 1)
+  release_fixtures.write_cater_release(root / "CATER", "train", train)
+  release_fixtures.write_cater_release(root / "CATER", "val", val, offset=100)
+  directory = prepare.prepare("cater", "default", str(root / "data"), 400, str(root / "CATER"))
+  tokenizer = tokenizer_lib.load(directory / "tokenizer.json")  # a BPE on the release's own rationales
+  for name, vocab in (("opt", 512), ("opt_small_vocab", 97)):
+    save_tiny_hf_opt(root / name, vocab_size=vocab, max_position_embeddings=512)
+    tokenizer.save(root / name / "tokenizer.json")
+  return root, tokenizer.vocab_size
+
+
+def main(root, workdir, opt: str, *flags: str) -> subprocess.CompletedProcess:
+  command = [sys.executable, "-m", "lrr_jax.main", "--config=configs/released.py:dataset=cater",
+             f"--workdir={workdir}", f"--config.data.manual_dir={root / 'CATER'}",
+             f"--config.data.data_dir={root / 'data'}", f"--config.model.init_from={root / opt}",
+             "--config.model.size=tiny", "--config.num_steps=2", "--config.batch_size=2", "--config.mesh.data=1",
+             "--config.data.max_length=480", "--config.data.resolution=32", "--config.eval.max_new_tokens=16", "--config.data.worker_count=0",
+             *flags]
+  return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def test_recipe_starts_from_the_local_opt_trains_only_the_visual_parts_and_reports_top5(release, tmp_path):
+  release, _ = release
+  out = main(release, tmp_path, "opt", TRAINABLE)
+  assert out.returncode == 0, out.stderr[-3000:]
+  scores = json.loads((tmp_path / "results.json").read_text())["eval"]
+  assert {"top1", "top5", "l1", "well_formed"} <= set(scores) and scores["top5"] >= scores["top1_ranked"]
+  run = runs.load_run(tmp_path)
+  assert run.step == 2 and run.model.config.decoder.vocab_size == 512  # the OPT's architecture, not the preset
+  _, pretrained = hf_opt.load_hf_opt(release / "opt")
+  trained = flax.traverse_util.flatten_dict(run.params["decoder"])
+  for path, value in flax.traverse_util.flatten_dict(pretrained).items():  # frozen: still the OPT's weights
+    np.testing.assert_array_equal(np.asarray(trained[path]), value, err_msg="/".join(path))
+  gates = [np.asarray(v) for k, v in trained.items() if k[-1].endswith("_gate")]
+  assert gates and any(np.any(g != 0) for g in gates)  # the cross-attention did train
+
+
+def test_a_tokenizer_larger_than_the_opt_vocabulary_is_a_clear_error(release, tmp_path):
+  release, vocab_size = release
+  out = main(release, tmp_path, "opt_small_vocab")
+  assert out.returncode != 0
+  assert f"has {vocab_size} tokens, more than the model's vocabulary of 97 (the OPT at config.model.init_from)" in out.stderr, out.stderr[-2000:]
