@@ -1,0 +1,96 @@
+"""Two local JAX processes on one global mesh (CPU, gloo) train exactly as one process with two devices on the
+same global batch; a failing process stops the others; `--dry-run` prints each process's command."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from launch import local_multiprocess
+
+ROOT = pathlib.Path(__file__).parents[2]
+FLAGS = ["--config.num_steps=4", "--config.checkpoint.every=2", "--config.data.num_train=16",
+         "--config.data.num_eval=2", "--config.eval.max_new_tokens=4", "--config.batch_size=4",
+         "--config.log_every=1", "--config.optimizer.warmup_steps=4"]
+# As tests/conftest.py (classic threefry); no LLVM optimisation: both runs compile in a fraction of the time.
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_THREEFRY_PARTITIONABLE": "false",
+       "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
+
+
+def restore_params(workdir: pathlib.Path, step: int) -> dict:
+  """The params of checkpoint `step` as numpy arrays (whatever mesh saved them)."""
+  path = workdir / "ckpt" / str(step) / "state"
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path).item_metadata
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+  return checkpointer.restore(path, restore_args=restore_args)["params"]
+
+
+def batches(workdir: pathlib.Path, name: str = "batches.jsonl") -> list[list[int]]:
+  return [json.loads(line)["record_index"] for line in (workdir / name).read_text().splitlines()]
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess:
+  out = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-4000:]
+  return out
+
+
+def test_two_processes_train_as_one_process_with_two_devices(tmp_path):
+  data = f"--config.data.data_dir={tmp_path / 'data'}"
+  single, multi = tmp_path / "single", tmp_path / "multi"
+  run([sys.executable, "-m", "lrr_jax.main", f"--workdir={single}", data, *FLAGS,
+       "--config.distributed.local_device_count=2"])
+  out = run([sys.executable, "launch/local_multiprocess.py", "--num_processes=2", f"--workdir={multi}", data,
+             *FLAGS])
+  assert "[p0] " in out.stdout + out.stderr and "[p1] " in out.stdout + out.stderr
+
+  # batch_size is the global batch: each process batches 2 of its shard (records i::2 of the shared shuffle),
+  # so every step's global batch holds the single run's records, process 0's rows first.
+  whole, first, second = batches(single), batches(multi), batches(multi, "batches.process1.jsonl")
+  assert len(whole) == 4 and all(len(b) == 4 for b in whole)
+  assert first == [b[0::2] for b in whole] and second == [b[1::2] for b in whole]
+
+  expected, found, before = (restore_params(single, 4), restore_params(multi, 4), restore_params(single, 2))
+  moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(before)))
+  assert moved > 5e-4  # the tolerance below is far smaller than what the last two steps changed
+  for (path, want), got in zip(jax.tree_util.tree_flatten_with_path(expected)[0], jax.tree.leaves(found)):
+    name = jax.tree_util.keystr(path)
+    if "k_proj']['bias" in name:
+      # Softmax ignores a key bias (it shifts all of a query's logits alike): its gradient is 0 but for
+      # rounding, which Adam scales up, so it only drifts by noise, in both runs.
+      assert np.abs(want).max() < 1e-4 and np.abs(got).max() < 1e-4, name
+    else:
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+  results = [json.loads((multi / name).read_text()) for name in ("results.json", "results.process1.json")]
+  assert results[0]["params_checksum"] == results[1]["params_checksum"]  # both processes hold the same params
+  np.testing.assert_allclose(results[0]["train"]["loss"],
+                             json.loads((single / "results.json").read_text())["train"]["loss"], rtol=1e-5)
+
+
+def test_a_failing_process_stops_the_others_and_shows_its_error(capfd):
+  fail = [sys.executable, "-c", "import sys, time; time.sleep(1); print('boom: bad shard', file=sys.stderr); "
+                                "sys.exit(3)"]
+  hang = [sys.executable, "-c", "import time; time.sleep(120)"]
+  start = time.time()
+  assert local_multiprocess.run_processes([hang, fail], grace_s=2) == 3
+  assert time.time() - start < 30  # the hanging process was stopped
+  err = capfd.readouterr().err
+  assert "[p1] boom: bad shard" in err
+  assert "Process 1 of 2 failed with exit status 3" in err and err.rstrip().endswith("boom: bad shard")
+
+
+def test_dry_run_prints_each_process_command():
+  out = subprocess.run([sys.executable, "launch/local_multiprocess.py", "--dry-run", "--num_processes=3",
+                        "--port=4321", "--config=configs/acre.py:split=iid", "--workdir=w",
+                        "--config.num_steps=10"], cwd=ROOT, capture_output=True, text=True, check=True)
+  assert out.stdout.splitlines() == [
+      f"JAX_PLATFORMS=cpu {sys.executable} -m lrr_jax.main --config=configs/acre.py:split=iid --workdir=w "
+      f"--config.distributed.enabled=True --config.distributed.coordinator_address=127.0.0.1:4321 "
+      f"--config.distributed.num_processes=3 --config.distributed.process_id={i} "
+      f"--config.distributed.local_device_count=1 --config.num_steps=10" for i in range(3)]
