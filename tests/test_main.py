@@ -15,7 +15,7 @@ def tiny_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   out = run("lrr_jax.main", "--config=configs/cater.py", f"--workdir={workdir}", "--config.num_steps=3",
             "--config.data.num_train=32", "--config.data.num_eval=4", "--config.eval.max_new_tokens=12",
-            "--config.batch_size=4")
+            "--config.batch_size=4", "--config.eval.every=2", "--config.eval.num_examples=2")
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir, out
 
@@ -23,9 +23,18 @@ def tiny_run(tmp_path_factory):
 def test_main_trains_evaluates_and_writes_results(tiny_run):
   workdir, out = tiny_run
   results = json.loads((workdir / "results.json").read_text())
-  assert set(results["eval"]) == {"top1", "l1", "well_formed", "chance_top1"}
+  assert set(results["eval"]) == {"top1", "top1_ranked", "top5", "l1", "well_formed", "chance_top1"}
+  assert results["eval"]["top5"] >= results["eval"]["top1_ranked"]
   assert list((workdir / "data").rglob("tokenizer.json")) and list(workdir.rglob("*.array_record-*"))
   assert "| top1 |" in out.stdout
+
+
+def test_evaluation_runs_during_training(tiny_run):
+  workdir, _ = tiny_run
+  lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  evaluated = [line for line in lines if "eval/top5" in line]
+  assert [line["step"] for line in evaluated] == [2]  # every 2 steps, not at the end (the final eval is full)
+  assert 0.0 <= evaluated[0]["eval/top1_ranked"] <= evaluated[0]["eval/top5"] <= 1.0
 
 
 def test_infer_prints_the_chosen_stages(tiny_run):
