@@ -25,6 +25,9 @@ TEST = [
     "pytest>=8",
     "torch==2.13.0",  # the CPU wheel; any other spec pulls CUDA builds.
     "transformers>=5.0,<6",
+    "nbclient",  # the colabs run headless in tests/colabs
+    "nbformat",
+    "ipykernel",  # provides the `python3` kernel spec in the environment
 ]
 BENCH = TEST
 

@@ -3,6 +3,10 @@
 A gated block (Flamingo style) inserted after chosen decoder layers. Both residual branches are scaled by
 tanh(gate) with gates initialised at zero, so that at initialisation the LRR model computes exactly the
 pretrained LM. The frame-visibility mask lets a text token read only the frames up to its `frame_index`.
+
+Inspection (off by default): applied with `mutable=["intermediates"]`, each block sows its attention weights
+`float32[B, H, S, M]` as `intermediates/.../cross_attention_<i>/cross_attention_weights` (see
+`evaluation/attention_maps.py`); otherwise nothing extra is computed.
 """
 from typing import NamedTuple
 
@@ -39,6 +43,18 @@ def frame_visibility_mask(text_frame_index: Array, text_segment_ids: Array, visu
   return (same_example & visible & (text_segment_ids[:, :, None] > 0))[:, None]
 
 
+def attention_weights(query: Array, keys: Array, mask: Array) -> Array:
+  """float32[B, H, S, M]: the softmax weights `layers.masked_attention` reads `keys` with (before dropout).
+
+  query: scaled [B, S, H, D]; keys: [B or 1, M, H, D]; mask: bool[B, 1, S, M]. Rows with no visible frame
+  are zero, as their attended value is zeroed in `GatedCrossAttention`.
+  """
+  keys = jnp.broadcast_to(keys, (query.shape[0], *keys.shape[1:]))
+  scores = jnp.einsum("bqhd,bkhd->bhqk", query, keys, preferred_element_type=jnp.float32)
+  weights = jax.nn.softmax(jnp.where(mask, scores, jnp.finfo(jnp.float32).min), axis=-1)
+  return jnp.where(jnp.any(mask, axis=-1, keepdims=True), weights, 0.0)
+
+
 class GatedCrossAttention(nn.Module):
   """x + tanh(a) * CrossAttn(LN(x), visual); x + tanh(f) * FFN(LN(x)). Gates a, f start at zero."""
   hidden_size: int
@@ -72,6 +88,8 @@ class GatedCrossAttention(nn.Module):
     """hidden: [B, S, E]; visual_keys/values: [B, M, H, D]; mask: bool[B, 1, S, M]."""
     query = self.attention.queries(self.attention_norm(hidden))
     attended = self.attention.attend(query, visual_keys, visual_values, mask, deterministic)
+    if self.is_mutable_collection("intermediates"):  # only when asked for: training and decoding skip it
+      self.sow("intermediates", "cross_attention_weights", attention_weights(query, visual_keys, mask))
     # Tokens that may see no frame read nothing (not the uniform average a fully masked row yields).
     sees_any_frame = jnp.any(mask, axis=(1, 3))[..., None]
     attended = jnp.where(sees_any_frame, attended, 0.0)

@@ -7,6 +7,7 @@ imports TensorFlow. Every scalar also goes to `<logdir>/metrics.jsonl`, which a 
 import json
 import os
 import pathlib
+import struct
 import time
 from typing import Any, Mapping
 
@@ -77,3 +78,46 @@ def read_jsonl(logdir: str | os.PathLike) -> list[dict[str, float]]:
   """The scalars a run wrote, one dict per write."""
   path = pathlib.Path(logdir) / "metrics.jsonl"
   return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def read_event_scalars(logdir: str | os.PathLike) -> list[dict[str, float]]:
+  """The scalars of the TensorBoard event files in `logdir`, one dict per (file, step), without TensorFlow.
+
+  Event files are TFRecords, `[length u64][crc u32][event][crc u32]`; scalars are `simple_value`s
+  (tensorboardX) or float tensors (TensorFlow's writer).
+  """
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  rows = []
+  for path in sorted(pathlib.Path(logdir).glob("events.out.tfevents.*")):
+    data, offset, by_step = path.read_bytes(), 0, {}
+    while offset + 12 <= len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      for value in event.summary.value:
+        scalar = value.simple_value if value.HasField("simple_value") else (
+            value.tensor.float_val[0] if value.tensor.float_val else None)
+        if scalar is not None:
+          by_step.setdefault(int(event.step), {"step": int(event.step)})[value.tag] = float(scalar)
+    rows += [by_step[step] for step in sorted(by_step)]
+  return rows
+
+
+def read_metrics(workdir: str | os.PathLike, source: str = "jsonl") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Each scalar of a run as (steps int[N], values float[N]), sorted by step: what a colab plots.
+
+  source: 'jsonl' (`metrics.jsonl`) or 'events' (the TensorBoard files). A step written twice (a run resumed
+  from an earlier checkpoint) keeps its last value.
+  """
+  if source not in ("jsonl", "events"):
+    raise ValueError(f"read_metrics source={source!r}; expected 'jsonl' or 'events'.")
+  rows = read_jsonl(workdir) if source == "jsonl" else read_event_scalars(workdir)
+  if not rows:
+    raise FileNotFoundError(f"No metrics in {workdir} ({'metrics.jsonl' if source == 'jsonl' else 'event files'}).")
+  series: dict[str, dict[int, float]] = {}
+  for row in rows:
+    for key, value in row.items():
+      if key != "step":
+        series.setdefault(key, {})[int(row["step"])] = float(value)
+  return {key: (np.array(sorted(values), np.int64), np.array([values[s] for s in sorted(values)], np.float64))
+          for key, values in series.items()}
