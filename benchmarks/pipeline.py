@@ -3,15 +3,17 @@
   python benchmarks/pipeline.py --out=benchmarks/results/pipeline.json
 Medians over repetitions; the pipeline is read from the TFDS-built generated CATER (written once).
 """
-import json
 import pathlib
-import statistics
+import sys
 import tempfile
-import time
+
+if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`: make the repository root importable
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app
 from absl import flags
 
+from benchmarks import common
 from lrr_jax.data import pipeline
 from lrr_jax.data import prepare
 from lrr_jax.data.worlds import acre
@@ -25,12 +27,7 @@ flags.DEFINE_integer("worker_count", 0, "Grain worker processes.")
 
 
 def median_rate(run, count: int, repetitions: int) -> float:
-  times = []
-  for _ in range(repetitions):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  return count / statistics.median(times)
+  return count / common.median_seconds(run, repetitions)
 
 
 def main(argv):
@@ -53,11 +50,11 @@ def main(argv):
                  frames_per_s=batches_per_s * f.batch_size * world.num_frames,
                  batch_size=f.batch_size, worker_count=f.worker_count,
                  frame_shape=[world.num_frames, world.resolution, world.resolution, 3])
-  pathlib.Path(f.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(f.out).write_text(json.dumps(results, indent=2))
-  print(f"pipeline: {results['batches_per_s']:.1f} batches/s, {results['frames_per_s']:.0f} frames/s "
-        f"(batch {f.batch_size}, {f.worker_count} workers); generation: {results['cater_videos_per_s']:.0f} "
-        f"CATER videos/s, {results['acre_problems_per_s']:.0f} ACRE problems/s")
+  common.write_result(
+      f.out, results,
+      f"pipeline: {results['batches_per_s']:.1f} batches/s, {results['frames_per_s']:.0f} frames/s "
+      f"(batch {f.batch_size}, {f.worker_count} workers); generation: {results['cater_videos_per_s']:.0f} "
+      f"CATER videos/s, {results['acre_problems_per_s']:.0f} ACRE problems/s")
 
 
 if __name__ == "__main__":

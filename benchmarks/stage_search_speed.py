@@ -10,10 +10,11 @@ compiled in an untimed first pass), and the same work: every candidate samples e
 tokens (no stop sequence can fire), so the ratio measures the strategy, not the luck of the draw.
 Reported: medians over repetitions, measured side by side in one run.
 """
-import json
 import pathlib
-import statistics
-import time
+import sys
+
+if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`: make the repository root importable
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app
 from absl import flags
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common
 from lrr_jax.data import rationales
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.inference import generate as generate_lib
@@ -90,12 +92,6 @@ def ours(searcher, variables, video, prompt):
   return result
 
 
-def seconds(fn) -> float:
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  return time.perf_counter() - start
-
-
 def main(argv):
   del argv
   f = flags.FLAGS
@@ -114,19 +110,16 @@ def main(argv):
   run_release = lambda: len(release_style(baseline_generator, tokenizer, variables, video, prompt,
                                           f.num_candidates, f.step_tokens, jax.random.key(0)))
   run_ours(), run_release()  # compile every shape once
-  ours_s, release_s = [], []
-  for _ in range(f.repetitions):  # interleaved, so both see the same machine load
-    ours_s.append(seconds(run_ours))
-    release_s.append(seconds(run_release))
+  ours_seconds, release_seconds = common.alternating_medians(run_ours, run_release, f.repetitions)
   result = dict(size=f.size, num_candidates=f.num_candidates, step_tokens=f.step_tokens, prompt_tokens=f.prompt_tokens,
-                ours_seconds=statistics.median(ours_s), release_style_seconds=statistics.median(release_s),
+                ours_seconds=ours_seconds, release_style_seconds=release_seconds,
                 device=str(jax.devices()[0].device_kind))
   result["speedup"] = result["release_style_seconds"] / result["ours_seconds"]
-  pathlib.Path(f.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(f.out).write_text(json.dumps(result, indent=2))
-  print(f"stage-level search, {f.size} model, N={f.num_candidates}, {f.step_tokens} tokens per candidate and stage: "
-        f"ours {result['ours_seconds']:.2f} s, release-style {result['release_style_seconds']:.2f} s -> "
-        f"{result['speedup']:.1f}x faster (median of {f.repetitions}, {result['device']})")
+  common.write_result(
+      f.out, result,
+      f"stage-level search, {f.size} model, N={f.num_candidates}, {f.step_tokens} tokens per candidate and stage: "
+      f"ours {result['ours_seconds']:.2f} s, release-style {result['release_style_seconds']:.2f} s -> "
+      f"{result['speedup']:.1f}x faster (median of {f.repetitions}, {result['device']})")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,22 @@
 """Train-step throughput of our OPT decoder against Hugging Face's PyTorch `OPTForCausalLM`, and MFU.
 
-  python benchmarks/train_step.py --shapes=tiny,opt-125m,deep --out=benchmarks/results/train_step.json
+  python benchmarks/train_step.py --shapes=tiny --out=benchmarks/results/train_step_tiny.json
+  python benchmarks/train_step.py --shapes=opt-125m --repetitions=5 --out=benchmarks/results/train_step_opt-125m.json
+  python benchmarks/train_step.py --shapes=deep --breakdown --out=benchmarks/results/train_step_deep.json
 
-Same configuration (cross-attention off), batch and sequence length; forward + backward + AdamW; medians over
-repetitions, the two measured alternately in one run. Model FLOPs per step: 6 x (matmul params per token) x
-tokens + the attention score and value products (x3 for the backward), against the peak matmul rate measured
-on the same machine (a large float32 `jnp.dot`, median of repetitions). Needs the `test` extra (torch).
+Same configuration (cross-attention off, no dropout), batch and sequence length; forward + backward + AdamW;
+medians over repetitions, the two measured alternately in one run. Model FLOPs per step: 6 x (matmul params per
+token) x tokens + the attention score and value products (x3 for the backward), against the peak matmul rate
+measured on the same machine (a large float32 `jnp.dot`, median of repetitions). `--breakdown` also times the
+forward (loss) and forward + backward alone, all six in turn in each repetition (`breakdown` in the JSON), so
+the backward's and the optimizer's shares are differences of medians measured under the same load.
+Needs the `test` extra (torch).
 """
-import json
 import pathlib
-import statistics
-import time
+import sys
+
+if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`: make the repository root importable
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app
 from absl import flags
@@ -20,18 +26,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import common
 from lrr_jax.models import decoder as decoder_lib
 
-flags.DEFINE_list("shapes", ["tiny", "opt-125m", "deep"], "Decoder shapes: tiny, opt-125m, deep (24 x 512).")
-flags.DEFINE_integer("batch", 4, "Sequences per step.")
-flags.DEFINE_integer("length", 128, "Tokens per sequence.")
+flags.DEFINE_list("shapes", ["tiny", "opt-125m", "deep"], "Decoder shapes: " + ", ".join(
+    ["tiny", "opt-125m (12 x 768, vocab 50272)", "deep (24 x 256, vocab 50272)"]))
+flags.DEFINE_integer("batch", 0, "Sequences per step (0: the shape's default, see SHAPES).")
+flags.DEFINE_integer("length", 0, "Tokens per sequence (0: the shape's default).")
 flags.DEFINE_integer("repetitions", 5, "Timed steps of each implementation (medians are reported).")
-flags.DEFINE_integer("threads", 0, "torch intra-op threads (0: torch's default).")
+flags.DEFINE_list("threads", ["0"], "torch intra-op thread counts to try (0: torch's default); Hugging Face is "
+                  "timed at each, alternating with ours, and its fastest is the reference. On a loaded machine "
+                  "torch's OpenMP threads wait on descheduled peers: 2 threads can be ~80x slower than 1.")
+flags.DEFINE_bool("breakdown", False, "Also time the forward and the forward + backward alone, for both.")
 flags.DEFINE_string("out", "benchmarks/results/train_step.json", "Where the JSON results go.")
 
-SHAPES = {"tiny": dict(hidden_size=64, num_layers=2, num_heads=4, ffn_dim=128, vocab_size=512),
-          "opt-125m": {},
-          "deep": dict(hidden_size=512, num_layers=24, num_heads=8, ffn_dim=2048)}
+# name -> (base config, overrides, default batch, default length); batch x length keep a step to seconds here.
+SHAPES = {"tiny": ("tiny", {}, 4, 128),
+          "opt-125m": ("opt-125m", {}, 2, 128),
+          "deep": ("opt-125m", dict(hidden_size=256, num_layers=24, num_heads=4, ffn_dim=1024), 2, 128)}
 
 
 def model_flops(cfg: decoder_lib.DecoderConfig, batch: int, length: int) -> float:
@@ -46,16 +58,11 @@ def peak_matmul_flops(size: int = 2048, repetitions: int = 5) -> float:
   a = jnp.ones((size, size), jnp.float32)
   dot = jax.jit(lambda x, y: x @ y)
   dot(a, a).block_until_ready()
-  times = []
-  for _ in range(repetitions):
-    start = time.perf_counter()
-    dot(a, a).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2 * size ** 3 / statistics.median(times)
+  return 2 * size ** 3 / common.median_seconds(lambda: dot(a, a), repetitions)
 
 
 def ours(cfg: decoder_lib.DecoderConfig, tokens: np.ndarray):
-  """A jitted step (donating params and optimizer state) and the state to run it on."""
+  """A jitted step (donating params and optimizer state), its state, and jitted forward / forward+backward."""
   model = decoder_lib.Decoder(cfg)
   positions = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
   segments = np.ones_like(tokens)
@@ -73,10 +80,12 @@ def ours(cfg: decoder_lib.DecoderConfig, tokens: np.ndarray):
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
-  return jax.jit(step, donate_argnums=(0,)), state
+  parts = {"forward": jax.jit(loss_fn), "forward_backward": jax.jit(jax.value_and_grad(loss_fn))}
+  return jax.jit(step, donate_argnums=(0,)), state, parts
 
 
 def theirs(cfg: decoder_lib.DecoderConfig, tokens: np.ndarray):
+  """Hugging Face's step (zero_grad, forward, backward, AdamW) and its forward / forward+backward alone."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   hf = transformers.OPTForCausalLM(transformers.OPTConfig(
@@ -92,51 +101,80 @@ def theirs(cfg: decoder_lib.DecoderConfig, tokens: np.ndarray):
     loss.backward()
     optimizer.step()
     return loss.item()
-  return step
+
+  def forward():
+    with torch.no_grad():
+      return hf(input_ids=ids, labels=ids).loss.item()
+
+  def forward_backward():
+    optimizer.zero_grad(set_to_none=True)
+    loss = hf(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.item()
+  return step, {"forward": forward, "forward_backward": forward_backward}
 
 
 def compare(name: str, f) -> dict:
-  cfg = decoder_lib.decoder_config("opt-125m" if name != "tiny" else "tiny",
-                                   **{**SHAPES[name], "max_positions": max(f.length + 2, 256)})
-  tokens = np.random.default_rng(0).integers(3, cfg.vocab_size, (f.batch, f.length + 1)).astype(np.int32)
-  our_step, state = ours(cfg, tokens)
-  their_step = theirs(cfg, tokens[:, :-1])
-  state, loss = our_step(state)  # compile
-  loss.block_until_ready()
-  their_step()
-  ours_s, theirs_s = [], []
-  for _ in range(f.repetitions):
-    start = time.perf_counter()
+  base, overrides, batch, length = SHAPES[name]
+  batch, length = f.batch or batch, f.length or length
+  cfg = decoder_lib.decoder_config(base, **{**overrides, "max_positions": max(length + 2, 256)})
+  tokens = np.random.default_rng(0).integers(3, cfg.vocab_size, (batch, length + 1)).astype(np.int32)
+  our_step, state, our_parts = ours(cfg, tokens)
+  their_step, their_parts = theirs(cfg, tokens[:, :-1])
+
+  def run_ours():
+    nonlocal state
     state, loss = our_step(state)
-    loss.block_until_ready()
-    ours_s.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    their_step()
-    theirs_s.append(time.perf_counter() - start)
-  ours_t, theirs_t = statistics.median(ours_s), statistics.median(theirs_s)
-  return dict(shape=name, ours_s=ours_t, hf_torch_s=theirs_t, ratio_ours_over_theirs=theirs_t / ours_t,
-              tokens_per_s=f.batch * f.length / ours_t, model_flops=model_flops(cfg, f.batch, f.length))
+    return loss
+  run_ours(), their_step()  # compile, and the first (allocating) torch step
+  timing = common.alternating_medians_over_threads(run_ours, their_step, common.parse_threads(f.threads),
+                                                   f.repetitions)
+  ours_s, theirs_s = timing["ours_s"], timing["theirs_s"]
+  row = dict(shape=name, batch=batch, length=length, num_layers=cfg.num_layers, hidden_size=cfg.hidden_size,
+             vocab_size=cfg.vocab_size, ours_s=ours_s, hf_torch_s=theirs_s, hf_torch_threads=timing["torch_threads"],
+             by_torch_threads=timing["by_threads"], ratio_ours_over_theirs=theirs_s / ours_s,
+             tokens_per_s=batch * length / ours_s, hf_torch_tokens_per_s=batch * length / theirs_s,
+             model_flops=model_flops(cfg, batch, length))
+  if f.breakdown:  # all six in turn in each repetition, torch at its fastest thread count
+    params = state[0]
+    runs = {"ours_s": run_ours, "hf_torch_s": their_step}
+    for part, fn in our_parts.items():
+      fn(params)  # compile
+      runs[f"ours_{part}_s"], runs[f"hf_torch_{part}_s"] = (lambda fn=fn: fn(params)), their_parts[part]
+    row["breakdown"] = common.interleaved_medians(runs, f.repetitions)
+  return row
+
+
+def breakdown_text(row: dict) -> str:
+  if "breakdown" not in row:
+    return ""
+  times = row["breakdown"]
+  text = lambda who: (f"{who} forward {times[f'{who}_forward_s'] * 1e3:.0f} ms, backward "
+                      f"{(times[f'{who}_forward_backward_s'] - times[f'{who}_forward_s']) * 1e3:.0f} ms, rest "
+                      f"(optimizer) {(times[f'{who}_s'] - times[f'{who}_forward_backward_s']) * 1e3:.0f} ms")
+  return f" [{text('ours')}; {text('hf_torch')}]"
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
-  if f.threads:
-    import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(f.threads)
   peak = peak_matmul_flops()
   rows = []
   for name in f.shapes:
     row = compare(name, f)
     row["mfu"] = row["model_flops"] / row["ours_s"] / peak
+    row["hf_torch_mfu"] = row["model_flops"] / row["hf_torch_s"] / peak
     rows.append(row)
-    print(f"{name}: ours {row['ours_s'] * 1e3:.1f} ms, HF torch {row['hf_torch_s'] * 1e3:.1f} ms per step -> "
-          f"{row['ratio_ours_over_theirs']:.2f}x their speed; {row['tokens_per_s']:.0f} tokens/s, "
-          f"MFU {row['mfu']:.1%} of the measured {peak / 1e9:.1f} GFLOP/s matmul peak")
-  result = dict(device=str(jax.devices()[0].device_kind), batch=f.batch, length=f.length,
-                peak_matmul_flops=peak, rows=rows)
-  pathlib.Path(f.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(f.out).write_text(json.dumps(result, indent=2))
+    print(f"{name} ({row['batch']} x {row['length']}): ours {row['ours_s'] * 1e3:.1f} ms, HF torch "
+          f"{row['hf_torch_s'] * 1e3:.1f} ms ({row['hf_torch_threads']} threads) per step -> "
+          f"{row['ratio_ours_over_theirs']:.2f}x their speed; "
+          f"{row['tokens_per_s']:.0f} tokens/s, MFU {row['mfu']:.1%} (theirs {row['hf_torch_mfu']:.1%}) of "
+          f"the measured {peak / 1e9:.1f} GFLOP/s matmul peak" + breakdown_text(row), flush=True)
+  result = dict(device=str(jax.devices()[0].device_kind), repetitions=f.repetitions, peak_matmul_flops=peak,
+                rows=rows)
+  common.write_result(f.out, result, "train step vs HF torch: " + "; ".join(
+      f"{row['shape']} {row['ratio_ours_over_theirs']:.2f}x their speed, MFU {row['mfu']:.0%}" for row in rows)
+                      + f" (median of {f.repetitions}; {f.out})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Benchmarks kept out of the test suite: `python benchmarks/<name>.py` (see README.md)."""
