@@ -35,20 +35,31 @@ def batches(workdir: pathlib.Path, name: str = "batches.jsonl") -> list[list[int
   return [json.loads(line)["record_index"] for line in (workdir / name).read_text().splitlines()]
 
 
-def run(command: list[str]) -> subprocess.CompletedProcess:
-  out = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
-  assert out.returncode == 0, out.stderr[-4000:]
-  return out
+def start(command: list[str]) -> subprocess.Popen:
+  return subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> str:
+  stdout, stderr = process.communicate(timeout=900)
+  assert process.returncode == 0, stderr[-4000:]
+  return stdout + stderr
 
 
 def test_two_processes_train_as_one_process_with_two_devices(tmp_path):
-  data = f"--config.data.data_dir={tmp_path / 'data'}"
+  data = tmp_path / "data"
   single, multi = tmp_path / "single", tmp_path / "multi"
-  run([sys.executable, "-m", "lrr_jax.main", f"--workdir={single}", data, *FLAGS,
-       "--config.distributed.local_device_count=2"])
-  out = run([sys.executable, "launch/local_multiprocess.py", "--num_processes=2", f"--workdir={multi}", data,
-             *FLAGS])
-  assert "[p0] " in out.stdout + out.stderr and "[p1] " in out.stdout + out.stderr
+  one = start([sys.executable, "-m", "lrr_jax.main", f"--workdir={single}", f"--config.data.data_dir={data}",
+               *FLAGS, "--config.distributed.local_device_count=2"])
+  start_time = time.time()
+  while not list(data.rglob("tokenizer.json")):  # written after the dataset: both runs may read it now
+    assert one.poll() is None, one.communicate()[1][-4000:]
+    assert time.time() - start_time < 300
+    time.sleep(0.2)
+  two = start([sys.executable, "launch/local_multiprocess.py", "--num_processes=2", f"--workdir={multi}",
+               f"--config.data.data_dir={data}", *FLAGS])
+  out = finish(two)
+  finish(one)
+  assert "[p0] " in out and "[p1] " in out
 
   # batch_size is the global batch: each process batches 2 of its shard (records i::2 of the shared shuffle),
   # so every step's global batch holds the single run's records, process 0's rows first.
