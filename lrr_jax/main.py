@@ -75,6 +75,9 @@ def stop_not_finite(what: str, checkpointer: checkpoint.Checkpointer) -> None:
   raise FloatingPointError(f"{what}; stopped, {kept}. Lower config.optimizer.lr or raise clip_norm.")
 
 
+params_norm = jax.jit(optax.tree.norm)  # jitted: op by op, the first call costs seconds on a CPU
+
+
 def initial_state(config, init, shardings):
   """A fresh train state; with `config.model.init_from`, its decoder is the local Hugging Face OPT's."""
   state = init(jax.random.key(config.seed))
@@ -125,7 +128,7 @@ def train(config, model, train_data, workdir: pathlib.Path, evaluator: evaluator
             "tokens_per_s": float(metrics["num_tokens"]) / seconds})
       batch_log.flush()
       force = step + 1 == config.num_steps or checkpointer.preempted
-      if checkpointer.save_due(step + 1, force) and not np.isfinite(float(optax.tree.norm(state.params))):
+      if checkpointer.save_due(step + 1, force) and not np.isfinite(float(params_norm(state.params))):
         stop_not_finite(f"Parameters are not finite after step {step + 1}", checkpointer)  # never saved
       checkpointer.maybe_save(step + 1, state, data, force=force)
       if checkpointer.preempted:

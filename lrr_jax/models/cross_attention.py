@@ -49,9 +49,7 @@ def attention_weights(query: Array, keys: Array, mask: Array) -> Array:
   query: scaled [B, S, H, D]; keys: [B or 1, M, H, D]; mask: bool[B, 1, S, M]. Rows with no visible frame
   are zero, as their attended value is zeroed in `GatedCrossAttention`.
   """
-  keys = jnp.broadcast_to(keys, (query.shape[0], *keys.shape[1:]))
-  scores = jnp.einsum("bqhd,bkhd->bhqk", query, keys, preferred_element_type=jnp.float32)
-  weights = jax.nn.softmax(jnp.where(mask, scores, jnp.finfo(jnp.float32).min), axis=-1)
+  weights = layers.attention_weights(query, keys, mask)
   return jnp.where(jnp.any(mask, axis=-1, keepdims=True), weights, 0.0)
 
 
