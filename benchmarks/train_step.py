@@ -136,7 +136,7 @@ def compare(name: str, f) -> dict:
              tokens_per_s=batch * length / ours_s, hf_torch_tokens_per_s=batch * length / theirs_s,
              model_flops=model_flops(cfg, batch, length))
   if f.breakdown:  # all six in turn in each repetition, torch at its fastest thread count
-    params = state[0]
+    params = jax.tree.map(jnp.copy, state[0])  # the step donates (deletes) the state it is given
     runs = {"ours_s": run_ours, "hf_torch_s": their_step}
     for part, fn in our_parts.items():
       fn(params)  # compile
