@@ -72,11 +72,13 @@ def restore_params(directory: pathlib.Path, model: lrr.LRRModel, step: int | Non
   if step is None or step not in manager.all_steps():
     raise FileNotFoundError(f"No checkpoint {'at all' if step is None else f'for step {step}'} in {directory} "
                             f"(steps: {list(manager.all_steps())}).")
-  try:
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  try:  # as host arrays: whatever mesh or number of processes saved it
+    checkpointer = ocp.PyTreeCheckpointer()
+    metadata = checkpointer.metadata(directory / str(step) / "state").item_metadata
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    params = checkpointer.restore(directory / str(step) / "state", restore_args=as_numpy)["params"]
   except Exception as e:  # orbax raises many kinds on a damaged checkpoint
     raise ValueError(f"Checkpoint {directory / str(step)} cannot be read: {e}") from e
-  params = restored["state"]["params"]
   expected = _param_shapes(model)
   found = jax.tree.map(lambda x: tuple(x.shape), params)
   if expected != found:
