@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # From scratch, open the cross-attention gates (tanh(1) = 0.76). video: VideoEncoderConfig overrides.
   # init_from: a local Hugging Face OPT directory whose weights (and architecture) the decoder starts from.
   config.model = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True),
+                      decoder=dict(cross_attention_heads=8, cross_attention_query_scale=5.0),  # DecoderConfig
                       init_from="")
   config.batch_size = 16
   config.grad_accum_steps = 1  # >1: the batch in this many micro-batches (same update, less memory)
@@ -46,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mesh = dict(data=-1, fsdp=1, tensor=1)  # -1: all remaining devices
   config.checkpoint = dict(every=400, keep=2)  # async orbax saves (with the data iterator) under <workdir>/ckpt
   # Greedy generation on the test split at the end, and every `every` steps on `num_examples` of it (0: all).
-  config.eval = dict(batch_size=64, max_new_tokens=190, every=400, num_examples=32, num_classes=0)
+  config.eval = dict(batch_size=64, max_new_tokens=190, every=400, num_examples=64, num_classes=0)
   return config
 
 

@@ -40,7 +40,7 @@ def get_config(arg: str | None = None):
                      num_frames=dataset["num_frames"], resolution=dataset["resolution"],
                      eval_split=dataset["eval_split"], max_length=1024, worker_count=4)
   # The pretrained LM starts as itself: gates at 0 (tanh(0) = 0), the video enters as they open.
-  config.model = dict(size=args["lm"], dropout_rate=0.1, gate_init=0.0, video={}, init_from="")
+  config.model = dict(size=args["lm"], dropout_rate=0.1, gate_init=0.0, video={}, decoder={}, init_from="")
   config.batch_size = 64
   config.num_steps = 20_000
   config.optimizer.update(lr=1e-4, warmup_steps=1000, weight_decay=0.05)

@@ -39,10 +39,11 @@ def lrr_config(size: str, video_overrides: dict[str, Any] | None = None, **decod
 
 
 def config_from_run(model: dict[str, Any], vocab_size: int, max_positions: int) -> LRRConfig:
-  """The model of a run config's `model` section (size, dropout_rate, gate_init, video overrides)."""
+  """The model of a run config's `model` section (size, dropout_rate, gate_init, video and decoder overrides:
+  VideoEncoderConfig and DecoderConfig fields)."""
   return lrr_config(model["size"], model.get("video") or None, vocab_size=vocab_size,
                     dropout_rate=model.get("dropout_rate", 0.0), gate_init=model.get("gate_init", 0.0),
-                    max_positions=max_positions)
+                    max_positions=max_positions, **(model.get("decoder") or {}))
 
 
 def _preset(size: str, **decoder_overrides: Any) -> LRRConfig:

@@ -1,0 +1,115 @@
+"""The papers' tables on generated worlds: the runs (through the configs' sweeps), then tables and plots.
+
+  python benchmarks/reproduce.py --tables=cater_static,search          # what this CPU ran (see README)
+  python benchmarks/reproduce.py --tables=cater_static,cater_moving,acre,search --config.num_steps=1600
+
+Tables:
+  cater_static, cater_moving: LRR's rationale ablation on generated CATER (direct answer, rationale without
+    surrogate tasks, without stage tags, full), one camera each; the LLaVA-o1 training comparison
+    (direct vs no stage tags vs stage tags) is the same runs' direct / no_tags / full rows.
+  acre: the ablation (direct, no surrogate tasks, full) on the three generated ACRE splits.
+  search: greedy vs best-of-N vs sentence-level vs stage-level beam search on the full CATER (static) run.
+Runs live under --sweep_dir (finished runs are reused); results go to --out as JSON, Markdown and PNGs.
+Every run uses the config's seed (0) for its data, initialisation and data order.
+"""
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+from typing import Any, Sequence
+
+import matplotlib
+matplotlib.use("Agg")
+from matplotlib import figure  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "launch"))
+import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+TABLES = {  # name -> (config file, the sweep's runs kept, row label keys, metrics shown)
+    "cater_static": ("configs/cater.py", "camera=static", ("variant",), ("top1", "top5", "l1", "well_formed")),
+    "cater_moving": ("configs/cater.py", "camera=moving", ("variant",), ("top1", "top5", "l1", "well_formed")),
+    "acre": ("configs/acre.py", "", ("split", "variant"),
+             ("accuracy", "query_type/direct", "query_type/indirect", "query_type/screen_off",
+              "query_type/backward_blocking", "well_formed")),
+}
+
+
+def labels(name: str) -> dict[str, str]:
+  """'variant=direct,camera=static' -> {'variant': 'direct', 'camera': 'static'}."""
+  return dict(part.split("=", 1) for part in name.split(",") if "=" in part)
+
+
+def train_table(table: str, sweep_dir: pathlib.Path, extra: Sequence[str], python: str) -> list[dict[str, Any]]:
+  """Train (or reuse) the table's runs; one row per run with its label keys and eval scores."""
+  config, keep, keys, metrics = TABLES[table]
+  runs = [r for r in sweep.expand(config, sweep_dir / pathlib.Path(config).stem) if keep in r.name]
+  failed = sweep.run_locally(runs, extra, python)
+  rows = []
+  for row in sweep.summarize(runs, failed):
+    rows.append({**{k: labels(row["name"]).get(k) for k in keys}, "status": row["status"],
+                 "minutes": row["minutes"], **{m: row["eval"].get(m) for m in metrics}})
+  return rows
+
+
+def search_table(sweep_dir: pathlib.Path, python: str, num_examples: int, num_candidates: int) -> list[dict]:
+  """The inference-time scaling table (`lrr_jax.evaluation.scaling`) on the full static-camera CATER run."""
+  workdir = sweep_dir / "cater" / "variant=full,camera=static"
+  if not (workdir / "results.json").is_file():
+    raise FileNotFoundError(f"{workdir} has no finished run: reproduce cater_static first.")
+  subprocess.run([python, "-m", "lrr_jax.evaluation.scaling", f"--workdir={workdir}",
+                  f"--num_examples={num_examples}", f"--num_candidates={num_candidates}", "--scorer=judge"],
+                 check=True)
+  return json.loads((workdir / "scaling" / "scaling.json").read_text())
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+  columns = list(rows[0])
+  cell = lambda v: "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+  return "\n".join(lines + ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows])
+
+
+def plot(rows: Sequence[dict[str, Any]], table: str, path: pathlib.Path) -> None:
+  """Bars of the table's first metric per run (the headline: top-1 or accuracy), with chance marked."""
+  config, _, keys, metrics = TABLES[table]
+  metric = metrics[0]
+  fig = figure.Figure(figsize=(1.2 + 0.9 * len(rows), 3.2))
+  ax = fig.subplots()
+  names = ["\n".join(str(r[k]) for k in keys) for r in rows]
+  ax.bar(names, [r[metric] or 0.0 for r in rows], color="tab:blue")
+  ax.axhline(1 / 36 if "cater" in table else 1 / 3, color="gray", linestyle="--", label="chance")
+  ax.set_ylabel(metric)
+  ax.set_title(f"{table} ({config})")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--tables", default="cater_static,search")
+  parser.add_argument("--sweep_dir", default="workdirs/reproduce")
+  parser.add_argument("--out", default="benchmarks/results/reproduce")
+  parser.add_argument("--num_examples", type=int, default=32, help="test examples of the search table")
+  parser.add_argument("--num_candidates", type=int, default=4)
+  parser.add_argument("--python", default=sys.executable)
+  args, extra = parser.parse_known_args(argv)
+  out, sweep_dir = pathlib.Path(args.out), pathlib.Path(args.sweep_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  for table in args.tables.split(","):
+    if table == "search":
+      rows = search_table(sweep_dir, args.python, args.num_examples, args.num_candidates)
+    elif table in TABLES:
+      rows = train_table(table, sweep_dir, extra, args.python)
+      plot(rows, table, out / f"{table}.png")
+    else:
+      raise ValueError(f"Unknown table {table!r}; expected search or one of {sorted(TABLES)}.")
+    (out / f"{table}.json").write_text(json.dumps({"rows": rows, "overrides": extra, "seed": 0}, indent=2))
+    (out / f"{table}.md").write_text(markdown(rows) + "\n")
+    print(f"\n{table}\n{markdown(rows)}", flush=True)
+
+
+if __name__ == "__main__":
+  main()
