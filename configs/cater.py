@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True),
                       decoder=dict(cross_attention_heads=8, cross_attention_query_scale=5.0),  # DecoderConfig
                       init_from="")
-  config.batch_size = 16
+  config.batch_size = 16  # global: each of P processes batches batch_size / P rows
   config.grad_accum_steps = 1  # >1: the batch in this many micro-batches (same update, less memory)
   config.num_steps = 1600
   config.optimizer = dict(lr=1e-3, warmup_steps=50, total_steps=config.get_ref("num_steps"),
