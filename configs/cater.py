@@ -35,11 +35,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # From scratch, open the cross-attention gates (tanh(1) = 0.76). video: VideoEncoderConfig overrides.
   # init_from: a local Hugging Face OPT directory whose weights (and architecture) the decoder starts from.
   config.model = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True),
-                      decoder=dict(cross_attention_heads=8, cross_attention_query_scale=5.0),  # DecoderConfig
+                      decoder=dict(cross_attention_heads=4, cross_attention_query_scale=5.0),  # DecoderConfig
                       init_from="")
   config.batch_size = 16  # global: each of P processes batches batch_size / P rows
   config.grad_accum_steps = 1  # >1: the batch in this many micro-batches (same update, less memory)
-  config.num_steps = 1600
+  config.num_steps = 1400
   config.optimizer = dict(lr=1e-3, warmup_steps=50, total_steps=config.get_ref("num_steps"),
                           final_fraction=0.05, clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01,
                           trainable=())  # regexes over param paths; () trains all
