@@ -3,21 +3,10 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 
 def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run")
-  out = run("lrr_jax.main", "--config=configs/cater.py", f"--workdir={workdir}", "--config.num_steps=3",
-            "--config.data.num_train=32", "--config.data.num_eval=4", "--config.eval.max_new_tokens=12",
-            "--config.batch_size=4", "--config.eval.every=2", "--config.eval.num_examples=2")
-  assert out.returncode == 0, out.stderr[-3000:]
-  return workdir, out
 
 
 def test_main_trains_evaluates_and_writes_results(tiny_run):

@@ -6,7 +6,6 @@ user-level spec, and a test checks that the kernel command really is this interp
 """
 import os
 import pathlib
-import subprocess
 import sys
 
 from jupyter_client import manager
@@ -29,17 +28,9 @@ OVERRIDES = {
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  """A 4-step CATER run logging every step, with checkpoints at steps 2 and 4."""
-  workdir = tmp_path_factory.mktemp("colab_run")
-  # The classic threefry lowering compiles the parameter init several times faster on XLA:CPU (conftest.py).
-  env = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}
-  out = subprocess.run(
-      [sys.executable, "-m", "lrr_jax.main", "--config=configs/cater.py", f"--workdir={workdir}",
-       "--config.num_steps=4", "--config.log_every=1", "--config.checkpoint.every=2", "--config.batch_size=4",
-       "--config.data.num_train=32", "--config.data.num_eval=4", "--config.eval.max_new_tokens=4"],
-      capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-  assert out.returncode == 0, out.stderr[-3000:]
+def run_dir(tiny_run):
+  """The shared tiny run (tests/conftest.py): metrics every step, checkpoints at steps 2 and 4."""
+  workdir, _ = tiny_run
   assert sorted(p.name for p in (workdir / "ckpt").iterdir() if p.name.isdigit()) == ["2", "4"]
   return workdir
 
@@ -89,19 +80,19 @@ def test_the_python3_kernel_is_this_interpreter(monkeypatch):
   assert pathlib.Path(command[0]).resolve() == pathlib.Path(sys.executable).resolve(), command
 
 
-def test_data_colab_shows_videos_and_rationales(tiny_run):
-  nb = execute("data.ipynb", tiny_run)
+def test_data_colab_shows_videos_and_rationales(run_dir):
+  nb = execute("data.ipynb", run_dir)
   text = "".join(outputs(nb, "text"))
   for piece in ("<SUMMARY>", "<CAPTION>", "<REASONING>", "<CONCLUSION>", "<detect>", "<track>", "frames 0-7",
                 "light on", "query 3 (potential)"):
     assert piece in text, piece
   assert len(outputs(nb, "image/png")) >= 2 and outputs(nb, "image/gif")  # CATER and ACRE strips, the GIF
-  assert (tiny_run / "colabs" / "cater_0.gif").stat().st_size > 1000
+  assert (run_dir / "colabs" / "cater_0.gif").stat().st_size > 1000
   assert "| frame | action | snitch cell |" in "".join(outputs(nb, "text/markdown"))
 
 
-def test_model_colab_draws_attention_maps_per_block(tiny_run):
-  nb = execute("model.ipynb", tiny_run)
+def test_model_colab_draws_attention_maps_per_block(run_dir):
+  nb = execute("model.ipynb", run_dir)
   text = "".join(outputs(nb, "text"))
   assert "Total:" in text and "decoder/cross_attention_0/attention/q_proj/kernel" in text  # clu overview
   markdown = "".join(outputs(nb, "text/markdown"))
@@ -110,8 +101,8 @@ def test_model_colab_draws_attention_maps_per_block(tiny_run):
   assert len(outputs(nb, "image/png")) == 3  # the example's frames, then one map figure per block
 
 
-def test_stage_search_colab_tabulates_every_stage(tiny_run):
-  nb = execute("stage_search.ipynb", tiny_run)
+def test_stage_search_colab_tabulates_every_stage(run_dir):
+  nb = execute("stage_search.ipynb", run_dir)
   markdown = "".join(outputs(nb, "text/markdown"))
   for stage in ("SUMMARY", "CAPTION", "REASONING", "CONCLUSION"):
     assert markdown.count(f"**{stage}**") == 2, stage  # judged, then by likelihood
@@ -119,8 +110,8 @@ def test_stage_search_colab_tabulates_every_stage(tiny_run):
   assert "tokens sampled" in markdown and "answer" in "".join(outputs(nb, "text"))
 
 
-def test_training_curves_colab_plots_the_logged_scalars(tiny_run):
-  nb = execute("training_curves.ipynb", tiny_run)
+def test_training_curves_colab_plots_the_logged_scalars(run_dir):
+  nb = execute("training_curves.ipynb", run_dir)
   assert len(outputs(nb, "image/png")) == 1
   text = "".join(outputs(nb, "text"))
   assert "loss: same in the event files" in text.replace("  ", "") and "DIFFERS" not in text
