@@ -172,11 +172,13 @@ def evaluate_during_training(config, evaluator, params, step: int, writer) -> No
 
 def make_model(config: ml_collections.ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> lrr.LRRModel:
   """The run's model (`runs.model_config`); its vocabulary and positions must hold the tokenizer and text."""
-  model_config = runs.model_config(config, max_positions(config))
-  vocab = model_config.decoder.vocab_size
-  where = "the OPT at config.model.init_from" if config.model.get("init_from") else "config.data.vocab_size"
-  if tokenizer.vocab_size > vocab:
-    raise ValueError(f"The tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens, more than the "
+  pretrained = config.model.get("init_from")
+  model_config = runs.model_config(config, max_positions(config), tokenizer.vocab_size if pretrained else 0)
+  vocab = hf_opt.read_config(pretrained).vocab_size if pretrained else model_config.decoder.vocab_size
+  where = "the OPT at config.model.init_from" if pretrained else "config.data.vocab_size"
+  own_tokens = tokenizer.base_size if pretrained else tokenizer.vocab_size  # added tags get new rows
+  if own_tokens > vocab:
+    raise ValueError(f"The tokenizer {tokenizer.source} has {own_tokens} tokens, more than the "
                      f"model's vocabulary of {vocab} ({where}).")
   text_length = config.data.max_length + config.eval.max_new_tokens
   if text_length > model_config.decoder.max_positions:

@@ -194,7 +194,8 @@ def architecture_of(path: PathLike, base: decoder.DecoderConfig) -> decoder.Deco
 def insert_pretrained(params: Any, pretrained: Mapping[str, Any], at: tuple[str, ...] = ("decoder",)) -> Any:
   """`params` with the subtree at `at` overwritten by `pretrained`, shape by shape.
 
-  Keeps logical-partitioning boxes and parameters that `pretrained` lacks (e.g. cross-attention). Raises
+  Keeps logical-partitioning boxes and parameters that `pretrained` lacks (e.g. cross-attention), and the rows
+  of token embeddings beyond the checkpoint's vocabulary (tokens the tokenizer added). Raises
   CheckpointError naming the first parameter that `params` lacks or whose shape differs.
   """
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), is_leaf=lambda _, v: isinstance(
@@ -205,6 +206,9 @@ def insert_pretrained(params: Any, pretrained: Mapping[str, Any], at: tuple[str,
       raise CheckpointError(f"The model has no parameter {'/'.join(path)} to load the checkpoint into.")
     target = flat[path]
     target_value = target.unbox() if isinstance(target, nn.Partitioned) else target
+    if key == ("embed_tokens", "embedding") and value.shape[0] < target_value.shape[0] and (
+        value.shape[1:] == target_value.shape[1:]):  # a grown vocabulary: added tokens keep their fresh rows
+      value = jax.numpy.asarray(target_value).at[:value.shape[0]].set(value)
     if tuple(target_value.shape) != tuple(value.shape):
       raise CheckpointError(f"Parameter {'/'.join(path)}: the checkpoint has shape {tuple(value.shape)}, "
                             f"the model {tuple(target_value.shape)}.")

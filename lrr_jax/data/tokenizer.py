@@ -23,9 +23,12 @@ FRAME_MARKERS = tuple(f"frame {t}:" for t in range(MAX_FRAMES))  # text about fr
 class Tokenizer:
   """A thin wrapper over `tokenizers.Tokenizer` with the ids the pipeline and generation need."""
 
-  def __init__(self, tokenizer: tokenizers.Tokenizer, source: str = "<memory>"):
+  def __init__(self, tokenizer: tokenizers.Tokenizer, source: str = "<memory>", base_size: int | None = None):
     self.tokenizer = tokenizer
     self.source = source
+    # Ids below base_size are the file's own; the stage tags and frame markers a tokenizer lacked (OPT's GPT-2
+    # BPE lacks all) are appended after them by `load`, and a pretrained model's embedding grows to hold them.
+    self.base_size = tokenizer.get_vocab_size() if base_size is None else base_size
     self.pad_id = self._id(PAD, fallback="<pad>")
     self.eos_id = self._id(EOS, fallback="</s>")
 
@@ -67,9 +70,13 @@ def load(path: str | os.PathLike) -> Tokenizer:
   if not file.is_file():
     raise FileNotFoundError(f"No tokenizer.json at {path}.")
   try:
-    return Tokenizer(tokenizers.Tokenizer.from_file(str(file)), str(file))
+    tokenizer = tokenizers.Tokenizer.from_file(str(file))
   except Exception as e:  # the tokenizers library raises a bare Exception on malformed files
     raise ValueError(f"{file} is not a valid tokenizer.json: {e}") from e
+  base_size = tokenizer.get_vocab_size()
+  missing = [t for t in (*TAGS, *FRAME_MARKERS) if tokenizer.token_to_id(t) is None]
+  tokenizer.add_special_tokens(missing)  # ids from base_size on, in this fixed order: the same at every load
+  return Tokenizer(tokenizer, str(file), base_size)
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:

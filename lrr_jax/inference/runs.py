@@ -49,18 +49,22 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
   except (json.JSONDecodeError, KeyError) as e:
     raise ValueError(f"{run_file} is malformed: {e}") from e
   tokenizer = tokenizer_lib.load(meta["tokenizer"])
-  model = lrr.LRRModel(model_config(config, meta["max_positions"]))
+  model = lrr.LRRModel(model_config(config, meta["max_positions"], tokenizer.vocab_size))
   params, step = restore_params(workdir / "ckpt", model, step)
   return Run(workdir, config, model, params, tokenizer, step, meta["data_dir"])
 
 
-def model_config(config: ml_collections.ConfigDict, max_positions: int) -> lrr.LRRConfig:
+def model_config(config: ml_collections.ConfigDict, max_positions: int, tokenizer_size: int = 0
+                 ) -> lrr.LRRConfig:
   """The model a run config describes; with `model.init_from`, the decoder has that OPT's architecture
-  (sizes, vocabulary, positions) and the run's own cross-attention, gates and dropout."""
+  (sizes, positions, a vocabulary grown to `tokenizer_size` for the tags the tokenizer added) and the run's
+  own cross-attention, gates and dropout."""
   model = lrr.config_from_run(config.model.to_dict(), config.data.vocab_size, max_positions)
   if not config.model.get("init_from"):
     return model
-  return dataclasses.replace(model, decoder=hf_opt.architecture_of(config.model.init_from, model.decoder))
+  decoder = hf_opt.architecture_of(config.model.init_from, model.decoder)
+  decoder = dataclasses.replace(decoder, vocab_size=max(decoder.vocab_size, tokenizer_size))
+  return dataclasses.replace(model, decoder=decoder)
 
 
 def restore_params(directory: pathlib.Path, model: lrr.LRRModel, step: int | None = None) -> tuple[Any, int]:

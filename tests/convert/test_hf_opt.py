@@ -1,4 +1,5 @@
 """Loading local Hugging Face OPT checkpoints: every layout we read, and clear errors for bad ones."""
+import dataclasses
 import json
 import shutil
 
@@ -7,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tokenizers
 
 from lrr_jax.convert import hf_opt
+from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.models import decoder as decoder_lib
 from tests.conftest import save_tiny_hf_opt
 
@@ -109,3 +112,31 @@ def test_insert_pretrained_keeps_boxes_and_rejects_other_shapes(checkpoint):
                                                                         tokens)["params"]
   with pytest.raises(hf_opt.CheckpointError, match="decoder/embed_tokens/embedding: the checkpoint has shape"):
     hf_opt.insert_pretrained({"decoder": wider}, pretrained)
+
+
+def test_a_grown_vocabulary_keeps_the_checkpoint_rows_and_fresh_rows_for_added_tokens(checkpoint):
+  config, pretrained = hf_opt.load_hf_opt(checkpoint[0])
+  grown = dataclasses.replace(config, vocab_size=config.vocab_size + 5)
+  tokens = jnp.ones((1, 4), jnp.int32)
+  fresh = nn.unbox(decoder_lib.Decoder(grown).init(jax.random.key(0), tokens, tokens, tokens)["params"])
+  merged = hf_opt.insert_pretrained({"decoder": fresh}, pretrained)["decoder"]["embed_tokens"]["embedding"]
+  np.testing.assert_array_equal(merged[:config.vocab_size], pretrained["embed_tokens"]["embedding"])
+  np.testing.assert_array_equal(merged[config.vocab_size:], fresh["embed_tokens"]["embedding"][config.vocab_size:])
+
+
+def test_a_tokenizer_without_stage_tags_gets_them_appended_as_single_tokens(tmp_path):
+  bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+  bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "</s>"], show_progress=False,
+                                           initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+  bpe.train_from_iterator(["the snitch moves to frame 3 under a cone"] * 4, trainer)  # as GPT-2's BPE: no tags
+  bpe.save(str(tmp_path / "tokenizer.json"))
+  first, second = tokenizer_lib.load(tmp_path), tokenizer_lib.load(tmp_path)
+  assert first.base_size == bpe.get_vocab_size()
+  added = [first.token_id(t) for t in (*tokenizer_lib.TAGS, *tokenizer_lib.FRAME_MARKERS)]
+  assert added == list(range(first.base_size, first.vocab_size))  # appended in a fixed order
+  assert added == [second.token_id(t) for t in (*tokenizer_lib.TAGS, *tokenizer_lib.FRAME_MARKERS)]
+  ids = first.encode("<CAPTION>frame 3: the snitch</CAPTION>")
+  assert ids[:2] == [first.token_id("<CAPTION>"), first.token_id("frame 3:")] and ids[-1] == first.token_id(
+      "</CAPTION>")
+  assert first.frame_markers()[first.token_id("frame 3:")] == 3
