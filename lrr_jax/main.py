@@ -44,15 +44,13 @@ def data_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
 def build_data(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   """Write the dataset (if missing: a generated world, or a released one from `data.manual_dir`) and its
   tokenizer (`data.tokenizer` if given, else a BPE trained on it); the train pipeline and the test source."""
-  builder_config = config.data.get("builder_config", "tiny")
-  generated = config.data.dataset.startswith("generated_")
-  sizes = prepare.run_sizes(config) if generated else {}
+  data_directory = data_dir(config, workdir)
   given_tokenizer = config.data.get("tokenizer") or config.model.get("init_from")  # else: a BPE on the data
   vocab_size = 0 if given_tokenizer else config.data.vocab_size
   directory = distributed.primary_first(lambda: prepare.prepare(  # written once, by process 0
-      config.data.dataset, builder_config, data_dir(config, workdir), vocab_size,
-      config.data.get("manual_dir") or None, **sizes))
-  builder = prepare.builder_for(config.data.dataset, builder_config, data_dir(config, workdir), **sizes)
+      config.data.dataset, config.data.get("builder_config", "tiny"), data_directory, vocab_size,
+      config.data.get("manual_dir") or None, **prepare.run_sizes(config)))
+  builder = prepare.run_builder(config, data_directory)
   tokenizer_path = given_tokenizer or str(directory / "tokenizer.json")
   num_frames, resolution = runs.video_shape(config)
   pipeline_config = pipeline.PipelineConfig(

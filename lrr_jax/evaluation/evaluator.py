@@ -65,10 +65,11 @@ class Evaluator:
     for start in tqdm.trange(0, count, self.batch_size, desc="evaluate", unit="batch", leave=False):
       batch = slice(start, start + self.batch_size)
       video = np.stack([self._video(r, start + i) for i, r in enumerate(rows[batch])])
-      tokens, texts = self._generate({"params": params}, video, examples[batch])
+      prompts = [encoding.encode_prompt(e, self.tokenizer) for e in examples[batch]]
+      tokens, texts = self._generate({"params": params}, video, prompts)
       responses += texts
       if self.candidates:
-        logprobs.append(self._rank({"params": params}, video, examples[batch], tokens))
+        logprobs.append(self._rank({"params": params}, video, examples[batch], prompts, tokens))
     scores = self._scores(responses, examples, labels, [records.read_metadata(r) for r in rows])
     if self.candidates:
       ranked = np.concatenate(logprobs)
@@ -81,9 +82,8 @@ class Evaluator:
       return frames
     return pipeline.fit_frames(frames, *self.frames, f"test record {index}")[0]
 
-  def _generate(self, variables, video: np.ndarray, examples) -> tuple[list[list[int]], list[str]]:
-    """The greedy responses' tokens (without the final `</s>`) and texts."""
-    prompts = [encoding.encode_prompt(e, self.tokenizer) for e in examples]
+  def _generate(self, variables, video: np.ndarray, prompts) -> tuple[list[list[int]], list[str]]:
+    """The greedy responses' tokens (without the final `</s>`) and texts; prompts as `encode_prompt` gives."""
     prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], self.tokenizer.pad_id)
     sampled = generate_lib.generate(self.generator, variables, prompt, video, [[self.tokenizer.eos_id]],
                                     self.max_new_tokens)
@@ -93,12 +93,12 @@ class Evaluator:
       tokens.append(row[:-1] if row and row[-1] == self.tokenizer.eos_id else row)
     return tokens, [self.tokenizer.decode(t) for t in tokens]
 
-  def _rank(self, variables, video: np.ndarray, examples, responses: Sequence[list[int]]) -> np.ndarray:
+  def _rank(self, variables, video: np.ndarray, examples, prompts, responses: Sequence[list[int]]
+            ) -> np.ndarray:
     """float[B, K]: each candidate answer's log-probability after the example's own rationale."""
     markers = [self.tokenizer.encode("answer"), self.tokenizer.encode(" answer")]
     ending = answer_ending(examples[0], self.tokenizer)
     candidates = [self.tokenizer.encode(f" {c}") + ending for c in self.candidates]
-    prompts = [encoding.encode_prompt(e, self.tokenizer) for e in examples]
     continuations = [ranking.answer_prefix(r, markers) for r in responses]
     return ranking.candidate_logprobs(self.generator, variables, video, prompts, continuations, candidates,
                                       self.tokenizer.pad_id)

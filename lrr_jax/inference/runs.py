@@ -106,10 +106,7 @@ def video_shape(config: ml_collections.ConfigDict) -> tuple[int, int]:
 
 def test_source(run: Run):
   """The run's held-out split (`data.eval_split`, default test) as a random-access TFDS data source."""
-  sizes = prepare.run_sizes(run.config) if run.config.data.dataset.startswith("generated_") else {}
-  builder = prepare.builder_for(run.config.data.dataset, run.config.data.get("builder_config", "tiny"),
-                                run.data_dir, **sizes)
-  return builder.as_data_source(run.config.data.get("eval_split", "test"))
+  return prepare.run_builder(run.config, run.data_dir).as_data_source(run.config.data.get("eval_split", "test"))
 
 
 def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
@@ -120,7 +117,8 @@ def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
   example = records.read_example(record, run.config.data.variant, f"test record {index}")
   prompt, frames = encoding.encode_prompt(example, run.tokenizer)
   video = pipeline.fit_frames(np.asarray(record["frames"]), *video_shape(run.config), f"test record {index}")[0]
-  return dict(prompt=prompt, frames=frames, question=" ".join(s.text for s in example.question), video=video, label=int(record["label"]), answer=example.answer)
+  return dict(prompt=prompt, frames=frames, question=" ".join(s.text for s in example.question), video=video,
+              label=int(record["label"]), answer=example.answer)
 
 
 def make_searcher(run: Run, config: search.SearchConfig, scorer: scorers.Scorer) -> search.Searcher:
