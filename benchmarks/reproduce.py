@@ -27,12 +27,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "launch"))
 import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from lrr_jax.data.worlds import acre  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 TABLES = {  # name -> (config file, the sweep's runs kept, row label keys, metrics shown)
     "cater_static": ("configs/cater.py", "camera=static", ("variant",), ("top1", "top5", "l1", "well_formed")),
     "cater_moving": ("configs/cater.py", "camera=moving", ("variant",), ("top1", "top5", "l1", "well_formed")),
     "acre": ("configs/acre.py", "", ("split", "variant"),
-             ("accuracy", "query_type/direct", "query_type/indirect", "query_type/screen_off",
-              "query_type/backward_blocking", "well_formed")),
+             ("accuracy", *(f"query_type/{q}" for q in acre.QUERY_TYPES), "well_formed")),  # the evaluator's names
 }
 
 

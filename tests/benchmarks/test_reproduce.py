@@ -2,6 +2,7 @@
 import json
 
 from benchmarks import reproduce
+from lrr_jax.data.worlds import acre
 
 
 def test_finished_runs_become_a_table_with_a_plot(tmp_path):
@@ -19,3 +20,18 @@ def test_finished_runs_become_a_table_with_a_plot(tmp_path):
   assert table.startswith("| variant | status | minutes | top1 | top5 | l1 | well_formed |")
   assert "| full | done | 10.000 | 0.190 | 0.400 | 2.900 | 1.000 |" in table
   assert (tmp_path / "out" / "cater_static.png").stat().st_size > 1000
+
+
+def test_acre_table_shows_every_query_type_the_evaluator_reports(tmp_path):
+  eval_scores = {"accuracy": 0.6, "well_formed": 1.0, "split/iid": 0.6,
+                 **{f"query_type/{q}": 0.1 * i for i, q in enumerate(acre.QUERY_TYPES)}}
+  for split in ("iid", "compositional", "systematic"):
+    for variant in ("direct", "no_surrogate", "full"):
+      workdir = tmp_path / "runs" / "acre" / f"split={split},variant={variant}"
+      workdir.mkdir(parents=True)
+      (workdir / "results.json").write_text(json.dumps({"minutes": 5.0, "eval": eval_scores}))
+  reproduce.main(["--tables=acre", f"--sweep_dir={tmp_path / 'runs'}", f"--out={tmp_path / 'out'}"])
+  rows = json.loads((tmp_path / "out" / "acre.json").read_text())["rows"]
+  assert [(r["split"], r["variant"]) for r in rows][:3] == [("iid", v) for v in ("direct", "no_surrogate", "full")]
+  assert len(rows) == 9 and all(r[k] == v for r in rows for k, v in eval_scores.items() if k in r)
+  assert all(r[f"query_type/{q}"] is not None for r in rows for q in acre.QUERY_TYPES)
