@@ -9,8 +9,8 @@ import re
 
 import numpy as np
 
+from lrr_jax.data import rationales
 from lrr_jax.data import records
-from lrr_jax.evaluation import evaluator as evaluator_lib
 from lrr_jax.inference import runs
 
 PANEL = re.compile(r"frame (\d): <detect> ([^;]*); light (on|off)")
@@ -18,14 +18,14 @@ STATUS = re.compile(r"([a-z]+ [a-z]+ [a-z]+): ([^.]+(?:: [^.]+)?)\.")
 
 
 def panels(text: str) -> dict[str, tuple[str, str]]:
-  """frame index -> (objects, light) of each caption line."""
-  return {m[0]: (m[1], m[2]) for m in PANEL.findall(text)}
+  """frame index -> (objects, light) of each line of the caption stage."""
+  caption = rationales.parse_response(text).stages.get("CAPTION", "")
+  return {m[0]: (m[1], m[2]) for m in PANEL.findall(caption)}
 
 
 def statuses(text: str) -> set[tuple[str, str]]:
   """The reasoning stage's (object, status) claims."""
-  reasoning = text.split("<REASONING>")[-1].split("</REASONING>")[0]
-  return set(STATUS.findall(reasoning))
+  return set(STATUS.findall(rationales.parse_response(text).stages.get("REASONING", "")))
 
 
 def main() -> None:
@@ -34,11 +34,9 @@ def main() -> None:
   parser.add_argument("--num_examples", type=int, default=64)
   args = parser.parse_args()
   run = runs.load_run(args.workdir)
-  source, config = runs.test_source(run), run.config
-  evaluator = evaluator_lib.Evaluator(run.model, run.tokenizer, source, config.data.dataset, config.data.variant,
-                                      config.data.max_length, config.eval.max_new_tokens, config.eval.batch_size,
-                                      frames=runs.video_shape(config))
-  scores, responses = evaluator(run.params, args.num_examples)
+  source = runs.test_source(run)
+  scores, responses = runs.make_evaluator(run.config, run.model, source, run.tokenizer)(run.params,
+                                                                                       args.num_examples)
   truths = [records.read_example(source[i], "full", f"test record {i}").response_text
             for i in range(len(responses))]
   panel_right, light_right, claims_true, truth_found = [], [], [], []

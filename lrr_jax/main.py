@@ -152,12 +152,6 @@ def params_checksum(params) -> str:
   return digest.hexdigest()
 
 
-def make_evaluator(config, model, test_source, tokenizer) -> evaluator_lib.Evaluator:
-  return evaluator_lib.Evaluator(model, tokenizer, test_source, config.data.dataset, config.data.variant,
-                                 config.data.max_length, config.eval.max_new_tokens, config.eval.batch_size,
-                                 config.eval.get("num_classes", 0), frames=runs.video_shape(config))
-
-
 def evaluate_during_training(config, evaluator, params, step: int, writer) -> None:
   """Every `config.eval.every` steps (0: never), the task's scores on `config.eval.num_examples` test records
   (0: all), as `eval/<metric>` in TensorBoard and metrics.jsonl."""
@@ -197,7 +191,7 @@ def main(argv):
       {"config": config.to_dict(), "tokenizer": tokenizer.source, "data_dir": data_dir(config, workdir), "max_positions": max_positions(config)},
       indent=2))
   model = make_model(config, tokenizer)
-  evaluator = make_evaluator(config, model, test_source, tokenizer)
+  evaluator = runs.make_evaluator(config, model, test_source, tokenizer)
   state, train_metrics = train(config, model, train_data, workdir, evaluator)
   scores, responses = evaluator(state.params)
   results = {"train": train_metrics, "eval": scores, "minutes": (time.time() - start) / 60,

@@ -20,6 +20,7 @@ from lrr_jax.data import pipeline
 from lrr_jax.data import prepare
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
+from lrr_jax.evaluation import evaluator as evaluator_lib
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.inference import scorers
 from lrr_jax.inference import search
@@ -107,6 +108,14 @@ def video_shape(config: ml_collections.ConfigDict) -> tuple[int, int]:
 def test_source(run: Run):
   """The run's held-out split (`data.eval_split`, default test) as a random-access TFDS data source."""
   return prepare.run_builder(run.config, run.data_dir).as_data_source(run.config.data.get("eval_split", "test"))
+
+
+def make_evaluator(config: ml_collections.ConfigDict, model: lrr.LRRModel, source,
+                   tokenizer: tokenizer_lib.Tokenizer) -> evaluator_lib.Evaluator:
+  """The evaluator a run config describes (`data.*`, `eval.*`) on a test source."""
+  return evaluator_lib.Evaluator(model, tokenizer, source, config.data.dataset, config.data.variant,
+                                 config.data.max_length, config.eval.max_new_tokens, config.eval.batch_size,
+                                 config.eval.get("num_classes", 0), frames=video_shape(config))
 
 
 def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
