@@ -35,7 +35,7 @@ setuptools.setup(
     name="lrr_jax",
     version="0.1.0",
     description="Look, Remember, Reason video LMs and LLaVA-o1 stage-level search in JAX/Flax.",
-    packages=setuptools.find_packages(include=["lrr_jax", "lrr_jax.*"]),
+    packages=setuptools.find_packages(include=["lrr_jax", "lrr_jax.*", "configs"]),  # configs: importable from their files
     python_requires=">=3.11",
     install_requires=CORE,
     extras_require={"test": TEST, "bench": BENCH},

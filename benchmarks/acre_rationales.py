@@ -1,7 +1,7 @@
 """Where a generated-ACRE run's rationale goes wrong: its captions (the objects and light of each context
 panel) and its reasoning (each object's blicket status) against the ground-truth rationale, step by step.
 
-  python benchmarks/acre_rationales.py --workdir='workdirs/reproduce/acre/split=iid,variant=full' --num_examples=64
+  python -m benchmarks.acre_rationales --workdir='workdirs/reproduce/acre/split=iid,variant=full' --num_examples=64
 """
 import argparse
 import json
@@ -11,7 +11,7 @@ import numpy as np
 
 from lrr_jax.data import rationales
 from lrr_jax.data import records
-from lrr_jax.inference import runs
+from lrr_jax import experiment
 
 PANEL = re.compile(r"frame (\d): <detect> ([^;]*); light (on|off)")
 STATUS = re.compile(r"([a-z]+ [a-z]+ [a-z]+): ([^.]+(?:: [^.]+)?)\.")
@@ -33,9 +33,9 @@ def main() -> None:
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--num_examples", type=int, default=64)
   args = parser.parse_args()
-  run = runs.load_run(args.workdir)
-  source = runs.test_source(run)
-  scores, responses = runs.make_evaluator(run.config, run.model, source, run.tokenizer)(run.params,
+  run = experiment.load_run(args.workdir)
+  source = experiment.test_source(run)
+  scores, responses = experiment.make_evaluator(run.config, run.model, source, run.tokenizer)(run.params,
                                                                                        args.num_examples)
   truths = [records.read_example(source[i], "full", f"test record {i}").response_text
             for i in range(len(responses))]

@@ -1,7 +1,7 @@
 """Decoding speed: our cached `Generator` against Hugging Face `generate`, and shared-prefix stage candidates.
 
-  python benchmarks/decode.py --size=tiny --out=benchmarks/results/decode_tiny.json
-  python benchmarks/decode.py --size=opt-125m --repetitions=3 --out=benchmarks/results/decode_opt-125m.json
+  python -m benchmarks.decode --size=tiny --out=benchmarks/results/decode_tiny.json
+  python -m benchmarks.decode --size=opt-125m --repetitions=3 --out=benchmarks/results/decode_opt-125m.json
 
 (a) Greedy decoding, the same model on both sides: a random `OPTForCausalLM` is saved with `save_pretrained`
 and read back with `lrr_jax.convert.hf_opt`. Both decode the same prompts (same length, no padding) for exactly
@@ -20,11 +20,8 @@ LLaVA-CoT release runs them), and the same N from scratch as one batch (the pref
 so that every candidate must equal the from-scratch tokens (asserted on the timed runs' outputs).
 """
 import pathlib
-import sys
 import tempfile
 
-if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`: make the repository root importable
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app
 from absl import flags

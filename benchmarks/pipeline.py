@@ -1,14 +1,10 @@
 """Throughput of the Grain pipeline (frames/s, batches/s) on this machine, and of world generation.
 
-  python benchmarks/pipeline.py --out=benchmarks/results/pipeline.json
+  python -m benchmarks.pipeline --out=benchmarks/results/pipeline.json
 Medians over repetitions; the pipeline is read from the TFDS-built generated CATER (written once).
 """
-import pathlib
-import sys
 import tempfile
 
-if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`: make the repository root importable
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app
 from absl import flags

@@ -1,7 +1,7 @@
 """The papers' tables on generated worlds: the runs (through the configs' sweeps), then tables and plots.
 
-  python benchmarks/reproduce.py --tables=cater_static,search          # what this CPU ran (see README)
-  python benchmarks/reproduce.py --tables=cater_static,cater_moving,acre,search --config.num_steps=1600
+  python -m benchmarks.reproduce --tables=cater_static,search          # what this CPU ran (see README)
+  python -m benchmarks.reproduce --tables=cater_static,cater_moving,acre,search --config.num_steps=1600
 
 Tables:
   cater_static, cater_moving: LRR's rationale ablation on generated CATER (direct answer, rationale without
@@ -23,11 +23,10 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib import figure  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "launch"))
-import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
-
+from launch import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lrr_jax.data.worlds import acre  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 TABLES = {  # name -> (config file, the sweep's runs kept, row label keys, metrics shown)
     "cater_static": ("configs/cater.py", "camera=static", ("variant",), ("top1", "top5", "l1", "well_formed")),

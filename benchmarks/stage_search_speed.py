@@ -1,6 +1,6 @@
 """Stage-level beam search: our shared-cache, batched search against the LLaVA-CoT release's way of running it.
 
-  python benchmarks/stage_search_speed.py --size=tiny --num_candidates=10 --out=benchmarks/results/stage_search.json
+  python -m benchmarks.stage_search_speed --size=tiny --num_candidates=10 --out=benchmarks/results/stage_search.json
 
 The release, per stage: N candidates one after another, each a full `generate` that re-encodes the image and
 the whole prefix; then N-1 judge calls, one at a time, each re-encoding the image. Ours: the video and prompt
@@ -10,11 +10,7 @@ compiled in an untimed first pass), and the same work: every candidate samples e
 tokens (no stop sequence can fire), so the ratio measures the strategy, not the luck of the draw.
 Reported: medians over repetitions, measured side by side in one run.
 """
-import pathlib
-import sys
 
-if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`: make the repository root importable
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app
 from absl import flags

@@ -1,8 +1,8 @@
 """Train-step throughput of our OPT decoder against Hugging Face's PyTorch `OPTForCausalLM`, and MFU.
 
-  python benchmarks/train_step.py --shapes=tiny --out=benchmarks/results/train_step_tiny.json
-  python benchmarks/train_step.py --shapes=opt-125m --repetitions=5 --out=benchmarks/results/train_step_opt-125m.json
-  python benchmarks/train_step.py --shapes=deep --breakdown --out=benchmarks/results/train_step_deep.json
+  python -m benchmarks.train_step --shapes=tiny --out=benchmarks/results/train_step_tiny.json
+  python -m benchmarks.train_step --shapes=opt-125m --repetitions=5 --out=benchmarks/results/train_step_opt-125m.json
+  python -m benchmarks.train_step --shapes=deep --breakdown --out=benchmarks/results/train_step_deep.json
 
 Same configuration (cross-attention off, no dropout), batch and sequence length; forward + backward + AdamW;
 medians over repetitions, the two measured alternately in one run. Model FLOPs per step: 6 x (matmul params per
@@ -12,11 +12,7 @@ forward (loss) and forward + backward alone, all six in turn in each repetition 
 the backward's and the optimizer's shares are differences of medians measured under the same load.
 Needs the `test` extra (torch).
 """
-import pathlib
-import sys
 
-if __package__ in (None, ""):  # run as `python benchmarks/<name>.py`: make the repository root importable
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app
 from absl import flags

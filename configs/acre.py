@@ -4,15 +4,12 @@
 Args: split (iid | compositional | systematic), variant (full | no_tags | no_surrogate | direct).
 Evaluation: accuracy overall and per query type (direct, indirect, screened-off, backward-blocking).
 """
-import sys
-import pathlib
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import cater  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import cater
+from configs import common
 
 
 def get_config(arg: str | None = None):
-  args = cater.parse_arg(arg, split="iid", variant="full")
+  args = common.parse_arg(arg, split="iid", variant="full")
   config = cater.get_config(f"variant={args['variant']}")
   config.world = dict(num_frames=7, resolution=32)  # the pipeline's view: 6 context panels + the query
   config.data.dataset = "generated_acre"

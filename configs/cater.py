@@ -5,20 +5,11 @@ Args (comma-separated key=value): variant (full | no_tags | no_surrogate | direc
 """
 import ml_collections
 
-
-def parse_arg(arg: str | None, **defaults: str) -> dict[str, str]:
-  """'a=1,b=x' -> {'a': '1', 'b': 'x'} over `defaults`; unknown keys are an error."""
-  values = dict(defaults)
-  for item in filter(None, (arg or "").split(",")):
-    key, _, value = item.partition("=")
-    if key not in defaults:
-      raise ValueError(f"Unknown config arg {key!r}; expected one of {sorted(defaults)}.")
-    values[key] = value
-  return values
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = parse_arg(arg, variant="full", camera="static")
+  args = common.parse_arg(arg, variant="full", camera="static")
   config = ml_collections.ConfigDict()
   config.seed = 0
   # enabled: join the processes of a multi-host run (lrr_jax/train/distributed.py); ""/0/-1: JAX detects them
@@ -32,11 +23,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = dict(dataset="generated_cater", builder_config="tiny", data_dir="", num_train=4096, num_eval=128,
                      variant=args["variant"], max_length=192, vocab_size=512, tokenizer="", eval_split="test",
                      brightness_jitter=0.0, worker_count=0)
-  # From scratch, open the cross-attention gates (tanh(1) = 0.76). video: VideoEncoderConfig overrides.
+  # From scratch: no dropout, open cross-attention gates (tanh(1) = 0.76), sharper queries, CoordConv channels.
+  # Every DecoderConfig / VideoEncoderConfig / ResNetConfig field is a key here (None: the `size` preset's).
   # init_from: a local Hugging Face OPT directory whose weights (and architecture) the decoder starts from.
-  config.model = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True),
-                      decoder=dict(cross_attention_heads=4, cross_attention_query_scale=5.0),  # DecoderConfig
-                      init_from="")
+  config.model = common.model_section(
+      "tiny", decoder_values=dict(dropout_rate=0.0, gate_init=1.0, cross_attention_heads=4,
+                                  cross_attention_query_scale=5.0),
+      video_values=dict(coordinate_channels=True))
   config.batch_size = 16  # global: each of P processes batches batch_size / P rows
   config.grad_accum_steps = 1  # >1: the batch in this many micro-batches (same update, less memory)
   config.num_steps = 1400
@@ -48,6 +41,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint = dict(every=400, keep=2)  # async orbax saves (with the data iterator) under <workdir>/ckpt
   # Greedy generation on the test split at the end, and every `every` steps on `num_examples` of it (0: all).
   config.eval = dict(batch_size=64, max_new_tokens=190, every=400, num_examples=64, num_classes=0)
+  # Inference-time scaling (`lrr_jax.infer`, `lrr_jax.evaluation.scaling`; their flags override it).
+  config.search = common.search_section(max_new_tokens=192, max_step_tokens=192)
   return config
 
 

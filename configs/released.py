@@ -11,11 +11,8 @@ Args: dataset (cater | acre | something_else | star), lm (opt-125m | opt-1.3b), 
 tokenizer is the run's. The paper gives no optimiser settings: these (AdamW, lr 1e-4, warmup, cosine,
 global batch 64) are ours. On a pod, raise `mesh.fsdp` for OPT-1.3B (params and Adam state sharded).
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import cater  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import cater
+from configs import common
 
 # Frames and resolution as each release's builder writes them; the split evaluated; classes for top-5.
 DATASETS = {
@@ -28,7 +25,7 @@ DATASETS = {
 
 
 def get_config(arg: str | None = None):
-  args = cater.parse_arg(arg, dataset="cater", lm="opt-125m", variant="full", split="compositional")
+  args = common.parse_arg(arg, dataset="cater", lm="opt-125m", variant="full", split="compositional")
   if args["dataset"] not in DATASETS or args["lm"] not in ("opt-125m", "opt-1.3b"):
     raise ValueError(f"Unknown dataset or lm in {arg!r}; datasets {sorted(DATASETS)}, lm opt-125m | opt-1.3b.")
   dataset = dict(DATASETS[args["dataset"]])
@@ -40,7 +37,7 @@ def get_config(arg: str | None = None):
                      num_frames=dataset["num_frames"], resolution=dataset["resolution"],
                      eval_split=dataset["eval_split"], max_length=1024, worker_count=4)
   # The pretrained LM starts as itself: gates at 0 (tanh(0) = 0), the video enters as they open.
-  config.model = dict(size=args["lm"], dropout_rate=0.1, gate_init=0.0, video={}, decoder={}, init_from="")
+  config.model = common.model_section(args["lm"], decoder_values=dict(dropout_rate=0.1, gate_init=0.0))
   config.batch_size = 64
   config.num_steps = 20_000
   config.optimizer.update(lr=1e-4, warmup_steps=1000, weight_decay=0.05)

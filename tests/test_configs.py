@@ -1,7 +1,4 @@
 """Config files: the generated ACRE config's per-variant `max_length` holds every example of every split."""
-import sys
-import pathlib
-
 import pytest
 
 from lrr_jax.data import encoding
@@ -9,8 +6,7 @@ from lrr_jax.data import rationales
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.worlds import acre
 
-sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "configs"))
-import acre as acre_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import acre as acre_config
 
 SPLITS = ("iid", "compositional", "systematic")
 VARIANTS = ("direct", "no_surrogate", "full")

@@ -12,7 +12,7 @@ from lrr_jax.convert import hf_opt
 from lrr_jax.data import prepare
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.worlds import cater
-from lrr_jax.inference import runs
+from lrr_jax import experiment
 from tests.conftest import save_tiny_hf_opt
 from tests.data import release_fixtures
 
@@ -51,7 +51,7 @@ def test_recipe_starts_from_the_local_opt_trains_only_the_visual_parts_and_repor
   assert out.returncode == 0, out.stderr[-3000:]
   scores = json.loads((tmp_path / "results.json").read_text())["eval"]
   assert {"top1", "top5", "l1", "well_formed"} <= set(scores) and scores["top5"] >= scores["top1_ranked"]
-  run = runs.load_run(tmp_path)
+  run = experiment.load_run(tmp_path)
   assert run.step == 2 and run.model.config.decoder.vocab_size == 512  # the OPT's architecture, not the preset
   _, pretrained = hf_opt.load_hf_opt(release / "opt")
   trained = flax.traverse_util.flatten_dict(run.params["decoder"])

@@ -49,21 +49,6 @@ def train_tokenizer(source, vocab_size: int) -> tokenizer_lib.Tokenizer:
   return tokenizer_lib.train_bpe(texts, vocab_size)
 
 
-def run_sizes(config) -> dict:
-  """The builder keyword arguments of a run config (`configs/cater.py` layout); a CATER
-  world's fields are builder fields, an ACRE world is set by its split (`data.builder_config`)."""
-  if not config.data.dataset.startswith("generated_"):
-    return {}  # a released dataset's builder reads its manual_dir as it is
-  sizes = dict(num_train=config.data.num_train, num_test=config.data.num_eval, seed=config.seed)
-  return {**config.world.to_dict(), **sizes} if config.data.dataset == "generated_cater" else sizes
-
-
-def run_builder(config, data_dir: str):
-  """The TFDS builder of a run config's dataset (`data.dataset`, `data.builder_config`) under data_dir."""
-  return builder_for(config.data.dataset, config.data.get("builder_config", "tiny"), data_dir,
-                     **run_sizes(config))
-
-
 def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, manual_dir: str | None = None,
             **sizes) -> pathlib.Path:
   """Write (if missing) the dataset and its tokenizer; return the dataset's directory.

@@ -16,7 +16,6 @@ import numpy as np
 from lrr_jax.data import encoding
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
-from lrr_jax.inference import runs
 from lrr_jax.models import lrr
 
 WEIGHTS_NAME = "cross_attention_weights"
@@ -43,8 +42,8 @@ def cross_attention_weights(model: lrr.LRRModel, variables: Any, tokens: np.ndar
   return dict(sorted(found.items()))
 
 
-def run_example(run: runs.Run, source, index: int) -> dict[str, np.ndarray]:
-  """Record `index` of `source` as the run trains on it: its rationale teacher-forced, one example in a row.
+def run_example(run: Any, source, index: int) -> dict[str, np.ndarray]:
+  """Record `index` of `source` as the run (`lrr_jax.experiment.Run`) trains on it: its rationale teacher-forced, one example in a row.
 
   Returns int32[1, S] tokens, positions, segment_ids, frame_index, loss_mask and video uint8[1, T, H, W, 3].
   """

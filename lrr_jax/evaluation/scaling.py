@@ -4,7 +4,8 @@ sentence-level and stage-level beam search with the same model, from one command
 
   python -m lrr_jax.evaluation.scaling --workdir=workdirs/cater_demo --num_examples=32 --num_candidates=4
 
-Wall time excludes compilation: each strategy first runs once on an example outside the measured set.
+Every strategy runs with the run's `config.search` settings (sampling, budgets, scorer, N), each flag given
+overriding them. Wall time excludes compilation: each strategy first runs once on an example outside the measured set.
 """
 import json
 import pathlib
@@ -14,35 +15,35 @@ from absl import flags
 import numpy as np
 import tqdm
 
+from lrr_jax import experiment
 from lrr_jax.evaluation import cater as cater_eval
-from lrr_jax.inference import generate as generate_lib
-from lrr_jax.inference import runs
 from lrr_jax.inference import scorers
 from lrr_jax.inference import search
 
 flags.DEFINE_string("workdir", None, "A run's workdir (written by lrr_jax.main).", required=True)
 flags.DEFINE_list("strategies", list(search.STRATEGIES), "Strategies to compare.")
 flags.DEFINE_integer("num_examples", 32, "Held-out examples (from the test split's start).")
-flags.DEFINE_integer("num_candidates", 4, "Candidates per step (LLaVA-CoT: 10 per stage, 5 per sentence).")
-flags.DEFINE_enum("scorer", "judge", ["judge", "likelihood"], "How candidates are ranked.")
-flags.DEFINE_integer("max_new_tokens", 192, "Token budget of a response.")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
+# Overrides of the run's config.search (unset: the config's).
+flags.DEFINE_integer("num_candidates", None, "Candidates per step (LLaVA-CoT: 10 per stage, 5 per sentence).")
+flags.DEFINE_enum("scorer", None, sorted(experiment.SCORERS), "How candidates are ranked.")
+flags.DEFINE_integer("max_new_tokens", None, "Token budget of a response (and of each stage).")
+flags.DEFINE_integer("seed", None, "Sampling seed.")
 flags.DEFINE_string("output", None, "Where to write scaling.{json,md,png} (default: <workdir>/scaling).")
 
 
-def evaluate_strategy(run: runs.Run, source, config: search.SearchConfig, scorer: scorers.Scorer,
+def evaluate_strategy(run: experiment.Run, source, config: search.SearchConfig, scorer: scorers.Scorer,
                       num_examples: int) -> dict:
   """Accuracy and mean compute per example of one strategy on test examples 1..num_examples."""
   if run.config.data.dataset != "generated_cater":
     raise ValueError(f"The scaling table scores generated CATER runs; {run.workdir} trained on "
                      f"{run.config.data.dataset!r}.")
-  searcher = runs.make_searcher(run, config, scorer)
+  searcher = experiment.make_searcher(run, config, scorer)
   variables = {"params": run.params}
   call = lambda e: searcher(variables, e["video"], e["prompt"], e["frames"], e["question"])
-  call(runs.read_test_example(run, source, 0))  # compile outside the measurement
+  call(experiment.read_test_example(run, source, 0))  # compile outside the measurement
   responses, labels, sampled, judged, seconds = [], [], [], [], []
   for index in tqdm.trange(1, num_examples + 1, desc=config.strategy, unit="example"):
-    example = runs.read_test_example(run, source, index)
+    example = experiment.read_test_example(run, source, index)
     result = call(example)
     responses.append(result.text)
     labels.append(example["label"])
@@ -89,24 +90,24 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
 def main(argv):
   del argv
   f = flags.FLAGS
-  run = runs.load_run(f.workdir)
-  source = runs.test_source(run)
+  run = experiment.load_run(f.workdir)
+  source = experiment.test_source(run)
   if f.num_examples + 1 > len(source):
     raise ValueError(f"--num_examples={f.num_examples} needs {f.num_examples + 1} test records; "
                      f"{run.workdir} has {len(source)}.")
   rows = []
   for strategy in f.strategies:
-    config = search.SearchConfig(strategy=strategy, num_candidates=f.num_candidates,
-                                 max_new_tokens=f.max_new_tokens, max_step_tokens=f.max_new_tokens,
-                                 sampling=generate_lib.Sampling(0.6, 0, 0.9), seed=f.seed)
-    scorer = scorers.Judge() if f.scorer == "judge" else scorers.Likelihood()
+    config, scorer = experiment.search_config(
+        run.config, strategy=strategy, num_candidates=f.num_candidates, scorer=f.scorer, seed=f.seed,
+        max_new_tokens=f.max_new_tokens, max_step_tokens=f.max_new_tokens)
     rows.append(evaluate_strategy(run, source, config, scorer, f.num_examples))
   output = pathlib.Path(f.output or run.workdir / "scaling")
   output.mkdir(parents=True, exist_ok=True)
   table = markdown_table(rows)
   (output / "scaling.json").write_text(json.dumps(rows, indent=2))
   (output / "scaling.md").write_text(table + "\n")
-  plot(rows, output / "scaling.png", f"{run.workdir.name}, {f.scorer} scorer, N={f.num_candidates}")
+  plot(rows, output / "scaling.png", f"{run.workdir.name}, {type(scorer).__name__} scorer, "
+       f"N={config.num_candidates}")
   print(table)
   print(f"\nWritten to {output}/scaling.{{json,md,png}}")
 

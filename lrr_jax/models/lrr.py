@@ -38,12 +38,39 @@ def lrr_config(size: str, video_overrides: dict[str, Any] | None = None, **decod
   return dataclasses.replace(config, video=dataclasses.replace(config.video, **(video_overrides or {})))
 
 
-def config_from_run(model: dict[str, Any], vocab_size: int, max_positions: int) -> LRRConfig:
-  """The model of a run config's `model` section (size, dropout_rate, gate_init, video and decoder overrides:
-  VideoEncoderConfig and DecoderConfig fields)."""
-  return lrr_config(model["size"], model.get("video") or None, vocab_size=vocab_size,
-                    dropout_rate=model.get("dropout_rate", 0.0), gate_init=model.get("gate_init", 0.0),
-                    max_positions=max_positions, **(model.get("decoder") or {}))
+def config_from_dict(model: dict[str, Any], **decoder_defaults: Any) -> LRRConfig:
+  """The model of a run config's `model` section in one step: `size` picks the preset, then `decoder`,
+  `video`, `video.static_backbone` and `video.motion_backbone` override DecoderConfig, VideoEncoderConfig and
+  ResNetConfig fields (None: the preset's). `decoder_defaults` replace the preset's decoder fields that
+  `decoder` leaves None (e.g. the run's vocabulary). Unknown keys raise, naming `config.model.<key>`."""
+  model = dict(model)
+  size = model.pop("size")
+  model.pop("init_from", None)  # read by the entry points (weights), not part of the architecture
+  _check_keys(model, {"decoder", "video"}, "config.model")
+  decoder = _overrides(model.get("decoder"), decoder_lib.DecoderConfig, "config.model.decoder")
+  video = dict(model.get("video") or {})
+  backbones = {name: _overrides(video.pop(name, None), resnet.ResNetConfig, f"config.model.video.{name}")
+               for name in ("static_backbone", "motion_backbone")}
+  video = _overrides(video, video_lib.VideoEncoderConfig, "config.model.video")
+  config = _preset(size, **{**decoder_defaults, **decoder})
+  backbones = {name: dataclasses.replace(getattr(config.video, name), **fields)
+               for name, fields in backbones.items()}
+  return dataclasses.replace(config, video=dataclasses.replace(config.video, **video, **backbones))
+
+
+def _check_keys(section: dict[str, Any], allowed: set[str], where: str) -> None:
+  unknown = sorted(set(section) - allowed)
+  if unknown:
+    raise ValueError(f"Unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; expected one of "
+                     f"{sorted(allowed)}.")
+
+
+def _overrides(section: dict[str, Any] | None, config_class: type, where: str) -> dict[str, Any]:
+  """The fields of `section` that are set (not None), checked against `config_class`'s fields; lists
+  become tuples (JSON has no tuples)."""
+  section = dict(section or {})
+  _check_keys(section, {f.name for f in dataclasses.fields(config_class)}, where)
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items() if v is not None}
 
 
 def _preset(size: str, **decoder_overrides: Any) -> LRRConfig:

@@ -9,6 +9,7 @@ import signal
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
@@ -79,3 +80,28 @@ def abstract_like(state: Any, shardings: Any) -> Any:
   def abstract(x, sharding):
     return x if isinstance(x, optax.MaskedNode) else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
   return jax.tree.map(abstract, state, shardings, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+
+
+def restore_params(directory: str | pathlib.Path, expected_shapes: Any, step: int | None = None
+                   ) -> tuple[Any, int]:
+  """Params of checkpoint `step` (default: the latest) in `directory` as host arrays, whatever mesh or number
+  of processes saved them, checked against `expected_shapes` (a pytree of shape tuples)."""
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    raise FileNotFoundError(f"No checkpoint directory {directory}.")
+  manager = ocp.CheckpointManager(directory)
+  step = manager.latest_step() if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise FileNotFoundError(f"No checkpoint {'at all' if step is None else f'for step {step}'} in {directory} "
+                            f"(steps: {list(manager.all_steps())}).")
+  try:
+    checkpointer = ocp.PyTreeCheckpointer()
+    metadata = checkpointer.metadata(directory / str(step) / "state").item_metadata
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    params = checkpointer.restore(directory / str(step) / "state", restore_args=as_numpy)["params"]
+  except Exception as e:  # orbax raises many kinds on a damaged checkpoint
+    raise CheckpointError(f"Checkpoint {directory / str(step)} cannot be read: {e}") from e
+  if jax.tree.map(lambda x: tuple(x.shape), params) != expected_shapes:
+    raise CheckpointError(f"Checkpoint {directory / str(step)} holds params of another model shape than the "
+                          "run config describes.")
+  return params, step

@@ -1,0 +1,75 @@
+"""What the config files share: their argument parser, the model section and the search section.
+
+Every field of the model's dataclasses is a key of `config.model` (None: the preset's value), so that any of
+them can be set from the command line: `--config.model.decoder.remat=True`,
+`--config.model.video.static_backbone.norm=group`. `lrr_jax.models.lrr.config_from_dict` reads the section.
+"""
+import dataclasses
+import types
+import typing
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from lrr_jax import experiment
+from lrr_jax.models import decoder
+from lrr_jax.models import resnet
+from lrr_jax.models import video_encoder
+
+
+def parse_arg(arg: str | None, **defaults: str) -> dict[str, str]:
+  """'a=1,b=x' -> {'a': '1', 'b': 'x'} over `defaults`; unknown keys are an error."""
+  values = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"Unknown config arg {key!r}; expected one of {sorted(defaults)}.")
+    values[key] = value
+  return values
+
+
+def _field_type(annotation: Any) -> type:
+  """The type a placeholder of a dataclass field takes: `tuple[int, ...]` -> tuple, `float | None` -> float."""
+  if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+    annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+  return typing.get_origin(annotation) or annotation
+
+
+def placeholders(config_class: type, nested: dict[str, ml_collections.ConfigDict] | None = None,
+                 **values: Any) -> ml_collections.ConfigDict:
+  """A ConfigDict with a key per field of `config_class`: typed placeholders (None) or `values`; fields
+  named in `nested` are those sections."""
+  hints = typing.get_type_hints(config_class)
+  section = dict(nested or {})
+  for field in dataclasses.fields(config_class):
+    if field.name not in section:
+      section[field.name] = config_dict.FieldReference(values.pop(field.name, None),
+                                                       field_type=_field_type(hints[field.name]))
+  if values:
+    raise ValueError(f"{config_class.__name__} has no field(s) {sorted(values)}.")
+  return ml_collections.ConfigDict(section)
+
+
+def model_section(size: str, decoder_values: dict[str, Any] | None = None,
+                  video_values: dict[str, Any] | None = None, init_from: str = "") -> ml_collections.ConfigDict:
+  """config.model: the preset `size`, every DecoderConfig / VideoEncoderConfig / ResNetConfig field (set to
+  `*_values` or left to the preset), and `init_from`, a local Hugging Face OPT directory to start from."""
+  video_values = dict(video_values or {})
+  backbones = {name: placeholders(resnet.ResNetConfig, **video_values.pop(name, {}))
+               for name in ("static_backbone", "motion_backbone")}
+  return ml_collections.ConfigDict(dict(
+      size=size, init_from=init_from,
+      decoder=placeholders(decoder.DecoderConfig, **(decoder_values or {})),
+      video=placeholders(video_encoder.VideoEncoderConfig, nested=backbones, **video_values)))
+
+
+def search_section(**values: Any) -> ml_collections.ConfigDict:
+  """config.search (`lrr_jax.experiment.search_defaults` with `values`): the inference-time scaling strategy
+  that `lrr_jax.infer` and `lrr_jax.evaluation.scaling` run; their flags override it."""
+  section = experiment.search_defaults()
+  unknown = sorted(set(values) - set(section))
+  if unknown:
+    raise ValueError(f"config.search has no key(s) {unknown}; expected {sorted(section)}.")
+  section.update(values)
+  return section

@@ -1,0 +1,249 @@
+"""From a run config to the objects a run is made of, in one place for every entry point.
+
+`lrr_jax.main` (training), `lrr_jax.infer`, `lrr_jax.evaluation.scaling`, the notebooks and the benchmarks
+build their data, model, evaluator and searcher here, so nothing else derives a data directory, a frame shape
+or a model config from a config. A run's workdir holds `run.json` (what `load_run` needs to rebuild it: the
+config, the tokenizer's path, the data directory) beside the checkpoints under `ckpt/`.
+"""
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from lrr_jax.convert import hf_opt
+from lrr_jax.data import encoding
+from lrr_jax.data import files
+from lrr_jax.data import pipeline
+from lrr_jax.data import prepare
+from lrr_jax.data import records
+from lrr_jax.data import tokenizer as tokenizer_lib
+from lrr_jax.data.builders import video_files
+from lrr_jax.evaluation import evaluator as evaluator_lib
+from lrr_jax.inference import generate as generate_lib
+from lrr_jax.inference import scorers
+from lrr_jax.inference import search
+from lrr_jax.models import lrr
+from lrr_jax.train import checkpoint
+from lrr_jax.train import distributed
+
+RUN_FILE = "run.json"
+ConfigDict = ml_collections.ConfigDict
+
+
+# Data.
+
+def data_dir(config: ConfigDict, workdir: str | pathlib.Path) -> str:
+  """Where the run's dataset is written: `data.data_dir`, else `<workdir>/data`."""
+  return str(pathlib.Path(config.data.data_dir or pathlib.Path(workdir) / "data").expanduser().absolute())
+
+
+def video_shape(config: ConfigDict) -> tuple[int, int]:
+  """(num_frames, resolution) of the model's input: a generated world's, or `data.*` for a released dataset."""
+  frames = config.world if config.data.dataset.startswith("generated_") else config.data
+  return frames.num_frames, frames.resolution
+
+
+def builder_sizes(config: ConfigDict) -> dict[str, Any]:
+  """The dataset builder's keyword arguments: a generated CATER world's fields and sizes; a generated ACRE's
+  sizes (its world is its split, `data.builder_config`); nothing for a released dataset (its manual_dir)."""
+  if not config.data.dataset.startswith("generated_"):
+    return {}
+  sizes = dict(num_train=config.data.num_train, num_test=config.data.num_eval, seed=config.seed)
+  return {**config.world.to_dict(), **sizes} if config.data.dataset == "generated_cater" else sizes
+
+
+def dataset_builder(config: ConfigDict, directory: str):
+  """The TFDS builder of the run's dataset (`data.dataset`, `data.builder_config`) under `directory`."""
+  return prepare.builder_for(config.data.dataset, config.data.get("builder_config", "tiny"), directory,
+                             **builder_sizes(config))
+
+
+def pipeline_config(config: ConfigDict, tokenizer_path: str) -> pipeline.PipelineConfig:
+  """The train pipeline of this process (its share of the global `batch_size`)."""
+  num_frames, resolution = video_shape(config)
+  return pipeline.PipelineConfig(
+      tokenizer_path=tokenizer_path, variant=config.data.variant, max_length=config.data.max_length,
+      num_frames=num_frames, resolution=resolution, batch_size=distributed.local_batch_size(config.batch_size),
+      seed=config.seed, brightness_jitter=config.data.brightness_jitter, worker_count=config.data.worker_count)
+
+
+def build_data(config: ConfigDict, workdir: str | pathlib.Path):
+  """Write the dataset if missing (a generated world, or a release from `data.manual_dir`) and its tokenizer
+  (`data.tokenizer` or the OPT's at `model.init_from` if given, else a BPE trained on it); return the train
+  pipeline, the held-out source and the tokenizer."""
+  directory = data_dir(config, workdir)
+  given_tokenizer = config.data.get("tokenizer") or config.model.get("init_from")
+  vocab_size = 0 if given_tokenizer else config.data.vocab_size
+  written = distributed.primary_first(lambda: prepare.prepare(  # written once, by process 0
+      config.data.dataset, config.data.get("builder_config", "tiny"), directory, vocab_size,
+      config.data.get("manual_dir") or None, **builder_sizes(config)))
+  builder = dataset_builder(config, directory)
+  tokenizer_path = given_tokenizer or str(written / "tokenizer.json")
+  train_data = pipeline.make_dataset([(config.data.dataset, builder.as_data_source("train"), 1.0)],
+                                     pipeline_config(config, tokenizer_path), jax.process_index(),
+                                     jax.process_count())
+  return train_data, builder.as_data_source(config.data.get("eval_split", "test")), tokenizer_lib.load(
+      tokenizer_path)
+
+
+# Model.
+
+def max_positions(config: ConfigDict) -> int:
+  """Positions of a model trained from scratch: the longest prompt plus the evaluation's budget (>= 256)."""
+  return max(256, config.data.max_length + config.eval.max_new_tokens)
+
+
+def model_config(config: ConfigDict, tokenizer_size: int = 0) -> lrr.LRRConfig:
+  """The model `config.model` describes (`lrr.config_from_dict`), its vocabulary `data.vocab_size`; with
+  `model.init_from`, the decoder has that OPT's architecture (a vocabulary grown to `tokenizer_size` for the
+  tags the tokenizer added) and the run's own cross-attention, gates, dropout and dtypes."""
+  model = lrr.config_from_dict(config.model.to_dict(), vocab_size=config.data.vocab_size,
+                               max_positions=max_positions(config))
+  if not config.model.get("init_from"):
+    return model
+  decoder = hf_opt.architecture_of(config.model.init_from, model.decoder)
+  decoder = dataclasses.replace(decoder, vocab_size=max(decoder.vocab_size, tokenizer_size))
+  return dataclasses.replace(model, decoder=decoder)
+
+
+def make_model(config: ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> lrr.LRRModel:
+  """The run's model; its vocabulary and positions must hold the tokenizer and the text."""
+  pretrained = config.model.get("init_from")
+  config_ = model_config(config, tokenizer.vocab_size if pretrained else 0)
+  vocab = hf_opt.read_config(pretrained).vocab_size if pretrained else config_.decoder.vocab_size
+  where = "the OPT at config.model.init_from" if pretrained else "config.data.vocab_size"
+  own_tokens = tokenizer.base_size if pretrained else tokenizer.vocab_size  # added tags get new rows
+  if own_tokens > vocab:
+    raise ValueError(f"The tokenizer {tokenizer.source} has {own_tokens} tokens, more than the "
+                     f"model's vocabulary of {vocab} ({where}).")
+  text_length = config.data.max_length + config.eval.max_new_tokens
+  if text_length > config_.decoder.max_positions:
+    raise ValueError(f"config.data.max_length + config.eval.max_new_tokens = {text_length} exceeds "
+                     f"the {config_.decoder.max_positions} positions of {where}.")
+  return lrr.LRRModel(config_)
+
+
+def param_shapes(model: lrr.LRRModel) -> Any:
+  """The shape of every parameter of `model` (a pytree of tuples), computed without allocating them."""
+  tokens = np.zeros((1, 2), np.int32)
+  video = np.zeros((1, 2, 32, 32, 3), np.uint8)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens, tokens + 1, tokens, video)
+  return jax.tree.map(lambda x: tuple(x.shape), nn.unbox(abstract)["params"])
+
+
+# Evaluation and inference.
+
+def make_evaluator(config: ConfigDict, model: lrr.LRRModel, source,
+                   tokenizer: tokenizer_lib.Tokenizer) -> evaluator_lib.Evaluator:
+  """The evaluator a run config describes (`data.*`, `eval.*`) on a held-out source."""
+  return evaluator_lib.Evaluator(model, tokenizer, source, config.data.dataset, config.data.variant,
+                                 config.data.max_length, config.eval.max_new_tokens, config.eval.batch_size,
+                                 config.eval.get("num_classes", 0), frames=video_shape(config))
+
+
+SCORERS = {"judge": scorers.Judge, "likelihood": scorers.Likelihood}
+
+
+def search_defaults() -> ConfigDict:
+  """config.search's keys and defaults: stage-level beam search sampled as the LLaVA-CoT release samples
+  (temperature 0.6, top-p 0.9), judged by the model itself; `scorer` names one of SCORERS;
+  `backtrack_cutoff` (an absolute scorer) resamples a stage scoring below it, at most `max_retries` times."""
+  return ConfigDict(dict(
+      strategy="stage_beam", num_candidates=4, beam=1, scorer="judge", temperature=0.6, top_k=0, top_p=0.9,
+      max_new_tokens=256, max_step_tokens=256, max_retries=4, seed=0,
+      backtrack_cutoff=ml_collections.config_dict.placeholder(float)))
+
+
+def search_config(config: ConfigDict, **overrides: Any) -> tuple[search.SearchConfig, scorers.Scorer]:
+  """The search `config.search` describes, with `overrides` (None: the config's), and its scorer by name.
+  A run config without a search section (written before it existed) gets `search_defaults()`."""
+  section = search_defaults().to_dict()
+  section.update(config.search.to_dict() if "search" in config else {})
+  unknown = sorted(set(overrides) - set(section))
+  if unknown:
+    raise ValueError(f"Unknown search setting(s) {unknown}; config.search has {sorted(section)}.")
+  section.update({k: v for k, v in overrides.items() if v is not None})
+  if section["scorer"] not in SCORERS:
+    raise ValueError(f"config.search.scorer={section['scorer']!r}; expected one of {sorted(SCORERS)}.")
+  sampling = generate_lib.Sampling(section.pop("temperature"), section.pop("top_k"), section.pop("top_p"))
+  scorer = SCORERS[section.pop("scorer")]()
+  return search.SearchConfig(sampling=sampling, **section), scorer
+
+
+# A trained run.
+
+@dataclasses.dataclass
+class Run:
+  workdir: pathlib.Path
+  config: ConfigDict
+  model: lrr.LRRModel
+  params: Any
+  tokenizer: tokenizer_lib.Tokenizer
+  step: int
+  data_dir: str
+
+
+def run_file(workdir: str | pathlib.Path) -> pathlib.Path:
+  return pathlib.Path(workdir) / distributed.process_file_name(RUN_FILE)
+
+
+def write_run_file(workdir: str | pathlib.Path, config: ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> None:
+  """`<workdir>/run.json`: what `load_run` rebuilds the run from."""
+  run_file(workdir).write_text(json.dumps(
+      {"config": config.to_dict(), "tokenizer": tokenizer.source, "data_dir": data_dir(config, workdir)},
+      indent=2))
+
+
+def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
+  """The run in `workdir` at checkpoint `step` (default: the latest). Errors name the missing or bad file."""
+  workdir = pathlib.Path(workdir).expanduser().absolute()
+  path = workdir / RUN_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} is missing: {workdir} is not a workdir written by lrr_jax.main.")
+  meta = files.read_json(path, expect=dict)
+  missing = sorted({"config", "tokenizer", "data_dir"} - set(meta))
+  if missing:
+    raise ValueError(f"{path} is malformed: it lacks {missing}.")
+  config = ConfigDict(meta["config"])
+  tokenizer = tokenizer_lib.load(meta["tokenizer"])
+  model = lrr.LRRModel(model_config(config, tokenizer.vocab_size))
+  params, step = checkpoint.restore_params(workdir / "ckpt", param_shapes(model), step)
+  return Run(workdir, config, model, params, tokenizer, step, meta["data_dir"])
+
+
+def test_source(run: Run):
+  """The run's held-out split (`data.eval_split`, default test) as a random-access TFDS data source."""
+  return dataset_builder(run.config, run.data_dir).as_data_source(run.config.data.get("eval_split", "test"))
+
+
+def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
+  """Prompt ids and frames, the question text, the video and the label of held-out record `index`."""
+  if not 0 <= index < len(source):
+    raise IndexError(f"Test example {index} does not exist; the test split has {len(source)} records.")
+  record = source[index]
+  example = records.read_example(record, run.config.data.variant, f"test record {index}")
+  prompt, frames = encoding.encode_prompt(example, run.tokenizer)
+  video = pipeline.fit_frames(np.asarray(record["frames"]), *video_shape(run.config), f"test record {index}")[0]
+  return dict(prompt=prompt, frames=frames, question=" ".join(s.text for s in example.question), video=video,
+              label=int(record["label"]), answer=example.answer)
+
+
+def video_prompt(run: Run, path: str | pathlib.Path, question: str) -> dict[str, Any]:
+  """A user's video file as the run's model sees its input (frames sampled evenly, resized) and the prompt."""
+  num_frames, resolution = video_shape(run.config)
+  frames, _ = video_files.decode_video(pathlib.Path(path), resolution)
+  video = pipeline.fit_frames(np.stack(frames), num_frames, resolution, str(path))[0]
+  prompt = [run.tokenizer.eos_id] + run.tokenizer.encode(question)
+  return dict(prompt=prompt, frames=[num_frames - 1] * len(prompt), question=question, video=video, label=None)
+
+
+def make_searcher(run: Run, config: search.SearchConfig, scorer: scorers.Scorer) -> search.Searcher:
+  """A searcher whose cache holds the longest prompt plus two token budgets (candidates' steps included)."""
+  generator = generate_lib.Generator(run.model, run.config.data.max_length + 2 * config.max_new_tokens,
+                                     run.tokenizer.frame_markers(), run.tokenizer.token_id("<CONCLUSION>"))
+  return search.Searcher(generator, run.tokenizer, config, scorer)

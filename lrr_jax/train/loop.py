@@ -1,0 +1,131 @@
+"""The train loop: sharded steps from the Grain pipeline, metrics, async checkpoints, exact resume, stops.
+
+`train(config, model, train_data, workdir, evaluate)` resumes from `<workdir>/ckpt` if it holds a checkpoint
+(params, optimizer state, step, RNG and the data iterator, so the batches are an uninterrupted run's), saves
+every `checkpoint.every` steps and at the end, saves and exits on SIGTERM, and stops on a non-finite loss or
+parameters before they are saved. Evaluation is handed in as a callable, so training needs nothing above it.
+"""
+import hashlib
+import json
+import pathlib
+import time
+from typing import Any, Callable
+
+from absl import logging
+from clu import parameter_overview
+import jax
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from lrr_jax.convert import hf_opt
+from lrr_jax.models import lrr
+from lrr_jax.train import checkpoint
+from lrr_jax.train import distributed
+from lrr_jax.train import metrics as metrics_lib
+from lrr_jax.train import partitioning
+from lrr_jax.train import trainer
+
+# evaluate(params, num_examples or None for all) -> scores by name
+Evaluate = Callable[[Any, int | None], dict[str, float]]
+
+params_norm = jax.jit(optax.tree.norm)  # jitted: op by op, the first call costs seconds on a CPU
+
+
+def stop_not_finite(what: str, checkpointer: checkpoint.Checkpointer) -> None:
+  """Stop the run, keeping the checkpoints written so far (all finite: a non-finite state is never saved)."""
+  checkpointer.close()
+  latest = checkpointer.latest_step()
+  kept = f"the last good checkpoint is step {latest} in {checkpointer.directory}" if latest is not None else (
+      "no checkpoint was written yet")
+  raise FloatingPointError(f"{what}; stopped, {kept}. Lower config.optimizer.lr or raise clip_norm.")
+
+
+def initial_state(config: ml_collections.ConfigDict, init: Callable[..., Any], shardings: Any) -> Any:
+  """A fresh train state; with `config.model.init_from`, its decoder is the local Hugging Face OPT's."""
+  state = init(jax.random.key(config.seed))
+  if not config.model.get("init_from"):
+    return state
+  _, pretrained = hf_opt.load_hf_opt(config.model.init_from)
+  logging.info("Decoder initialised from %s", config.model.init_from)
+  return state.replace(params=jax.device_put(hf_opt.insert_pretrained(state.params, pretrained),
+                                             shardings.params))
+
+
+def params_checksum(params: Any) -> str:
+  """A digest of every parameter's bytes, to compare runs exactly."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    digest.update(np.asarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
+def evaluate_during_training(config: ml_collections.ConfigDict, evaluate: Evaluate, params: Any, step: int,
+                             writer: metrics_lib.MetricWriter) -> None:
+  """Every `config.eval.every` steps (0: never), the task's scores on `config.eval.num_examples` test records
+  (0: all), as `eval/<metric>` in TensorBoard and metrics.jsonl."""
+  if not config.eval.get("every", 0) or step % config.eval.every or step == config.num_steps:
+    return
+  scores = evaluate(params, config.eval.get("num_examples", 0) or None)
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
+  logging.info("Step %d eval: %s", step, ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
+
+def _log_step(config, writer, progress, step: int, metrics, seconds: float) -> None:
+  progress.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['token_accuracy']):.3f}")
+  writer.write_scalars(step, {
+      **{k: v for k, v in metrics.items() if k != "num_tokens"}, "step_time_s": seconds,
+      "examples_per_s": config.batch_size / seconds, "tokens_per_s": float(metrics["num_tokens"]) / seconds})
+
+
+def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: Any, workdir: pathlib.Path,
+          evaluate: Evaluate | None = None) -> tuple[Any, dict[str, float]]:
+  """Sharded training with async checkpoints; resumes from <workdir>/ckpt; SIGTERM saves and stops.
+
+  Returns the final train state and the last logged metrics.
+  """
+  optimizer = trainer.make_optimizer(config.optimizer)
+  example = {k: v for k, v in next(iter(train_data)).items() if k != "record_index"}
+  mesh = partitioning.make_mesh(config.mesh.to_dict())
+  init, step_fn, shardings = trainer.make_sharded_training(
+      model, optimizer, trainer.learning_rate_schedule(config.optimizer), example, mesh,
+      partitioning.DEFAULT_RULES, config.grad_accum_steps)
+  data = iter(train_data)
+  checkpointer = checkpoint.Checkpointer(workdir / "ckpt", config.checkpoint.every, config.checkpoint.keep)
+  abstract = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(config.seed)), shardings)
+  state = checkpointer.restore(abstract, data)
+  start = 0 if state is None else int(state.step)
+  state = initial_state(config, init, shardings) if state is None else state
+  checkpointer.watch_sigterm()
+  logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params, include_stats=False))
+  writer = metrics_lib.MetricWriter(workdir)
+  last_time, last_step = time.time(), start
+  progress = tqdm.trange(start, config.num_steps, initial=start, total=config.num_steps, desc="train", unit="step")
+  metrics = {}
+  with open(workdir / distributed.process_file_name("batches.jsonl"), "a") as batch_log:  # local rows
+    for step in progress:
+      batch = next(data)
+      batch_log.write(json.dumps({"step": step, "record_index": batch.pop("record_index").tolist()}) + "\n")
+      state, metrics = step_fn(state, partitioning.global_batch(batch, mesh))
+      if (step + 1) % config.log_every == 0 or step + 1 == config.num_steps or checkpointer.preempted:
+        loss = float(metrics["loss"])
+        if not np.isfinite(loss):
+          stop_not_finite(f"Loss is {loss} at step {step + 1}", checkpointer)
+        seconds = (time.time() - last_time) / max(step + 1 - last_step, 1)
+        last_time, last_step = time.time(), step + 1
+        _log_step(config, writer, progress, step + 1, metrics, seconds)
+      batch_log.flush()
+      force = step + 1 == config.num_steps or checkpointer.preempted
+      if checkpointer.save_due(step + 1, force) and not np.isfinite(float(params_norm(state.params))):
+        stop_not_finite(f"Parameters are not finite after step {step + 1}", checkpointer)  # never saved
+      checkpointer.maybe_save(step + 1, state, data, force=force)
+      if checkpointer.preempted:
+        checkpointer.close()
+        writer.close()
+        raise SystemExit(f"SIGTERM: saved step {step + 1} to {checkpointer.directory}; exiting.")
+      if evaluate is not None:
+        evaluate_during_training(config, evaluate, state.params, step + 1, writer)
+  checkpointer.close()
+  writer.close()
+  return state, {k: float(v) for k, v in metrics.items()}

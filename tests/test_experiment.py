@@ -1,0 +1,96 @@
+"""`lrr_jax.experiment`: every field of the model's dataclasses is reachable from the command line, unknown keys
+are named, and `config.search` (with flag overrides) is the search that infer and scaling run."""
+import dataclasses
+import pathlib
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from lrr_jax import experiment
+from lrr_jax.inference import scorers
+from lrr_jax.models import decoder
+from lrr_jax.models import lrr
+from lrr_jax.models import resnet
+from lrr_jax.models import video_encoder
+
+CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
+
+# A value for every field, each different from the presets', valid together (a new field must be added here).
+DECODER = dict(vocab_size=600, hidden_size=48, num_layers=3, num_heads=6, ffn_dim=96, max_positions=300,
+               word_embed_proj_dim=24, layer_norm_before=False, remove_final_layer_norm=True, enable_bias=False,
+               layer_norm_affine=False, activation="gelu", dropout_rate=0.25, attention_dropout_rate=0.125,
+               init_std=0.5, cross_attention_layers=(0, 2), cross_attention_heads=3, cross_attention_ffn_dim=40,
+               gate_init=0.5, cross_attention_query_scale=2.0, dtype="bfloat16", param_dtype="bfloat16",
+               remat=True)
+VIDEO = dict(two_stream=False, motion_downsample=4, width=40, num_layers=3, num_heads=5, mlp_dim=80,
+             temporal_window=2, max_frames=12, grid_size=49, position_init_std=0.5, coordinate_channels=False,
+             dropout_rate=0.25, dtype="bfloat16", param_dtype="bfloat16")
+BACKBONE = dict(stage_sizes=(1, 2, 1), bottleneck=False, width=16, norm="group", num_groups=8, stem_pool=False,
+                projection_dim=24, dtype="bfloat16", param_dtype="bfloat16")
+
+
+def parse(config_file: str, *overrides: str):
+  """The config after the command line `--config=<file> <overrides>`, parsed as `lrr_jax.main` parses it."""
+  argv = ["main", f"--config={CONFIGS / config_file}", *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def flag(path: str, value) -> str:
+  text = str(value) if not isinstance(value, tuple) else f"({','.join(map(str, value))},)"
+  return f"--config.model.{path}={text}"
+
+
+def test_the_value_tables_cover_every_field():
+  for table, config_class in ((DECODER, decoder.DecoderConfig), (VIDEO, video_encoder.VideoEncoderConfig),
+                              (BACKBONE, resnet.ResNetConfig)):
+    names = {f.name for f in dataclasses.fields(config_class)} - {"static_backbone", "motion_backbone"}
+    assert set(table) == names, config_class.__name__
+
+
+@pytest.mark.parametrize("config_file", ["released.py:dataset=star,lm=opt-125m", "cater.py"])
+def test_every_model_field_is_set_from_the_command_line(config_file):
+  overrides = [flag(f"decoder.{k}", v) for k, v in DECODER.items()]
+  overrides += [flag(f"video.{k}", v) for k, v in VIDEO.items()]
+  overrides += [flag(f"video.{stream}.{k}", v) for stream in ("static_backbone", "motion_backbone")
+                for k, v in BACKBONE.items()]
+  config = parse(config_file, *overrides)
+  model = lrr.LRRModel(experiment.model_config(config))
+  assert dataclasses.asdict(model.config.decoder) == DECODER
+  video = dataclasses.asdict(model.config.video)
+  assert video.pop("static_backbone") == BACKBONE and video.pop("motion_backbone") == BACKBONE
+  assert video == VIDEO
+
+
+def test_unset_fields_are_the_presets():
+  config = parse("released.py:dataset=cater,lm=opt-1.3b", "--config.model.decoder.remat=True")
+  model_config = experiment.model_config(config)
+  assert model_config.decoder.remat and model_config.decoder.num_layers == 24
+  assert model_config.video.static_backbone == resnet.RESNET_CONFIGS["resnet101"]  # BatchNorm, as the paper
+  assert model_config.decoder.cross_attention_layers == tuple(range(1, 24, 2))
+
+
+def test_unknown_model_keys_are_named():
+  with pytest.raises(AttributeError, match="remat_everything"):
+    parse("cater.py", "--config.model.decoder.remat_everything=True")
+  config = parse("cater.py")
+  config.model.video.static_backbone.unlock()["depth"] = 101
+  with pytest.raises(ValueError, match=r"config\.model\.video\.static_backbone\.depth"):
+    experiment.model_config(config)
+
+
+def test_search_section_with_overrides():
+  config = parse("cater.py", "--config.search.num_candidates=10", "--config.search.scorer=likelihood")
+  search, scorer = experiment.search_config(config)
+  assert (search.strategy, search.num_candidates, search.sampling.temperature) == ("stage_beam", 10, 0.6)
+  assert isinstance(scorer, scorers.Likelihood)
+  search, scorer = experiment.search_config(config, strategy="best_of_n", num_candidates=None, scorer="judge")
+  assert (search.strategy, search.num_candidates) == ("best_of_n", 10) and isinstance(scorer, scorers.Judge)
+  with pytest.raises(ValueError, match="beams"):
+    experiment.search_config(config, beams=2)
+  config.unlock()
+  del config.search  # a run written before config.search existed
+  assert experiment.search_config(config)[0].num_candidates == experiment.search_defaults().num_candidates
