@@ -1,29 +1,26 @@
 """Read a local Hugging Face OPT checkpoint into our `DecoderConfig` and decoder params.
 
-Reads `config.json` and the weights (`model.safetensors`, sharded `model.safetensors.index.json`, or
-`pytorch_model.bin`). Safetensors are parsed here with NumPy (bfloat16 included), so neither
-`transformers` nor torch is needed; only `pytorch_model.bin` needs torch, imported when used.
+Reads `config.json` and the weights (`hf_weights`: `model.safetensors`, sharded safetensors or
+`pytorch_model.bin`), so neither `transformers` nor torch is needed for safetensors checkpoints.
 """
 import dataclasses
-import json
 import os
 import pathlib
-import struct
 from typing import Any, Mapping
 
 import flax
 import flax.linen as nn
 import jax
-import ml_dtypes
 import numpy as np
 
+from lrr_jax.convert import hf_weights
+from lrr_jax.convert import safetensors_file
+from lrr_jax.data import files
 from lrr_jax.models import decoder
+from lrr_jax.models import layers
 
 PathLike = str | os.PathLike
-SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
-}
+WeightsFileError = safetensors_file.WeightsFileError
 # Our config field <- Hugging Face OPTConfig field.
 CONFIG_FIELDS = {
     "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_layers": "num_hidden_layers",
@@ -33,79 +30,49 @@ CONFIG_FIELDS = {
     "layer_norm_affine": "layer_norm_elementwise_affine", "activation": "activation_function",
     "dropout_rate": "dropout", "attention_dropout_rate": "attention_dropout", "init_std": "init_std",
 }
-
-
-class CheckpointError(ValueError):
-  """A Hugging Face checkpoint that cannot be read as OPT; the message names the file and tensor."""
+# Sizes that config.json must give; the other fields default to OPTConfig's defaults, which are ours.
+REQUIRED_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "ffn_dim",
+                   "max_position_embeddings")
 
 
 def read_config(path: PathLike, **overrides: Any) -> decoder.DecoderConfig:
   """`DecoderConfig` from `<path>/config.json`; `overrides` set our own fields (dtype, cross-attention...)."""
   config_file = pathlib.Path(path) / "config.json"
   if not config_file.is_file():
-    raise CheckpointError(f"No config.json in {path!s}: expected a Hugging Face OPT directory.")
+    raise WeightsFileError(f"No config.json in {path!s}: expected a Hugging Face OPT directory.")
   try:
-    hf = json.loads(config_file.read_text())
-  except json.JSONDecodeError as e:
-    raise CheckpointError(f"{config_file} is not valid JSON: {e}") from e
+    hf = files.read_json(config_file, expect=dict)
+  except ValueError as e:
+    raise WeightsFileError(str(e)) from e
   if hf.get("model_type") != "opt":
-    raise CheckpointError(f"{config_file} has model_type={hf.get('model_type')!r}; only 'opt' is supported.")
-  fields = {ours: hf[theirs] for ours, theirs in CONFIG_FIELDS.items() if theirs in hf}
-  return decoder.DecoderConfig(**{**fields, **overrides})
-
-
-def read_safetensors(file: PathLike) -> dict[str, np.ndarray]:
-  """All tensors of one .safetensors file as (memory-mapped) NumPy arrays."""
-  file = pathlib.Path(file)
-  with open(file, "rb") as f:
-    header_size = struct.unpack("<Q", f.read(8))[0]
-    try:
-      header = json.loads(f.read(header_size))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise CheckpointError(f"{file} has a corrupt safetensors header: {e}") from e
-  data = np.memmap(file, dtype=np.uint8, mode="r", offset=8 + header_size)
-  tensors = {}
-  for name, info in header.items():
-    if name == "__metadata__":
-      continue
-    if info["dtype"] not in SAFETENSORS_DTYPES:
-      raise CheckpointError(f"{file}: tensor {name} has unsupported dtype {info['dtype']}.")
-    begin, end = info["data_offsets"]
-    if end > data.size:
-      raise CheckpointError(f"{file} is truncated: tensor {name} ends at byte {end} of {data.size}.")
-    tensors[name] = data[begin:end].view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
-  return tensors
-
-
-def read_pytorch_bin(file: PathLike) -> dict[str, np.ndarray]:
-  """A `pytorch_model.bin` state dict as NumPy arrays (needs torch, imported only here)."""
+    raise WeightsFileError(f"{config_file} has model_type={hf.get('model_type')!r}; only 'opt' is supported.")
+  missing = [k for k in REQUIRED_FIELDS if k not in hf]
+  if missing:
+    raise WeightsFileError(f"{config_file} lacks {', '.join(missing)}, which an OPT config needs.")
+  fields = {ours: _config_value(config_file, ours, theirs, hf[theirs]) for ours, theirs in CONFIG_FIELDS.items()
+            if theirs in hf and not (theirs == "word_embed_proj_dim" and hf[theirs] is None)}
   try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise CheckpointError(f"{file} is a torch pickle and torch is not installed; install torch or convert "
-                          "the checkpoint to model.safetensors.") from e
-  state = torch.load(file, map_location="cpu", weights_only=True)
-  return {name: tensor.float().numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy()
-          for name, tensor in state.items()}
+    return decoder.DecoderConfig(**{**fields, **overrides})
+  except ValueError as e:  # e.g. hidden_size not divisible by num_heads
+    raise WeightsFileError(f"{config_file}: {e}") from e
 
 
-def read_weights(path: PathLike) -> dict[str, np.ndarray]:
-  """Every tensor of the checkpoint in `path`, whichever of the Hugging Face layouts it uses."""
-  path = pathlib.Path(path)
-  for index_name, reader in (("model.safetensors.index.json", read_safetensors),
-                             ("pytorch_model.bin.index.json", read_pytorch_bin)):
-    if (path / index_name).is_file():
-      shards = sorted(set(json.loads((path / index_name).read_text())["weight_map"].values()))
-      missing = [s for s in shards if not (path / s).is_file()]
-      if missing:
-        raise CheckpointError(f"{path / index_name} lists shards that are missing: {missing}.")
-      return {k: v for shard in shards for k, v in reader(path / shard).items()}
-  if (path / "model.safetensors").is_file():
-    return read_safetensors(path / "model.safetensors")
-  if (path / "pytorch_model.bin").is_file():
-    return read_pytorch_bin(path / "pytorch_model.bin")
-  raise CheckpointError(f"No weights in {path}: expected model.safetensors, pytorch_model.bin or a sharded "
-                        "index (model.safetensors.index.json).")
+def _config_value(config_file: pathlib.Path, ours: str, theirs: str, value: Any) -> Any:
+  """config.json's `value` of `theirs`, if of the type of our field `ours`; else an error naming the key."""
+  kind = {f.name: f.type for f in dataclasses.fields(decoder.DecoderConfig)}[ours]
+  is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+  ok = {bool: isinstance(value, bool), str: isinstance(value, str),
+        int: is_number and isinstance(value, int) and (value > 0 or ours == "word_embed_proj_dim"),
+        float: is_number and value >= 0}[kind]
+  if not ok:
+    wanted = {bool: "true or false", str: "a string", int: "a positive integer", float: "a number >= 0"}[kind]
+    raise WeightsFileError(f"{config_file}: {theirs} is {value!r:.100}; expected {wanted}.")
+  if ours == "activation":
+    try:
+      layers.activation_fn(value)
+    except ValueError as e:
+      raise WeightsFileError(f"{config_file}: {theirs}: {e}") from e
+  return value
 
 
 def _hf_tensor_layout(cfg: decoder.DecoderConfig) -> dict[tuple[str, ...], tuple[str, tuple[int, ...], Any]]:
@@ -162,18 +129,18 @@ def load_hf_opt(path: PathLike, **overrides: Any) -> tuple[decoder.DecoderConfig
     The config and a nested dict of arrays laid out as `Decoder`'s params (in `param_dtype`), without the
     cross-attention blocks, which a pretrained OPT does not have.
   Raises:
-    CheckpointError: a missing file, a config that is not OPT's, or a tensor missing or of the wrong shape.
+    WeightsFileError: a missing file, a config that is not OPT's, or a tensor missing or of the wrong shape.
   """
   cfg = read_config(path, **overrides)
-  weights = _strip_prefix(read_weights(path))
+  weights = _strip_prefix(hf_weights.read_weights(path))
   param_dtype = np.dtype(jax.numpy.dtype(cfg.param_dtype))
   params = {}
   for ours, (theirs, shape, to_ours) in _hf_tensor_layout(cfg).items():
     if theirs not in weights:
-      raise CheckpointError(f"{path}: tensor {theirs} is missing (config.json implies it).")
+      raise WeightsFileError(f"{path}: tensor {theirs} is missing (config.json implies it).")
     value = weights[theirs]
     if tuple(value.shape) != shape:
-      raise CheckpointError(f"{path}: tensor {theirs} has shape {tuple(value.shape)}, but config.json "
+      raise WeightsFileError(f"{path}: tensor {theirs} has shape {tuple(value.shape)}, but config.json "
                             f"implies {shape}.")
     value = np.asarray(value, dtype=np.float32)
     params[ours] = (to_ours(value) if to_ours else value).astype(param_dtype)
@@ -196,21 +163,21 @@ def insert_pretrained(params: Any, pretrained: Mapping[str, Any], at: tuple[str,
 
   Keeps logical-partitioning boxes and parameters that `pretrained` lacks (e.g. cross-attention), and the rows
   of token embeddings beyond the checkpoint's vocabulary (tokens the tokenizer added). Raises
-  CheckpointError naming the first parameter that `params` lacks or whose shape differs.
+  WeightsFileError naming the first parameter that `params` lacks or whose shape differs.
   """
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), is_leaf=lambda _, v: isinstance(
       v, nn.Partitioned))
   for key, value in flax.traverse_util.flatten_dict(dict(pretrained)).items():
     path = at + key
     if path not in flat:
-      raise CheckpointError(f"The model has no parameter {'/'.join(path)} to load the checkpoint into.")
+      raise WeightsFileError(f"The model has no parameter {'/'.join(path)} to load the checkpoint into.")
     target = flat[path]
     target_value = target.unbox() if isinstance(target, nn.Partitioned) else target
     if key == ("embed_tokens", "embedding") and value.shape[0] < target_value.shape[0] and (
         value.shape[1:] == target_value.shape[1:]):  # a grown vocabulary: added tokens keep their fresh rows
       value = jax.numpy.asarray(target_value).at[:value.shape[0]].set(value)
     if tuple(target_value.shape) != tuple(value.shape):
-      raise CheckpointError(f"Parameter {'/'.join(path)}: the checkpoint has shape {tuple(value.shape)}, "
+      raise WeightsFileError(f"Parameter {'/'.join(path)}: the checkpoint has shape {tuple(value.shape)}, "
                             f"the model {tuple(target_value.shape)}.")
     value = jax.numpy.asarray(value, dtype=target_value.dtype)
     flat[path] = target.replace_boxed(value) if isinstance(target, nn.Partitioned) else value

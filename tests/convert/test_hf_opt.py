@@ -68,19 +68,55 @@ def test_params_load_in_the_configured_param_dtype(checkpoint):
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params))
 
 
-def test_missing_directory_or_weights(tmp_path):
-  with pytest.raises(hf_opt.CheckpointError, match="No config.json"):
+def test_missing_directory_or_weights(checkpoint, tmp_path):
+  with pytest.raises(hf_opt.WeightsFileError, match="No config.json"):
     hf_opt.load_hf_opt(tmp_path / "nowhere")
-  (tmp_path / "config.json").write_text(json.dumps({"model_type": "opt"}))
-  with pytest.raises(hf_opt.CheckpointError, match="No weights in"):
+  shutil.copy(checkpoint[0] / "config.json", tmp_path)
+  with pytest.raises(hf_opt.WeightsFileError, match="No weights in"):
     hf_opt.load_hf_opt(tmp_path)
+
+
+# (id, config.json's bytes or a function of the good config, what the message must say besides the file)
+BAD_CONFIGS = [
+    ("a_json_list", b'[{"model_type": "opt"}]', "holds a JSON list; expected a JSON object"),
+    ("not_utf8", b'{"model_type": "opt\xff"}', "is not valid JSON"),
+    ("malformed_json", b'{"model_type": "opt",', "is not valid JSON"),
+    ("missing_hidden_size", lambda c: {k: v for k, v in c.items() if k != "hidden_size"}, "lacks hidden_size"),
+    ("missing_model_type", lambda c: {k: v for k, v in c.items() if k != "model_type"}, "model_type=None"),
+    ("hidden_size_a_string", lambda c: dict(c, hidden_size="32"), "hidden_size is '32'; expected a positive"),
+    ("num_layers_zero", lambda c: dict(c, num_hidden_layers=0), "num_hidden_layers is 0; expected a positive"),
+    ("flag_an_integer", lambda c: dict(c, do_layer_norm_before=1), "do_layer_norm_before is 1; expected true"),
+    ("dropout_negative", lambda c: dict(c, dropout=-0.5), "dropout is -0.5; expected a number >= 0"),
+    ("unknown_activation", lambda c: dict(c, activation_function="swish"), "activation_function: Unknown"),
+    ("heads_not_dividing", lambda c: dict(c, num_attention_heads=5), "hidden_size=32 is not divisible"),
+]
+
+
+@pytest.mark.parametrize("content, message", [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
+def test_a_bad_config_is_refused_naming_the_file_and_the_key(checkpoint, tmp_path, content, message):
+  good = json.loads((checkpoint[0] / "config.json").read_text())
+  config_file = tmp_path / "config.json"
+  config_file.write_bytes(content if isinstance(content, bytes) else json.dumps(content(good)).encode())
+  with pytest.raises(hf_opt.WeightsFileError, match=message) as error:
+    hf_opt.read_config(tmp_path)
+  assert str(config_file) in str(error.value)
+
+
+def test_a_config_without_optional_keys_gets_opt_defaults(checkpoint, tmp_path):
+  import transformers  # pylint: disable=g-import-not-at-top
+  good = json.loads((checkpoint[0] / "config.json").read_text())
+  (tmp_path / "config.json").write_text(json.dumps({k: good[k] for k in ("model_type", *hf_opt.REQUIRED_FIELDS)}))
+  ours, theirs = hf_opt.read_config(tmp_path), transformers.AutoConfig.from_pretrained(tmp_path)
+  assert {o: getattr(ours, o) for o in hf_opt.CONFIG_FIELDS if o != "word_embed_proj_dim"} == {
+      o: getattr(theirs, t) for o, t in hf_opt.CONFIG_FIELDS.items() if o != "word_embed_proj_dim"}
+  assert ours.embed_dim == theirs.word_embed_proj_dim
 
 
 def test_non_opt_config(checkpoint, tmp_path):
   shutil.copytree(checkpoint[0], tmp_path / "gpt2")
   config = json.loads((tmp_path / "gpt2" / "config.json").read_text())
   (tmp_path / "gpt2" / "config.json").write_text(json.dumps(dict(config, model_type="gpt2")))
-  with pytest.raises(hf_opt.CheckpointError, match="model_type='gpt2'"):
+  with pytest.raises(hf_opt.WeightsFileError, match="model_type='gpt2'"):
     hf_opt.load_hf_opt(tmp_path / "gpt2")
 
 
@@ -88,7 +124,7 @@ def test_weights_that_disagree_with_config_json(checkpoint, tmp_path):
   shutil.copytree(checkpoint[0], tmp_path / "bad")
   config = json.loads((tmp_path / "bad" / "config.json").read_text())
   (tmp_path / "bad" / "config.json").write_text(json.dumps(dict(config, ffn_dim=64)))
-  with pytest.raises(hf_opt.CheckpointError, match=r"layers.0.fc1.weight has shape \(48, 32\).*\(64, 32\)"):
+  with pytest.raises(hf_opt.WeightsFileError, match=r"layers.0.fc1.weight has shape \(48, 32\).*\(64, 32\)"):
     hf_opt.load_hf_opt(tmp_path / "bad")
 
 
@@ -96,7 +132,7 @@ def test_truncated_safetensors_names_the_file(checkpoint, tmp_path):
   shutil.copytree(checkpoint[0], tmp_path / "cut")
   weights = tmp_path / "cut" / "model.safetensors"
   weights.write_bytes(weights.read_bytes()[:-100])
-  with pytest.raises(hf_opt.CheckpointError, match="model.safetensors is truncated"):
+  with pytest.raises(hf_opt.WeightsFileError, match="model.safetensors is truncated"):
     hf_opt.load_hf_opt(tmp_path / "cut")
 
 
@@ -110,7 +146,7 @@ def test_insert_pretrained_keeps_boxes_and_rejects_other_shapes(checkpoint):
 
   wider = decoder_lib.Decoder(decoder_lib.decoder_config("tiny")).init(jax.random.key(0), tokens, tokens,
                                                                         tokens)["params"]
-  with pytest.raises(hf_opt.CheckpointError, match="decoder/embed_tokens/embedding: the checkpoint has shape"):
+  with pytest.raises(hf_opt.WeightsFileError, match="decoder/embed_tokens/embedding: the checkpoint has shape"):
     hf_opt.insert_pretrained({"decoder": wider}, pretrained)
 
 
