@@ -35,6 +35,31 @@ def test_infer_prints_the_chosen_stages(tiny_run):
     assert stage in out.stdout, out.stdout
 
 
+def test_infer_answers_about_a_video_file(tiny_run, tmp_path):
+  workdir, _ = tiny_run
+  video = tmp_path / "clip.mp4"
+  write_video(video)
+  out = run("lrr_jax.infer", f"--workdir={workdir}", f"--video={video}", "--question=Where is the snitch?",
+            "--strategy=greedy", "--max_new_tokens=8")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "greedy with" in out.stdout and "Answer:" in out.stdout
+
+
+def write_video(path, frames: int = 12, size: int = 48) -> None:
+  """A small MP4 (PyAV) of a square moving across the frame."""
+  import av  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream("mpeg4", rate=8)
+    stream.width = stream.height = size
+    stream.pix_fmt = "yuv420p"
+    for t in range(frames):
+      image = np.zeros((size, size, 3), np.uint8)
+      image[10:20, 2 + 3 * t:12 + 3 * t] = 255
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+    container.mux(stream.encode())
+
+
 def test_scaling_table_compares_strategies(tiny_run):
   workdir, _ = tiny_run
   out = run("lrr_jax.evaluation.scaling", f"--workdir={workdir}", "--strategies=greedy,best_of_n,stage_beam",

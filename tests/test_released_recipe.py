@@ -61,6 +61,18 @@ def test_recipe_starts_from_the_local_opt_trains_only_the_visual_parts_and_repor
   assert gates and any(np.any(g != 0) for g in gates)  # the cross-attention did train
 
 
+def test_infer_answers_about_a_video_file_with_a_released_dataset_run(release, tmp_path):
+  """A released-dataset config has no generated world: the frame shape comes from `config.data`."""
+  release, _ = release
+  assert main(release, tmp_path, "opt", "--config.eval.every=0").returncode == 0
+  video = sorted((release / "CATER" / "videos").glob("*.avi"))[0]
+  out = subprocess.run([sys.executable, "-m", "lrr_jax.infer", f"--workdir={tmp_path}", f"--video={video}",
+                        "--question=Where is the snitch at the end?", "--strategy=greedy", "--max_new_tokens=8"],
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "Answer:" in out.stdout and "Label:" not in out.stdout
+
+
 def test_a_tokenizer_larger_than_the_opt_vocabulary_is_a_clear_error(release, tmp_path):
   release, vocab_size = release
   out = main(release, tmp_path, "opt_small_vocab")

@@ -1,0 +1,37 @@
+"""The train loop in-process (no subprocess): evaluation through the callable it is handed, metrics, checkpoints,
+and a rerun that resumes at the end and returns the saved state."""
+import json
+
+import jax
+import numpy as np
+
+from configs import cater
+from lrr_jax import experiment
+from lrr_jax.train import loop
+
+
+def test_train_loop_evaluates_through_its_callable_and_resumes(tmp_path):
+  config = cater.get_config()
+  config.num_steps, config.batch_size, config.log_every = 3, 4, 1
+  config.data.update(num_train=16, num_eval=4)
+  config.checkpoint.every = 2
+  config.eval.update(every=2, num_examples=3)
+  train_data, _, tokenizer = experiment.build_data(config, tmp_path)
+  model = experiment.make_model(config, tokenizer)
+  calls = []
+
+  def evaluate(params, num_examples):
+    calls.append((jax.tree.structure(params), num_examples))
+    return {"top1": 0.25}
+
+  state, metrics = loop.train(config, model, train_data, tmp_path, evaluate)
+  assert int(state.step) == 3 and np.isfinite(metrics["loss"])
+  assert [count for _, count in calls] == [3]  # at step 2 only: the final evaluation is the caller's
+  assert calls[0][0] == jax.tree.structure(state.params)
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [line["step"] for line in lines if "eval/top1" in line] == [2]
+  assert sorted(int(p.name) for p in (tmp_path / "ckpt").iterdir() if p.name.isdigit()) == [2, 3]
+
+  resumed, _ = loop.train(config, model, train_data, tmp_path, evaluate)  # nothing left to do
+  assert int(resumed.step) == 3 and len(calls) == 1
+  assert loop.params_checksum(resumed.params) == loop.params_checksum(state.params)
