@@ -14,6 +14,7 @@ import grain
 import numpy as np
 
 from lrr_jax.data import encoding
+from lrr_jax.data import frame_sampling
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
 
@@ -42,7 +43,7 @@ def fit_frames(frames: np.ndarray, num_frames: int, resolution: int, source: str
   """Sample (or repeat) frames to `num_frames` and resize to `resolution` (nearest); also the kept indices."""
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
     raise ValueError(f"{source}: frames have shape {frames.shape}; expected [T>0, H, W, 3].")
-  kept = np.linspace(0, frames.shape[0] - 1, num_frames).round().astype(int)
+  kept = frame_sampling.evenly_spaced(frames.shape[0], num_frames)
   frames = frames[kept]
   rows = (np.arange(resolution) + 0.5) * frames.shape[1] / resolution
   cols = (np.arange(resolution) + 0.5) * frames.shape[2] / resolution

@@ -10,6 +10,7 @@ import pathlib
 from absl import app
 from absl import flags
 
+from lrr_jax.data import rationales
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
 
@@ -43,7 +44,7 @@ def train_tokenizer(source, vocab_size: int) -> tokenizer_lib.Tokenizer:
   texts = []
   for index in range(len(source)):
     record = source[index]
-    for variant in ("full", "no_tags", "no_surrogate", "direct"):
+    for variant in rationales.VARIANTS:
       example = records.read_example(record, variant, f"record {index}")
       texts += [s.text for s in example.question + example.response]
   return tokenizer_lib.train_bpe(texts, vocab_size)

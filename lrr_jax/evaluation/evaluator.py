@@ -27,7 +27,7 @@ GROUP_KEYS = {"generated_acre": ("split", "query_type"), "acre": ("split", "quer
 def answer_candidates(dataset: str, num_classes: int = 0) -> list[str] | None:
   """The closed answer set that top-5 ranks (None: the task reports accuracy only)."""
   if dataset in CATER_DATASETS:
-    return [rationales.cater_answer(cell) for cell in range(cater.GRID ** 2)]
+    return [cater.answer_text(cell) for cell in range(cater.GRID ** 2)]
   if dataset == "something_else":
     if num_classes <= 0:
       raise ValueError("Something-Else top-5 needs config.eval.num_classes (the number of action classes).")

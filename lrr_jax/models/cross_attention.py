@@ -43,13 +43,13 @@ def frame_visibility_mask(text_frame_index: Array, text_segment_ids: Array, visu
   return (same_example & visible & (text_segment_ids[:, :, None] > 0))[:, None]
 
 
-def attention_weights(query: Array, keys: Array, mask: Array) -> Array:
+def visual_attention_weights(query: Array, keys: Array, mask: Array) -> Array:
   """float32[B, H, S, M]: the softmax weights `layers.masked_attention` reads `keys` with (before dropout).
 
   query: scaled [B, S, H, D]; keys: [B or 1, M, H, D]; mask: bool[B, 1, S, M]. Rows with no visible frame
   are zero, as their attended value is zeroed in `GatedCrossAttention`.
   """
-  weights = layers.attention_weights(query, keys, mask)
+  weights = layers.masked_attention_weights(query, keys, mask)
   return jnp.where(jnp.any(mask, axis=-1, keepdims=True), weights, 0.0)
 
 
@@ -87,7 +87,7 @@ class GatedCrossAttention(nn.Module):
     query = self.attention.queries(self.attention_norm(hidden))
     attended = self.attention.attend(query, visual_keys, visual_values, mask, deterministic)
     if self.is_mutable_collection("intermediates"):  # only when asked for: training and decoding skip it
-      self.sow("intermediates", "cross_attention_weights", attention_weights(query, visual_keys, mask))
+      self.sow("intermediates", "cross_attention_weights", visual_attention_weights(query, visual_keys, mask))
     # Tokens that may see no frame read nothing (not the uniform average a fully masked row yields).
     sees_any_frame = jnp.any(mask, axis=(1, 3))[..., None]
     attended = jnp.where(sees_any_frame, attended, 0.0)

@@ -39,7 +39,7 @@ def layer_norm(*, name: str, dtype: Dtype, param_dtype: Dtype, affine: bool = Tr
       bias_init=partitioned(nn.initializers.zeros_init(), ("norm",)))
 
 
-def attention_weights(query: Array, key: Array, mask: Array | None) -> Array:
+def masked_attention_weights(query: Array, key: Array, mask: Array | None) -> Array:
   """float32[B, H, Sq, Sk] softmax weights (shapes as `masked_attention`; a batch-1 key is read by all rows)."""
   shared = key.shape[0] == 1 and query.shape[0] > 1
   scores = (jnp.einsum("bqhd,khd->bhqk", query, key[0], preferred_element_type=jnp.float32) if shared else
@@ -58,7 +58,7 @@ def masked_attention(query: Array, key: Array, value: Array, mask: Array | None,
   (finite, never NaN); callers that need such rows to read nothing zero them afterwards.
   """
   shared = key.shape[0] == 1 and query.shape[0] > 1  # one key/value set read by every row (a shared video)
-  weights = attention_weights(query, key, mask)
+  weights = masked_attention_weights(query, key, mask)
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)

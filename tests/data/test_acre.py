@@ -4,7 +4,6 @@ import itertools
 import numpy as np
 import pytest
 
-from lrr_jax.data import rationales
 from lrr_jax.data.worlds import acre
 
 
@@ -25,7 +24,7 @@ def test_answers_agree_with_brute_force_for_every_query_type(split):
       assert all(any(problem.blickets[k] for k in ids) == light for ids, light in problem.context)
       assert [kind for _, kind, _ in problem.queries] == list(acre.QUERY_TYPES)
       for ids, kind, answer in problem.queries:
-        assert answer == brute_force_answer(problem, ids) == rationales.acre_answer(problem, ids), kind
+        assert answer == brute_force_answer(problem, ids) == acre.rule_answer(problem, ids), kind
         assert answer == {"indirect": "on", "screen_off": "off", "potential": "undetermined"}.get(kind, answer)
       assert problem.context_frames.shape == (6, 32, 32, 3) and problem.query_frames.shape == (4, 32, 32, 3)
 

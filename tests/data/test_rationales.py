@@ -1,5 +1,8 @@
 """Rationales: the parser round-trips every variant, survives malformed text, and frame indices follow the
 rule that generation uses."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -16,8 +19,8 @@ PROBLEMS = acre.generate(acre.AcreConfig(), 6, seed=5)
 
 def examples(variant: str) -> list[tuple[rationales.Example, int]]:
   """(example, its number of frames) for generated CATER videos and ACRE queries."""
-  return ([(rationales.cater_example(VIDEOS, n, variant), VIDEOS.frames.shape[1]) for n in range(len(VIDEOS))]
-          + [(rationales.acre_example(p, q, variant), acre.NUM_CONTEXT + 1) for p in PROBLEMS for q in range(4)])
+  return ([(cater.rationale_example(VIDEOS, n, variant), VIDEOS.frames.shape[1]) for n in range(len(VIDEOS))]
+          + [(acre.rationale_example(p, q, variant), acre.NUM_CONTEXT + 1) for p in PROBLEMS for q in range(4)])
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def test_parser_round_trips_every_rationale(variant):
     assert parsed.problems == [], (n, parsed.problems)
     assert parsed.answer == example.answer
     if n < len(VIDEOS):
-      assert parsed.answer == rationales.cater_answer(int(VIDEOS.label[n]))
+      assert parsed.answer == cater.answer_text(int(VIDEOS.label[n]))
     if variant in ("full", "no_surrogate"):
       assert list(parsed.stages) == list(rationales.STAGES)
       text = example.response_text
@@ -44,15 +47,15 @@ def test_parser_round_trips_every_rationale(variant):
 
 
 def test_surrogate_tasks_are_in_the_full_rationale_only():
-  full = rationales.cater_example(VIDEOS, 0, "full").response_text
-  plain = rationales.cater_example(VIDEOS, 0, "no_surrogate").response_text
+  full = cater.rationale_example(VIDEOS, 0, "full").response_text
+  plain = cater.rationale_example(VIDEOS, 0, "no_surrogate").response_text
   assert "<detect>" in full and "<track>" in full and "<detect>" not in plain and "<track>" not in plain
-  reid = [rationales.cater_example(VIDEOS, n).response_text for n in range(len(VIDEOS))]
+  reid = [cater.rationale_example(VIDEOS, n).response_text for n in range(len(VIDEOS))]
   assert any("<reid>" in text and "covers it" in text for text in reid)
 
 
 def test_parser_never_raises_and_names_what_is_wrong():
-  text = rationales.cater_example(VIDEOS, 1).response_text
+  text = cater.rationale_example(VIDEOS, 1).response_text
   rng = np.random.default_rng(0)
   for _ in range(200):
     cut = text[:rng.integers(len(text))] if rng.random() < 0.5 else text.replace(
@@ -85,7 +88,7 @@ def test_generation_frame_rule_reproduces_the_training_frame_indices(tokenizer, 
 
 
 def test_loss_is_on_the_response_only(tokenizer):
-  example = rationales.cater_example(VIDEOS, 2)
+  example = cater.rationale_example(VIDEOS, 2)
   arrays = encoding.encode_example(example, tokenizer, 300)
   response_ids = [t for s in example.response for t in tokenizer.encode(s.text)]
   targets = arrays["targets"][arrays["loss_mask"] == 1]
@@ -96,7 +99,7 @@ def test_loss_is_on_the_response_only(tokenizer):
 
 
 def test_tokenizer_round_trips_and_keeps_tags_whole(tokenizer, tmp_path):
-  text = rationales.cater_example(VIDEOS, 3).response_text
+  text = cater.rationale_example(VIDEOS, 3).response_text
   assert tokenizer.decode(tokenizer.encode(text)) == text
   for tag in tokenizer_lib.TAGS + ("frame 3:",):
     assert tokenizer.encode(tag) == [tokenizer.token_id(tag)], tag
@@ -116,3 +119,11 @@ def test_left_pad_aligns_prompts_on_the_right():
   np.testing.assert_array_equal(batch["positions"], [[0, 1, 2], [0, 0, 0]])
   np.testing.assert_array_equal(batch["segment_ids"], [[1, 1, 1], [0, 0, 1]])
   np.testing.assert_array_equal(batch["frame_index"], [[0, 0, 1], [-1, -1, 2]])
+
+
+def test_the_format_knows_no_dataset():
+  """The format, and the encoder over it, load no generated world: each world writes its own text with them."""
+  code = ("import sys, lrr_jax.data.rationales, lrr_jax.data.encoding; "
+          "print(sorted(m for m in sys.modules if 'worlds' in m))")
+  loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+  assert loaded.strip() == "[]"

@@ -54,9 +54,9 @@ def test_acre_rule_matches_the_release_labels_for_set_blickets():
   problem = acre.AcreProblem(names={1: "a", 2: "b", 3: "c"}, objects=[], blickets=[],
                              context=[((1, 2), True), ((3,), False)], queries=[], context_frames=None,
                              query_frames=None)
-  assert rationales.acre_answer(problem, (1, 2, 3)) == "on"
-  assert rationales.acre_answer(problem, (1,)) == "undetermined"
-  assert rationales.acre_answer(problem, (3,)) == "off"
+  assert acre.rule_answer(problem, (1, 2, 3)) == "on"
+  assert acre.rule_answer(problem, (1,)) == "undetermined"
+  assert acre.rule_answer(problem, (3,)) == "off"
 
 
 @pytest.mark.parametrize("damage,message", [
@@ -107,10 +107,10 @@ def test_cater_release_reads_videos_scenes_and_labels(cater_release, tmp_path):
     assert np.abs(record["frames"].astype(float) - videos["train"].frames[n]).mean() < 12
     full = records.read_example(record, "full")
     parsed = rationales.parse_response(full.response_text)
-    assert parsed.problems == [] and parsed.answer == rationales.cater_answer(int(record["label"]))
+    assert parsed.problems == [] and parsed.answer == cater_world.answer_text(int(record["label"]))
     # The tracked cell on the last frame (from the scene) agrees with the released class.
     assert f" {parsed.answer}" in parsed.stages["REASONING"].split("frame 7:")[1]
-    generated = rationales.cater_example(videos["train"], n)
+    generated = cater_world.rationale_example(videos["train"], n)
     assert parsed.stages["REASONING"] == rationales.parse_response(generated.response_text).stages["REASONING"]
 
 

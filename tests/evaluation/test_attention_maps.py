@@ -55,10 +55,10 @@ def test_weights_are_those_masked_attention_reads_values_with():
   one_hot = jnp.broadcast_to(jnp.eye(m)[None, :, None, :], (b, m, h, m))
   mask = jnp.asarray(rng.random((b, 1, s, m)) < 0.6).at[:, :, 0].set(False)  # token 0 sees nothing
   expected = jnp.einsum("bqhk->bhqk", layers.masked_attention(query, keys, one_hot, mask))
-  got = cross_attention.attention_weights(query, keys, mask)
+  got = cross_attention.visual_attention_weights(query, keys, mask)
   np.testing.assert_allclose(got[:, :, 1:], expected[:, :, 1:], atol=1e-6)
   np.testing.assert_array_equal(got[:, :, 0], 0.0)  # the layer zeroes what such a token reads
-  shared = cross_attention.attention_weights(query, keys[:1], mask)  # one video for every row
+  shared = cross_attention.visual_attention_weights(query, keys[:1], mask)  # one video for every row
   np.testing.assert_allclose(shared[0], got[0], atol=1e-6)
 
 

@@ -3,7 +3,6 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from lrr_jax.data import rationales
 from lrr_jax.data.worlds import cater
 from lrr_jax.evaluation import plots
 from lrr_jax.inference import search
@@ -40,9 +39,9 @@ def test_frames_gif_and_rationale(tmp_path):
     gif.seek(index)
     durations.append(gif.info["duration"])
   assert gif.size == (64, 64) and sum(durations) == 8 * 330  # GIF delays count centiseconds
-  text = plots.format_rationale(rationales.cater_example(videos, 0))
+  text = plots.format_rationale(cater.rationale_example(videos, 0))
   assert text.splitlines()[1] == "<SUMMARY>" and "    [frames 0-3] frame 3: <track>" in text
-  assert text.endswith(f"answer: {rationales.cater_answer(int(videos.label[0]))}")
+  assert text.endswith(f"answer: {cater.answer_text(int(videos.label[0]))}")
   assert plots.cater_truth_table(videos, 0).count("\n") == 2 + 7
 
 

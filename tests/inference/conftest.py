@@ -16,7 +16,7 @@ from lrr_jax.models import lrr
 @pytest.fixture(scope="package")
 def tokenizer():
   videos = cater.generate(cater.CaterConfig(num_frames=4, resolution=16, num_objects=3, num_cones=1), 16, 0)
-  texts = [" ".join(s.text for s in rationales.cater_example(videos, n).response) for n in range(16)]
+  texts = [" ".join(s.text for s in cater.rationale_example(videos, n).response) for n in range(16)]
   return tokenizer_lib.train_bpe(texts + ["Since both were read, I choose response 1 2"], 300)
 
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from lrr_jax.data import encoding
-from lrr_jax.data import rationales
 from lrr_jax.data.worlds import cater
 from lrr_jax.evaluation import evaluator
 from lrr_jax.inference import ranking
@@ -16,7 +15,7 @@ def test_prefix_candidate_and_ending_rebuild_the_training_response(tokenizer, va
   videos = cater.generate(cater.CaterConfig(num_frames=4, resolution=16, num_objects=3, num_cones=1), 4, 1)
   markers = [tokenizer.encode("answer"), tokenizer.encode(" answer")]
   for n in range(4):
-    example = rationales.cater_example(videos, n, variant)
+    example = cater.rationale_example(videos, n, variant)
     response, _ = encoding.segment_tokens(example.response, tokenizer)
     response += [tokenizer.eos_id]
     ending = evaluator.answer_ending(example, tokenizer)

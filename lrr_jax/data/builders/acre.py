@@ -9,32 +9,25 @@ Expected layout (one regime per directory, as released):
 Each query becomes a record: the 6 context panels and the query panel as 7 frames; labels 0 off, 1 undetermined,
 2 on. The rationale is built from the context by the disjunctive rule; the answer is the released label.
 """
-import dataclasses
-import json
 import pathlib
 
 import numpy as np
-import tensorflow_datasets as tfds
 
+from lrr_jax.data import files
 from lrr_jax.data import rationales
 from lrr_jax.data import records
+from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
 from lrr_jax.data.worlds import acre
 
 SPLITS = ("train", "val", "test")
-
-
-@dataclasses.dataclass
-class AcreReleaseConfig(tfds.core.BuilderConfig):
-  resolution: int = 64  # panels are resized to resolution x resolution
-
 
 def object_names(scene_dir: pathlib.Path, stems: list[str], panels: list[dict]) -> dict[int, str]:
   """Object id -> 'colour material shape' from the scene files (where present), else 'object <id>'."""
   names = {}
   for stem, panel in zip(stems, panels):
     scene_file = scene_dir / f"{stem}.json"
-    scene_objects = json.loads(scene_file.read_text()).get("objects", []) if scene_file.is_file() else []
+    scene_objects = files.read_json(scene_file, dict).get("objects", []) if scene_file.is_file() else []
     for k, obj_id in enumerate(panel["objects"]):
       if k < len(scene_objects) and len(scene_objects) == len(panel["objects"]):
         o = scene_objects[k]
@@ -43,15 +36,10 @@ def object_names(scene_dir: pathlib.Path, stems: list[str], panels: list[dict]) 
   return names
 
 
-class Acre(tfds.core.GeneratorBasedBuilder):
-  """ACRE from its released files."""
-  VERSION = tfds.core.Version("1.0.0")
+class Acre(release.ReleaseBuilder):
+  """ACRE from its released files; panels are resized to the config's resolution."""
   MANUAL_DOWNLOAD_INSTRUCTIONS = "Put one ACRE regime's config/, images/ and scenes/ folders in manual_dir."
-  BUILDER_CONFIGS = [AcreReleaseConfig(name=regime) for regime in ("iid", "compositional", "systematic")]
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    res = self.builder_config.resolution
-    return tfds.core.DatasetInfo(builder=self, features=records.features(res, res))
+  BUILDER_CONFIGS = [release.ReleaseConfig(name=regime) for regime in ("iid", "compositional", "systematic")]
 
   def _split_generators(self, dl_manager):
     manual = pathlib.Path(dl_manager.manual_dir)
@@ -62,11 +50,7 @@ class Acre(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, manual: pathlib.Path, split: str):
     config_file = manual / "config" / f"{split}.json"
-    try:
-      problems = json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-      raise ValueError(f"ACRE: {config_file} is not valid JSON: {e}") from e
-    for p, panels in enumerate(problems):
+    for p, panels in enumerate(files.read_json(config_file, list)):
       source = f"{config_file} problem {p}"
       if len(panels) != 10 or any(panel.get("light_state") not in ("on", "off") for panel in panels[:6]):
         raise ValueError(f"{source}: expected 6 context panels (light on/off) and 4 queries.")
@@ -80,6 +64,6 @@ class Acre(tfds.core.GeneratorBasedBuilder):
           context_frames=context_frames, query_frames=None)
       for q in range(4):
         frames = np.concatenate([context_frames, read(6 + q)[None]])
-        examples = {v: rationales.acre_example(problem, q, v) for v in rationales.VARIANTS}
+        examples = {v: acre.rationale_example(problem, q, v) for v in rationales.VARIANTS}
         yield f"{p}_{q}", records.make_record(frames, examples, int(panels[6 + q]["label"]),
                                               query_type=panels[6 + q]["type"], problem=p, split=split)

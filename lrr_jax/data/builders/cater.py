@@ -14,15 +14,16 @@ variant's content is known, and every variant states just the answer.
 Grid cells from scene coordinates: x and y in [-3, 3] split into 6 bands each (row from y, column from x).
 """
 import dataclasses
-import json
 import pathlib
 import re
 
 import numpy as np
-import tensorflow_datasets as tfds
 
+from lrr_jax.data import files
+from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
 from lrr_jax.data import records
+from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
 from lrr_jax.data.worlds import cater as cater_world
 
@@ -30,9 +31,8 @@ GRID = cater_world.GRID
 
 
 @dataclasses.dataclass
-class CaterReleaseConfig(tfds.core.BuilderConfig):
+class CaterReleaseConfig(release.ReleaseConfig):
   num_frames: int = 16  # frames kept, evenly spaced over the video
-  resolution: int = 64
 
 
 def read_list(path: pathlib.Path) -> list[tuple[str, int]]:
@@ -56,7 +56,8 @@ def cell(location) -> tuple[int, int]:
 
 
 def scene_rationale(scene: dict, kept: np.ndarray, label: int, variant: str) -> rationales.Example:
-  """Detection on the first kept frame, then the snitch tracked (or re-identified under its cone)."""
+  """Detection on the first kept frame, then the snitch tracked (or re-identified under its cone), in the
+  generated world's words (`worlds/cater.py`)."""
   objects = scene["objects"]
   name = lambda o: "snitch" if o["shape"] == "spl" else f"{o['color']} {o['shape']}"
   at = lambda o, t: cell(o["locations"][str(int(kept[t]))])
@@ -65,38 +66,20 @@ def scene_rationale(scene: dict, kept: np.ndarray, label: int, variant: str) -> 
               for action, other, start, end in scene.get("movements", {}).get(o.get("instance"), [])
               if action == "_contain" and other == snitch.get("instance")]
   last = len(kept) - 1
-  answer = rationales.cater_answer(label)
-  question = [rationales.Segment("Where is the snitch at the end of the video?", last if variant == "direct" else 0)]
-  summary = [rationales.Segment("Find the snitch's final cell: detect the objects, track the snitch and any cone "
-                                "over it.", 0)]
-  caption = [rationales.Segment("frame 0: <detect> " + "; ".join(
-      f"{name(o)} {at(o, 0)[0]},{at(o, 0)[1]}" for o in objects) + ".", 0)]
+  caption = [cater_world.detection_segment([(name(o), at(o, 0)) for o in objects])]
   reasoning = []
   for t in range(1, last + 1):
     holder = next((o for o, _, end in contains if end <= kept[t]), None)  # covered once it lands
-    if holder is None:
-      r, c = at(snitch, t)
-      reasoning.append(rationales.Segment(f"frame {t}: <track> snitch {r},{c}. ", t))
-    else:
-      r, c = at(holder, t)
-      reasoning.append(rationales.Segment(f"frame {t}: <track> snitch hidden; <reid> {name(holder)} {r},{c} "
-                                          "covers it. ", t))
-  if variant == "no_surrogate":
-    caption = [rationales.Segment(f"There are {len(objects)} objects on a 6x6 grid.", 0)]
-    reasoning = [rationales.Segment("The snitch may move or be covered; its final place gives the answer.", 0)]
-  return rationales.staged_example(question, summary, caption, reasoning, f"The snitch ends at {answer}.", answer,
-                                   last, variant)
+    reasoning.append(cater_world.track_segment(t, at(snitch, t)) if holder is None else
+                     cater_world.reid_segment(t, name(holder), at(holder, t)))
+  answer = cater_world.answer_text(label)
+  return cater_world.snitch_example(caption, reasoning, len(objects), answer, answer, last, variant)
 
 
-class Cater(tfds.core.GeneratorBasedBuilder):
+class Cater(release.ReleaseBuilder):
   """CATER snitch localisation from its released files."""
-  VERSION = tfds.core.Version("1.0.0")
   MANUAL_DOWNLOAD_INSTRUCTIONS = "Unpack a CATER release (videos/, lists/, optionally scenes/) in manual_dir."
   BUILDER_CONFIGS = [CaterReleaseConfig(name="default")]
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    res = self.builder_config.resolution
-    return tfds.core.DatasetInfo(builder=self, features=records.features(res, res))
 
   def _split_generators(self, dl_manager):
     manual = pathlib.Path(dl_manager.manual_dir)
@@ -108,10 +91,10 @@ class Cater(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     for video, label in entries:
       all_frames, _ = video_files.decode_video(manual / "videos" / video, cfg.resolution)
-      kept = video_files.evenly_spaced(len(all_frames), cfg.num_frames)
+      kept = frame_sampling.evenly_spaced(len(all_frames), cfg.num_frames)
       frames = np.stack([all_frames[i] for i in kept])
       scene_file = manual / "scenes" / f"{pathlib.Path(video).stem}.json"
-      scene = json.loads(scene_file.read_text()) if scene_file.is_file() else None
+      scene = files.read_json(scene_file, dict) if scene_file.is_file() else None
       try:
         examples = {v: scene_rationale(scene, kept, label, v) if scene else _answer_only(label, v, len(kept))
                     for v in rationales.VARIANTS}
@@ -122,7 +105,7 @@ class Cater(tfds.core.GeneratorBasedBuilder):
 
 def _answer_only(label: int, variant: str, num_frames: int) -> rationales.Example:
   del variant
-  answer = rationales.cater_answer(label)
+  answer = cater_world.answer_text(label)
   last = num_frames - 1
-  return rationales.Example([rationales.Segment("Where is the snitch at the end of the video?", last)],
+  return rationales.Example([rationales.Segment(cater_world.QUESTION, last)],
                             [rationales.Segment(f"answer {answer}", last)], answer)

@@ -59,7 +59,7 @@ class GeneratedCater(tfds.core.GeneratorBasedBuilder):
     for chunk, start in enumerate(range(0, num_videos, CHUNK)):
       videos = cater.generate(world, min(CHUNK, num_videos - start), seed=seed * 100_003 + chunk)
       for n in range(len(videos)):
-        examples = {v: rationales.cater_example(videos, n, v) for v in rationales.VARIANTS}
+        examples = {v: cater.rationale_example(videos, n, v) for v in rationales.VARIANTS}
         yield start + n, records.make_record(videos.frames[n], examples, int(videos.label[n]),
                                              camera="moving" if world.moving_camera else "static")
 
@@ -83,6 +83,6 @@ class GeneratedAcre(tfds.core.GeneratorBasedBuilder):
     for p, problem in enumerate(acre.generate(world, num_problems, seed, train)):
       for q, (_, query_type, answer) in enumerate(problem.queries):
         frames = np.concatenate([problem.context_frames, problem.query_frames[q:q + 1]])
-        examples = {v: rationales.acre_example(problem, q, v) for v in rationales.VARIANTS}
+        examples = {v: acre.rationale_example(problem, q, v) for v in rationales.VARIANTS}
         yield f"{p}_{q}", records.make_record(frames, examples, acre.ANSWERS.index(answer), split=world.split,
                                               query_type=query_type)

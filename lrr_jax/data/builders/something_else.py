@@ -10,24 +10,24 @@ The rationale detects the hand and the objects on each kept frame (grid cells of
 tracks each object from first to last frame, and names the action; answer = the class id.
 """
 import dataclasses
-import json
 import pathlib
 
 import numpy as np
 from PIL import Image
-import tensorflow_datasets as tfds
 
+from lrr_jax.data import files
+from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
 from lrr_jax.data import records
+from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
 
 GRID = 6
 
 
 @dataclasses.dataclass
-class SomethingElseConfig(tfds.core.BuilderConfig):
-  num_frames: int = 8
-  resolution: int = 64
+class SomethingElseConfig(release.ReleaseConfig):
+  num_frames: int = 8  # frames kept, evenly spaced over the video
 
 
 def box_cell(box: dict, width: int, height: int) -> tuple[int, int]:
@@ -42,7 +42,7 @@ def something_else_example(video: dict, class_id: int, frame_boxes: list[list[di
   """Per kept frame the boxes as detections; the objects tracked first to last; the action class."""
   width, height = size
   last = len(frame_boxes) - 1
-  question = [rationales.Segment("What action does the hand perform?", last if variant == "direct" else 0)]
+  question = [rationales.question_segment("What action does the hand perform?", last, variant)]
   summary = [rationales.Segment("Find the hand and the objects, follow how they move, then name the action.", 0)]
   caption, tracks = [], {}
   for t, boxes in enumerate(frame_boxes):
@@ -51,7 +51,7 @@ def something_else_example(video: dict, class_id: int, frame_boxes: list[list[di
       r, c = box_cell(label["box2d"], width, height)
       tracks.setdefault(label["category"], []).append((t, r, c))
       seen.append(f"{label['category']} {r},{c}")
-    caption.append(rationales.Segment(f"frame {t}: <detect> {'; '.join(seen) or 'nothing'}. ", t))
+    caption.append(rationales.frame_segment(t, f"<detect> {'; '.join(seen) or 'nothing'}. "))
   track_text = "; ".join(f"{name} {path[0][1]},{path[0][2]} -> {path[-1][1]},{path[-1][2]}"
                          for name, path in tracks.items())
   reasoning = [rationales.Segment(f"<track> {track_text or 'nothing moves'}. ", last)]
@@ -63,35 +63,21 @@ def something_else_example(video: dict, class_id: int, frame_boxes: list[list[di
                                    str(class_id), last, variant)
 
 
-def _load_json(path: pathlib.Path):
-  if not path.is_file():
-    raise FileNotFoundError(f"Something-Else: {path} is missing.")
-  try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"Something-Else: {path} is not valid JSON: {e}") from e
-
-
-class SomethingElse(tfds.core.GeneratorBasedBuilder):
+class SomethingElse(release.ReleaseBuilder):
   """Something-Else from its released annotations, boxes and frames."""
-  VERSION = tfds.core.Version("1.0.0")
   MANUAL_DOWNLOAD_INSTRUCTIONS = "Put annotations/ (split, labels, boxes) and frames/ in manual_dir."
   BUILDER_CONFIGS = [SomethingElseConfig(name="default")]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    res = self.builder_config.resolution
-    return tfds.core.DatasetInfo(builder=self, features=records.features(res, res))
-
   def _split_generators(self, dl_manager):
     manual = pathlib.Path(dl_manager.manual_dir)
-    labels = _load_json(manual / "annotations" / "labels.json")
+    labels = files.read_json(manual / "annotations" / "labels.json", dict)
     box_files = sorted((manual / "annotations").glob("bounding_box_smthsmth*.json"))
     if not box_files:
       raise FileNotFoundError(f"Something-Else: no bounding_box_smthsmth*.json in {manual / 'annotations'}.")
-    boxes = {k: v for path in box_files for k, v in _load_json(path).items()}
+    boxes = {k: v for path in box_files for k, v in files.read_json(path, dict).items()}
     splits = {"train": "train", "validation": "validation"}
-    return {split: self._generate_examples(manual, _load_json(manual / "annotations" / f"{name}.json"), labels,
-                                           boxes) for split, name in splits.items()}
+    return {split: self._generate_examples(manual, files.read_json(manual / "annotations" / f"{name}.json", list),
+                                           labels, boxes) for split, name in splits.items()}
 
   def _generate_examples(self, manual: pathlib.Path, videos: list[dict], labels: dict, boxes: dict):
     cfg = self.builder_config
@@ -104,7 +90,7 @@ class SomethingElse(tfds.core.GeneratorBasedBuilder):
       frame_files = sorted((manual / "frames" / video_id).glob("*.jpg"))
       if not frame_files:
         raise FileNotFoundError(f"{source}: no frames in {manual / 'frames' / video_id}.")
-      kept = video_files.evenly_spaced(len(frame_files), cfg.num_frames)
+      kept = frame_sampling.evenly_spaced(len(frame_files), cfg.num_frames)
       frames = np.stack([video_files.read_image(frame_files[i], cfg.resolution) for i in kept])
       with Image.open(frame_files[0]) as first:
         size = first.size

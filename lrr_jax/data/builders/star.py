@@ -11,14 +11,15 @@ between them and the actions (each text about a keyframe carries that frame's in
 The answer is the letter of the correct choice ('answer B'); label = its index.
 """
 import dataclasses
-import json
 import pathlib
 
 import numpy as np
-import tensorflow_datasets as tfds
 
+from lrr_jax.data import files
+from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
 from lrr_jax.data import records
+from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
 
 LETTERS = "ABCDEFGH"
@@ -26,9 +27,8 @@ QUESTION_TYPES = ("Interaction", "Sequence", "Prediction", "Feasibility")
 
 
 @dataclasses.dataclass
-class StarReleaseConfig(tfds.core.BuilderConfig):
-  num_frames: int = 16
-  resolution: int = 64
+class StarReleaseConfig(release.ReleaseConfig):
+  num_frames: int = 16  # frames kept, evenly spaced over the clip
 
 
 def read_classes(directory: pathlib.Path) -> dict[str, str]:
@@ -52,7 +52,7 @@ def star_example(question: dict, kept_frames: np.ndarray, fps: float, start: flo
   letter = LETTERS[label]
   last = len(kept_frames) - 1
   options = " ".join(f"{LETTERS[i]}) {c['choice']}" for i, c in enumerate(choices))
-  prompt = [rationales.Segment(f"{question['question']} Options: {options}", last if variant == "direct" else 0)]
+  prompt = [rationales.question_segment(f"{question['question']} Options: {options}", last, variant)]
   kind = question["question_id"].split("_")[0]
   summary = [rationales.Segment(f"A {kind.lower()} question: read each situation, then pick the option.", 0)]
   caption = []
@@ -63,9 +63,9 @@ def star_example(question: dict, kept_frames: np.ndarray, fps: float, start: flo
     relations = "; ".join(f"{name(a)} {name(r)} {name(b)}"
                           for (a, b), r in zip(graph.get("rel_pairs", []), graph.get("rel_labels", [])))
     actions = "; ".join(name(a) for a in graph.get("actions", []))
-    caption.append(rationales.Segment(f"frame {t}: <detect> {objects or 'nothing'}. "
-                                      f"{relations + '. ' if relations else ''}"
-                                      f"{'action: ' + actions + '. ' if actions else ''}", t))
+    caption.append(rationales.frame_segment(t, f"<detect> {objects or 'nothing'}. "
+                                               f"{relations + '. ' if relations else ''}"
+                                               f"{'action: ' + actions + '. ' if actions else ''}"))
   if not caption or variant == "no_surrogate":
     caption = [rationales.Segment("The video shows a person in a room.", 0)]
   reasoning = [rationales.Segment(f"The situations support option {letter}: {question['answer']}",
@@ -74,15 +74,10 @@ def star_example(question: dict, kept_frames: np.ndarray, fps: float, start: flo
                                    variant)
 
 
-class Star(tfds.core.GeneratorBasedBuilder):
+class Star(release.ReleaseBuilder):
   """STAR from its released question/situation files and the Charades videos."""
-  VERSION = tfds.core.Version("1.0.0")
   MANUAL_DOWNLOAD_INSTRUCTIONS = "Put STAR_{train,val}.json, videos/ (Charades) and classes/ in manual_dir."
   BUILDER_CONFIGS = [StarReleaseConfig(name="default")]
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    res = self.builder_config.resolution
-    return tfds.core.DatasetInfo(builder=self, features=records.features(res, res))
 
   def _split_generators(self, dl_manager):
     manual = pathlib.Path(dl_manager.manual_dir)
@@ -95,17 +90,13 @@ class Star(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, manual: pathlib.Path, path: pathlib.Path, names: dict[str, str]):
     cfg = self.builder_config
-    try:
-      questions = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-      raise ValueError(f"STAR: {path} is not valid JSON: {e}") from e
-    for index, question in enumerate(questions):
+    for index, question in enumerate(files.read_json(path, list)):
       source = f"{path} question {index} ({question.get('question_id', '?')})"
       try:
         start, end = float(question["start"]), float(question["end"])
         frames, fps = video_files.decode_video(manual / "videos" / f"{question['video_id']}.mp4", cfg.resolution,
                                                start, end)
-        kept = video_files.evenly_spaced(len(frames), cfg.num_frames)
+        kept = frame_sampling.evenly_spaced(len(frames), cfg.num_frames)
         examples = {v: star_example(question, kept, fps, start, names, v) for v in rationales.VARIANTS}
       except (KeyError, StopIteration, TypeError) as e:
         raise ValueError(f"{source} is malformed ({type(e).__name__}: {e}).") from e

@@ -4,6 +4,8 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from lrr_jax.data import frame_sampling
+
 
 def decode_video(path: pathlib.Path, resolution: int, start: float = 0.0, end: float | None = None
                  ) -> tuple[list[np.ndarray], float]:
@@ -35,6 +37,4 @@ def read_image(path: pathlib.Path, resolution: int) -> np.ndarray:
     raise ValueError(f"Image {path} cannot be decoded: {e}") from e
 
 
-def evenly_spaced(count: int, num_frames: int) -> np.ndarray:
-  """Indices of `num_frames` frames spread over `count` (repeating frames when there are fewer)."""
-  return np.linspace(0, count - 1, num_frames).round().astype(int)
+evenly_spaced = frame_sampling.evenly_spaced  # still read here by lrr_jax/infer.py; new code: frame_sampling

@@ -9,10 +9,14 @@ Contexts are built from evidence patterns; objects and queries are typed as ACRE
 - potential (backward blocking): never shown either way (AB on + A on => B undetermined).
 Labels follow ACRE: 0 off, 1 undetermined, 2 on. Splits: `iid`; `compositional` (train and test use disjoint
 shape-colour combinations); `systematic` (train contexts light the machine in 3 panels, test in 4 or 5).
+The rationale (last section) captions each panel, derives each object's status by the disjunctive rule and judges
+the query panel; the release builder writes it for the released problems too.
 """
 import dataclasses
 
 import numpy as np
+
+from lrr_jax.data import rationales
 
 SHAPES = ("cube", "sphere", "cylinder")
 MATERIALS = ("rubber", "metal")
@@ -148,3 +152,52 @@ def generate(config: AcreConfig, num_problems: int, seed: int, train: bool = Tru
   """`num_problems` problems of the config's split (its train or test side); same seed, same bytes."""
   rng = np.random.default_rng([seed, int(train)])
   return [sample_problem(config, rng, train) for _ in range(num_problems)]
+
+
+def blicket_statuses(problem: AcreProblem) -> dict[int, tuple[bool | None, str]]:
+  """Each context object's status as the rationale derives it, with the reason, by the disjunctive rule."""
+  status: dict[int, tuple[bool | None, str]] = {}
+  for ids, light in problem.context:
+    for k in ids:
+      status.setdefault(k, (None, "undetermined"))
+      if not light:
+        status[k] = (False, "not a blicket: the light is off with it")
+  changed = True
+  while changed:
+    changed = False
+    for ids, light in problem.context:
+      unknown = [k for k in ids if status[k][0] is not True and status[k][0] is not False]
+      if light and len(unknown) == 1 and all(status[k][0] is False for k in ids if k != unknown[0]):
+        reason = "alone, the light is on" if len(ids) == 1 else "the light is on and the others are not"
+        status[unknown[0]], changed = (True, f"blicket: {reason}"), True
+  return status
+
+
+def rule_answer(problem: AcreProblem, query_ids: tuple[int, ...]) -> str:
+  """The disjunctive rule's answer, as ACRE labels it (a lit panel's undetermined objects together: on)."""
+  status = blicket_statuses(problem)
+  known = [status.get(k, (None, ""))[0] for k in query_ids]
+  lit_sets = [{k for k in ids if status[k][0] is not False} for ids, light in problem.context if light]
+  if True in known or any(rest and rest <= set(query_ids) for rest in lit_sets):
+    return "on"
+  return "off" if all(v is False for v in known) else "undetermined"
+
+
+def rationale_example(problem: AcreProblem, query: int, variant: str = "full") -> rationales.Example:
+  """Context panels are frames 0-5, the query panel frame 6: is the light on, off, or undetermined?"""
+  query_ids, _, answer = problem.queries[query]
+  last = NUM_CONTEXT
+  names = lambda ids: ", ".join(problem.names[k] for k in ids)
+  question = [rationales.question_segment("Is the machine's light on in the last panel?", last, variant)]
+  summary = [rationales.Segment("Find the blickets from the context panels, then judge the last panel.", 0)]
+  if variant == "no_surrogate":
+    caption = [rationales.Segment("There are six context panels and a query panel.", 0)]
+    reasoning = [rationales.Segment("The light turns on when a blicket is on the machine.", 0)]
+  else:
+    caption = [rationales.frame_segment(i, f"<detect> {names(ids)}; light {'on' if light else 'off'}. ")
+               for i, (ids, light) in enumerate(problem.context)]
+    status = blicket_statuses(problem)
+    reasoning = [rationales.Segment(f"{problem.names[k]}: {status[k][1]}. ", last - 1) for k in sorted(status)]
+    reasoning.append(rationales.frame_segment(last, f"<detect> {names(query_ids)}. "))
+  return rationales.staged_example(question, summary, caption, reasoning, f"The light is {answer}.", answer, last,
+                                   variant)

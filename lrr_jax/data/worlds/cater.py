@@ -7,11 +7,14 @@ CLEVR-like objects (cubes, spheres, cylinders, cones and one small golden snitch
 gives the per-frame visibility. The moving-camera variant pans the view frame by frame.
 
 The label is the snitch's final grid cell, `row * 6 + col` (36 classes). Simulation loops over a few actions per
-video; rendering is vectorised over videos, frames and pixels.
+video; rendering is vectorised over videos, frames and pixels. The rationale (last section) detects the objects on
+frame 0, then tracks the snitch, re-identifying the cone that covers it; the release builder writes the same text.
 """
 import dataclasses
 
 import numpy as np
+
+from lrr_jax.data import rationales
 
 GRID = 6
 SHAPES = ("cube", "sphere", "cylinder", "cone", "snitch")
@@ -205,3 +208,70 @@ def generate(config: CaterConfig, num_videos: int, seed: int) -> CaterVideos:
   final_snitch = cell[:, -1, 0]
   return CaterVideos(frames=frames, shape=shape, color=color, cell=cell, visible=visible, container=container,
                      actions=[w[6] for w in worlds], label=final_snitch[:, 0] * GRID + final_snitch[:, 1])
+
+
+# The rationale: its text, written alike for generated videos and for the release's scenes.
+QUESTION = "Where is the snitch at the end of the video?"
+SUMMARY = "Find the snitch's final cell: detect the objects, track the snitch and any cone over it."
+
+
+def cell_text(cell) -> str:
+  """A grid cell (row, col) as the rationale writes it: 'row,col'."""
+  return f"{cell[0]},{cell[1]}"
+
+
+def answer_text(label: int) -> str:
+  """The snitch's final cell (the label, row * 6 + col) as the answer is written: 'row,col'."""
+  return cell_text((label // GRID, label % GRID))
+
+
+def detection_segment(objects: list[tuple[str, tuple[int, int]]]) -> rationales.Segment:
+  """Frame 0's detections from (name, cell) pairs: 'frame 0: <detect> red cube 1,2; snitch 3,4.'."""
+  return rationales.frame_segment(0, "<detect> " + "; ".join(f"{name} {cell_text(cell)}" for name, cell in objects)
+                                  + ".")
+
+
+def track_segment(frame: int, cell, occluded: bool = False) -> rationales.Segment:
+  """The snitch seen (or occluded) at its cell on `frame`."""
+  return rationales.frame_segment(frame, f"<track> snitch {cell_text(cell)}{' occluded' if occluded else ''}. ")
+
+
+def reid_segment(frame: int, cone: str, cell) -> rationales.Segment:
+  """The snitch hidden on `frame`: re-identified under the cone (named, at its cell) that covers it."""
+  return rationales.frame_segment(frame, f"<track> snitch hidden; <reid> {cone} {cell_text(cell)} covers it. ")
+
+
+def snitch_example(caption: list[rationales.Segment], reasoning: list[rationales.Segment], num_objects: int,
+                   final_cell: str, answer: str, last_frame: int, variant: str) -> rationales.Example:
+  """The question and the four stages around a caption (detections) and reasoning (tracking); `no_surrogate`
+  replaces both with plain text."""
+  question = [rationales.question_segment(QUESTION, last_frame, variant)]
+  if variant == "no_surrogate":
+    caption = [rationales.Segment(f"There are {num_objects} objects on a 6x6 grid.", 0)]
+    reasoning = [rationales.Segment("The snitch may move or be covered; its final place gives the answer.", 0)]
+  return rationales.staged_example(question, [rationales.Segment(SUMMARY, 0)], caption, reasoning,
+                                   f"The snitch ends at {final_cell}.", answer, last_frame, variant)
+
+
+def object_name(videos: CaterVideos, n: int, k: int) -> str:
+  """'snitch', or colour and shape: 'red cone'."""
+  if videos.shape[n, k] == SNITCH:
+    return "snitch"
+  return f"{COLOR_NAMES[videos.color[n, k]]} {SHAPES[videos.shape[n, k]]}"
+
+
+def _tracking_step(videos: CaterVideos, n: int, t: int) -> rationales.Segment:
+  """The snitch at frame t: seen at its cell, or re-identified under the cone that covers it."""
+  container = videos.container[n, t, 0]
+  if container < 0:
+    return track_segment(t, videos.cell[n, t, 0], occluded=not videos.visible[n, t, 0])
+  return reid_segment(t, object_name(videos, n, container), videos.cell[n, t, container])
+
+
+def rationale_example(videos: CaterVideos, n: int, variant: str = "full") -> rationales.Example:
+  """Question, rationale and answer for video n of a batch: where is the snitch at the end?"""
+  last, num_objects = videos.cell.shape[1] - 1, videos.shape.shape[1]
+  caption = [detection_segment([(object_name(videos, n, k), videos.cell[n, 0, k]) for k in range(num_objects)])]
+  reasoning = [_tracking_step(videos, n, t) for t in range(1, last + 1)]
+  return snitch_example(caption, reasoning, num_objects, cell_text(videos.cell[n, last, 0]),
+                        answer_text(int(videos.label[n])), last, variant)
