@@ -4,7 +4,6 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from lrr_jax.data import frame_sampling
 
 
 def decode_video(path: pathlib.Path, resolution: int, start: float = 0.0, end: float | None = None
@@ -36,5 +35,3 @@ def read_image(path: pathlib.Path, resolution: int) -> np.ndarray:
   except OSError as e:
     raise ValueError(f"Image {path} cannot be decoded: {e}") from e
 
-
-evenly_spaced = frame_sampling.evenly_spaced  # still read here by lrr_jax/infer.py; new code: frame_sampling
