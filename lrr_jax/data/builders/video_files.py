@@ -5,7 +5,6 @@ import numpy as np
 from PIL import Image
 
 
-
 def decode_video(path: pathlib.Path, resolution: int, start: float = 0.0, end: float | None = None
                  ) -> tuple[list[np.ndarray], float]:
   """Frames of `path` between `start` and `end` seconds, resized to resolution x resolution, and the fps."""
