@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                           final_fraction=0.05, clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01,
                           trainable=())  # regexes over param paths; () trains all
   config.log_every = 50
-  config.mesh = dict(data=-1, fsdp=1, tensor=1)  # -1: all remaining devices
+  config.mesh = common.mesh_section(data=-1, fsdp=1, tensor=1)  # -1: all remaining devices
   config.checkpoint = dict(every=400, keep=2)  # async orbax saves (with the data iterator) under <workdir>/ckpt
   # Greedy generation on the test split at the end, and every `every` steps on `num_examples` of it (0: all).
   config.eval = dict(batch_size=64, max_new_tokens=190, every=400, num_examples=64, num_classes=0)

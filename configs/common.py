@@ -73,3 +73,15 @@ def search_section(**values: Any) -> ml_collections.ConfigDict:
     raise ValueError(f"config.search has no key(s) {unknown}; expected {sorted(section)}.")
   section.update(values)
   return section
+
+
+def mesh_section(data: int = -1, fsdp: int = 1, tensor: int = 1, **dcn: int) -> ml_collections.ConfigDict:
+  """config.mesh: sizes within a slice (one may be -1: the devices left), across slices (`dcn_data`,
+  `dcn_fsdp`, `dcn_tensor`; multi-slice), and `rules`, the logical-axis rules (pairs of a logical axis and
+  mesh axes; empty: `partitioning.DEFAULT_RULES`), e.g. `--config.mesh.rules="(('embed', ('fsdp', 'data')),)"`."""
+  section = dict(data=data, fsdp=fsdp, tensor=tensor, dcn_data=1, dcn_fsdp=1, dcn_tensor=1, rules=())
+  unknown = sorted(set(dcn) - {"dcn_data", "dcn_fsdp", "dcn_tensor"})
+  if unknown:
+    raise ValueError(f"config.mesh has no key(s) {unknown}.")
+  section.update(dcn)
+  return ml_collections.ConfigDict(section)

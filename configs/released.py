@@ -42,7 +42,7 @@ def get_config(arg: str | None = None):
   config.num_steps = 20_000
   config.optimizer.update(lr=1e-4, warmup_steps=1000, weight_decay=0.05)
   # OPT-1.3B: params and Adam state sharded over every device (FSDP); OPT-125M: data parallel.
-  config.mesh = dict(data=-1, fsdp=1, tensor=1) if args["lm"] == "opt-125m" else dict(data=1, fsdp=-1, tensor=1)
+  config.mesh = common.mesh_section(data=-1) if args["lm"] == "opt-125m" else common.mesh_section(data=1, fsdp=-1)
   config.checkpoint = dict(every=1000, keep=3)
   config.log_every = 100
   config.eval = dict(batch_size=32, max_new_tokens=256, every=2000, num_examples=256,

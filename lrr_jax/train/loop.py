@@ -90,7 +90,7 @@ def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: An
   mesh = partitioning.make_mesh(config.mesh.to_dict())
   init, step_fn, shardings = trainer.make_sharded_training(
       model, optimizer, trainer.learning_rate_schedule(config.optimizer), example, mesh,
-      partitioning.DEFAULT_RULES, config.grad_accum_steps)
+      partitioning.rules_from_config(config.mesh.get("rules")), config.grad_accum_steps)
   data = iter(train_data)
   checkpointer = checkpoint.Checkpointer(workdir / "ckpt", config.checkpoint.every, config.checkpoint.keep)
   abstract = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(config.seed)), shardings)

@@ -1,13 +1,20 @@
 """The device mesh (`data`, `fsdp`, `tensor`), logical-axis rules, and the shardings of state and batches.
 
-Parameters carry logical axis names (`lrr_jax/models/layers.py`); one table of rules (in the config) maps them
-onto mesh axes. Data parallel: data=N. FSDP: fsdp=N shards every `embed` dimension. Tensor parallel: tensor=N
-shards heads, MLP and vocabulary. The train step is compiled once with these shardings.
+Parameters carry logical axis names (`lrr_jax/models/layers.py`); one table of rules (`config.mesh.rules`,
+default `DEFAULT_RULES`) maps them onto mesh axes. Data parallel: data=N. FSDP: fsdp=N shards every `embed`
+dimension. Tensor parallel: tensor=N shards heads, MLP and vocabulary. The train step is compiled once with
+these shardings.
+
+The mesh is laid out by the topology: `data`, `fsdp`, `tensor` are the sizes within a slice (ICI; on TPU,
+`mesh_utils.create_device_mesh` maps them onto the physical torus), `dcn_data`, `dcn_fsdp`, `dcn_tensor` the
+sizes across slices (DCN), so a multi-slice run keeps its fast axes inside each slice, as MaxText does.
 """
+import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
+from jax.experimental import mesh_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -33,24 +40,72 @@ DEFAULT_RULES = (
 )
 
 
-def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A mesh over axes data, fsdp, tensor; one size may be -1 (all remaining devices).
+def _resolve(sizes: dict[str, int], num_devices: int, what: str) -> list[int]:
+  """Sizes of the mesh axes with one -1 resolved to the devices left; an error names the sizes."""
+  values = [int(sizes[axis]) for axis in MESH_AXES]
+  fixed = math.prod(v for v in values if v != -1)
+  if values.count(-1) > 1 or fixed <= 0 or (-1 in values and num_devices % fixed):
+    raise ValueError(f"Mesh {what} {sizes} cannot be laid over {num_devices} devices.")
+  values = [num_devices // fixed if v == -1 else v for v in values]
+  if math.prod(values) != num_devices:
+    raise ValueError(f"Mesh {what} {dict(zip(MESH_AXES, values))} has {math.prod(values)} devices, but there "
+                     f"are {num_devices}: set config.mesh so that data x fsdp x tensor = {num_devices}.")
+  return values
 
-  Raises ValueError naming the sizes when they do not multiply to the number of devices.
+
+def _slices(devices: list[jax.Device], num_slices: int) -> list[list[jax.Device]]:
+  """Devices grouped by slice: TPU slices (`slice_index`), else processes, else equal runs of devices (a
+  single-process simulation of slices, e.g. CPU devices in tests)."""
+  for key in (lambda d: getattr(d, "slice_index", None), lambda d: d.process_index):
+    groups = {}
+    for device in devices:
+      groups.setdefault(key(device), []).append(device)
+    if len(groups) == num_slices and None not in groups:
+      return [groups[k] for k in sorted(groups)]
+  if len(devices) % num_slices:
+    raise ValueError(f"{len(devices)} devices cannot form {num_slices} slices (config.mesh.dcn_*).")
+  size = len(devices) // num_slices
+  return [devices[i:i + size] for i in range(0, len(devices), size)]
+
+
+def make_mesh(shape: dict[str, Any], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A topology-aware mesh over axes data, fsdp, tensor (see the module docstring).
+
+  `shape`: `data`, `fsdp`, `tensor` within a slice (one may be -1: the devices left) and optionally
+  `dcn_data`, `dcn_fsdp`, `dcn_tensor` across slices (default 1), e.g. `config.mesh` (its `rules` ignored
+  here). Raises ValueError naming the sizes when they do not fit the devices.
   """
   devices = list(jax.devices() if devices is None else devices)
-  unknown = set(shape) - set(MESH_AXES)
+  shape = {k: v for k, v in shape.items() if k != "rules"}
+  dcn_axes = tuple(f"dcn_{axis}" for axis in MESH_AXES)
+  unknown = set(shape) - set(MESH_AXES) - set(dcn_axes)
   if unknown:
-    raise ValueError(f"Unknown mesh axes {sorted(unknown)}; expected {MESH_AXES}.")
-  sizes = [int(shape.get(axis, 1)) for axis in MESH_AXES]
-  fixed = int(np.prod([s for s in sizes if s != -1]))
-  if sizes.count(-1) > 1 or fixed <= 0 or (-1 in sizes and len(devices) % fixed):
-    raise ValueError(f"Mesh {dict(zip(MESH_AXES, sizes))} cannot be laid over {len(devices)} devices.")
-  sizes = [len(devices) // fixed if s == -1 else s for s in sizes]
-  if int(np.prod(sizes)) != len(devices):
-    raise ValueError(f"Mesh {dict(zip(MESH_AXES, sizes))} has {int(np.prod(sizes))} devices, but there are "
-                     f"{len(devices)}: set config.mesh so that data x fsdp x tensor = {len(devices)}.")
-  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+    raise ValueError(f"Unknown mesh axes {sorted(unknown)}; expected {MESH_AXES + dcn_axes}.")
+  dcn = [int(shape.get(axis, 1)) for axis in dcn_axes]
+  num_slices = math.prod(dcn)
+  if num_slices <= 0 or len(devices) % num_slices:
+    raise ValueError(f"Mesh dcn sizes {dict(zip(dcn_axes, dcn))} do not divide {len(devices)} devices.")
+  ici = _resolve({axis: shape.get(axis, 1) for axis in MESH_AXES}, len(devices) // num_slices, "shape")
+  per_slice = [mesh_utils.create_device_mesh(ici, group, allow_split_physical_axes=True)
+               for group in _slices(devices, num_slices)]
+  # Slice meshes tiled along each axis by the dcn sizes: the axis size is ici x dcn.
+  grid = np.empty(dcn, dtype=object)
+  for index, mesh in zip(np.ndindex(*dcn), per_slice):
+    grid[index] = mesh
+  return Mesh(np.block(grid.tolist()), MESH_AXES)
+
+
+def rules_from_config(rules: Any) -> tuple[tuple[str, Any], ...]:
+  """Logical-axis rules from a config (`config.mesh.rules`: pairs of a logical axis and a mesh axis, a tuple
+  of mesh axes or None); DEFAULT_RULES when empty. An unknown mesh axis is named."""
+  if not rules:
+    return DEFAULT_RULES
+  rules = tuple((str(name), tuple(axes) if isinstance(axes, (list, tuple)) else axes) for name, axes in rules)
+  for name, axes in rules:
+    bad = [a for a in (axes if isinstance(axes, tuple) else (axes,)) if a is not None and a not in MESH_AXES]
+    if bad:
+      raise ValueError(f"config.mesh.rules maps {name!r} to unknown mesh axes {bad}; expected {MESH_AXES}.")
+  return rules
 
 
 def logical_shardings(abstract_boxed: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> Any:

@@ -65,6 +65,30 @@ def test_mesh_that_does_not_divide_the_devices_is_rejected():
     partitioning.make_mesh({"data": -1, "tensor": 3}, devices[:8])
   with pytest.raises(ValueError, match="Unknown mesh axes"):
     partitioning.make_mesh({"model": 2}, devices[:8])
+  with pytest.raises(ValueError, match="unknown mesh axes"):
+    partitioning.rules_from_config([("embed", ("fsdp", "model"))])
+
+
+class FakeDevice:
+  platform = device_kind = "cpu"
+  process_index = 0
+
+  def __init__(self, id_: int):
+    self.id = id_
+
+
+def test_multi_slice_mesh_keeps_each_slice_on_its_own_devices():
+  """dcn_data=2: two slices of 4 devices (here: runs of CPU devices); fsdp and tensor stay inside a slice."""
+  from lrr_jax.train import partitioning  # pylint: disable=g-import-not-at-top
+  devices = [FakeDevice(i) for i in range(8)]  # the test process has one CPU device; only ids matter here
+  mesh = partitioning.make_mesh({"data": 1, "fsdp": 2, "tensor": 2, "dcn_data": 2, "rules": ()}, devices)
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+  slices = [{d.id for d in mesh.devices[i].ravel()} for i in range(2)]
+  assert slices == [{d.id for d in devices[:4]}, {d.id for d in devices[4:]}]
+  flat = partitioning.make_mesh({"data": -1, "fsdp": 2}, devices)
+  assert dict(flat.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
+  assert partitioning.rules_from_config(()) == partitioning.DEFAULT_RULES
+  assert partitioning.rules_from_config([("embed", ["fsdp", "data"])]) == (("embed", ("fsdp", "data")),)
 
 
 def one_step(optimizer_config, accumulation_steps=1, dropout_rate=0.0):
