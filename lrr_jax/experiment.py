@@ -98,24 +98,31 @@ def max_positions(config: ConfigDict) -> int:
   return max(256, config.data.max_length + config.eval.max_new_tokens)
 
 
+VOCAB_MULTIPLE = 128  # the embedding's rows, padded so that they divide over a tensor-parallel mesh axis
+
+
 def model_config(config: ConfigDict, tokenizer_size: int = 0) -> lrr.LRRConfig:
   """The model `config.model` describes (`lrr.config_from_dict`), its vocabulary `data.vocab_size`; with
   `model.init_from`, the decoder has that OPT's architecture (a vocabulary grown to `tokenizer_size` for the
-  tags the tokenizer added) and the run's own cross-attention, gates, dropout and dtypes."""
+  tags the tokenizer added) and the run's own cross-attention, gates, dropout and dtypes. The embedding is
+  padded to a multiple of VOCAB_MULTIPLE rows, which are never predicted."""
   model = lrr.config_from_dict(config.model.to_dict(), vocab_size=config.data.vocab_size,
                                max_positions=max_positions(config))
-  if not config.model.get("init_from"):
-    return model
-  decoder = hf_opt.architecture_of(config.model.init_from, model.decoder)
-  decoder = dataclasses.replace(decoder, vocab_size=max(decoder.vocab_size, tokenizer_size))
-  return dataclasses.replace(model, decoder=decoder)
+  decoder = model.decoder
+  if config.model.get("init_from"):
+    decoder = hf_opt.architecture_of(config.model.init_from, decoder)
+    decoder = dataclasses.replace(decoder, vocab_size=max(decoder.vocab_size, tokenizer_size))
+  tokens = decoder.vocab_size
+  padded = -(-tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+  return dataclasses.replace(model, decoder=dataclasses.replace(decoder, vocab_size=padded),
+                             num_predicted_tokens=tokens if padded != tokens else 0)
 
 
 def make_model(config: ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> lrr.LRRModel:
   """The run's model; its vocabulary and positions must hold the tokenizer and the text."""
   pretrained = config.model.get("init_from")
   config_ = model_config(config, tokenizer.vocab_size if pretrained else 0)
-  vocab = hf_opt.read_config(pretrained).vocab_size if pretrained else config_.decoder.vocab_size
+  vocab = hf_opt.read_config(pretrained).vocab_size if pretrained else config.data.vocab_size
   where = "the OPT at config.model.init_from" if pretrained else "config.data.vocab_size"
   own_tokens = tokenizer.base_size if pretrained else tokenizer.vocab_size  # added tags get new rows
   if own_tokens > vocab:

@@ -4,7 +4,9 @@ import dataclasses
 import pathlib
 
 from absl import flags
+import jax
 from ml_collections import config_flags
+import numpy as np
 import pytest
 
 from lrr_jax import experiment
@@ -13,11 +15,12 @@ from lrr_jax.models import decoder
 from lrr_jax.models import lrr
 from lrr_jax.models import resnet
 from lrr_jax.models import video_encoder
+from tests.conftest import save_tiny_hf_opt
 
 CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
 
 # A value for every field, each different from the presets', valid together (a new field must be added here).
-DECODER = dict(vocab_size=600, hidden_size=48, num_layers=3, num_heads=6, ffn_dim=96, max_positions=300,
+DECODER = dict(vocab_size=640, hidden_size=48, num_layers=3, num_heads=6, ffn_dim=96, max_positions=300,
                word_embed_proj_dim=24, layer_norm_before=False, remove_final_layer_norm=True, enable_bias=False,
                layer_norm_affine=False, activation="gelu", dropout_rate=0.25, attention_dropout_rate=0.125,
                init_std=0.5, cross_attention_layers=(0, 2), cross_attention_heads=3, cross_attention_ffn_dim=40,
@@ -94,3 +97,25 @@ def test_search_section_with_overrides():
   config.unlock()
   del config.search  # a run written before config.search existed
   assert experiment.search_config(config)[0].num_candidates == experiment.search_defaults().num_candidates
+
+
+def test_a_grown_vocabulary_is_padded_to_divide_over_the_mesh(tmp_path):
+  save_tiny_hf_opt(tmp_path / "opt", vocab_size=250, max_position_embeddings=512)
+  config = parse("released.py:dataset=cater", f"--config.model.init_from={tmp_path / 'opt'}",
+                 "--config.model.size=tiny")  # the tiny preset lays cross-attention over 2 layers
+  model_config = experiment.model_config(config, tokenizer_size=260)  # 10 tags added to the OPT's 250
+  assert (model_config.decoder.vocab_size, model_config.num_predicted_tokens) == (384, 260)
+  assert experiment.model_config(config, tokenizer_size=200).num_predicted_tokens == 250
+  assert experiment.model_config(parse("cater.py")).num_predicted_tokens == 0  # 512 rows: nothing to pad
+
+
+def test_padding_rows_are_never_predicted():
+  config = lrr.lrr_config("tiny", vocab_size=128)
+  tokens = np.arange(6, dtype=np.int32)[None] % 100
+  ones, video = np.ones_like(tokens), np.zeros((1, 2, 32, 32, 3), np.uint8)
+  args = (tokens, np.arange(6)[None], ones, ones, video)
+  variables = lrr.LRRModel(config).init(jax.random.key(0), *args)
+  full = lrr.LRRModel(config).apply(variables, *args)
+  padded = lrr.LRRModel(dataclasses.replace(config, num_predicted_tokens=100)).apply(variables, *args)
+  np.testing.assert_array_equal(padded[..., :100], full[..., :100])
+  assert np.all(np.asarray(padded[..., 100:]) == np.finfo(np.float32).min)

@@ -27,6 +27,9 @@ Array = jax.Array
 class LRRConfig:
   decoder: decoder_lib.DecoderConfig = decoder_lib.OPT_CONFIGS["opt-125m"]
   video: video_lib.VideoEncoderConfig = video_lib.VideoEncoderConfig()
+  # >0: only the first this many vocabulary rows are ever predicted; the rest pad the embedding to a size
+  # that divides over the mesh (`tensor`) and get the lowest logit.
+  num_predicted_tokens: int = 0
 
 
 def lrr_config(size: str, video_overrides: dict[str, Any] | None = None, **decoder_overrides: Any) -> LRRConfig:
@@ -122,14 +125,22 @@ class LRRModel(nn.Module):
     visual = None if video is None else self.encode_video(video, frame_segment_ids, deterministic)
     logits, _ = self.decoder(tokens, positions, segment_ids, frame_index=frame_index, visual=visual,
                              deterministic=deterministic)
-    return logits
+    return self._mask_padding_rows(logits)
 
   def decode(self, tokens: Array, positions: Array, segment_ids: Array, frame_index: Array,
              cache: decoder_lib.Cache, cache_index: Array,
              visual: cross_attention.VisualMemory | None = None) -> tuple[Array, decoder_lib.Cache]:
     """Cached decoding: writes `tokens` at cache slots [cache_index, cache_index + S) and returns logits."""
-    return self.decoder(tokens, positions, segment_ids, frame_index=frame_index, visual=visual, cache=cache,
-                        cache_index=cache_index, deterministic=True)
+    logits, cache = self.decoder(tokens, positions, segment_ids, frame_index=frame_index, visual=visual,
+                                 cache=cache, cache_index=cache_index, deterministic=True)
+    return self._mask_padding_rows(logits), cache
+
+  def _mask_padding_rows(self, logits: Array) -> Array:
+    """Logits of the vocabulary's padding rows (beyond `num_predicted_tokens`) at the lowest value."""
+    count = self.config.num_predicted_tokens
+    if not count or count >= logits.shape[-1]:
+      return logits
+    return jnp.where(jnp.arange(logits.shape[-1]) < count, logits, jnp.finfo(logits.dtype).min)
 
 
 def init_cache(config: LRRConfig, batch_size: int, max_length: int,
