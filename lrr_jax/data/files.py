@@ -1,14 +1,40 @@
-"""Reading the JSON files of releases, checkpoints and runs, with errors that name the file."""
+"""Files of runs, datasets and checkpoints, local or on an object store (`gs://...`), with errors that name them.
+
+Every path a user gives (workdir, data_dir, tokenizer, a Hugging Face or torchvision checkpoint) may be local or
+`gs://`: `as_path` turns it into an `etils.epath.Path`, which reads and writes both (through gcsfs when
+TensorFlow is absent). Readers that need a local file (ArrayRecord's C++ reader, memory-mapped safetensors)
+`localize` it first: a remote file or folder is copied once into a local cache and read from there.
+"""
+import hashlib
 import json
 import os
 import pathlib
-from typing import Any
+import shutil
+import tempfile
+from typing import Any, Iterable
+
+from etils import epath
+
+PathLike = str | os.PathLike
+CACHE_ENV = "LRR_JAX_CACHE"  # where remote files are cached (default: <tmp>/lrr_jax_cache)
 
 
-def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
+def as_path(path: PathLike) -> epath.Path:
+  """`path` as an epath.Path: `gs://` stays remote; a local path is expanded (`~`) and made absolute."""
+  text = os.fspath(path)
+  if is_remote(text):
+    return epath.Path(text)
+  return epath.Path(pathlib.Path(text).expanduser().absolute())
+
+
+def is_remote(path: PathLike) -> bool:
+  return "://" in os.fspath(path)
+
+
+def read_json(path: PathLike, expect: type | None = None) -> Any:
   """The JSON value in `path`. A missing file, text that is not UTF-8 or not JSON, or (with `expect`, e.g.
   `dict`) a value of another type raises an error that names the file."""
-  path = pathlib.Path(path)
+  path = as_path(path)
   if not path.is_file():
     raise FileNotFoundError(f"{path} is missing.")
   try:
@@ -19,3 +45,52 @@ def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
     raise ValueError(f"{path} holds a JSON {type(value).__name__}; expected a JSON "
                      f"{ {dict: 'object', list: 'array'}.get(expect, expect.__name__)}.")
   return value
+
+
+def append_lines(path: PathLike, lines: Iterable[str]) -> None:
+  """Append lines to a text file; an object store has no append, so there the file is rewritten whole."""
+  text = "".join(f"{line}\n" for line in lines)
+  if not text:
+    return
+  path = as_path(path)
+  if not is_remote(path):
+    with open(path, "a") as f:
+      f.write(text)
+    return
+  path.write_text((path.read_text() if path.exists() else "") + text)
+
+
+def cache_root() -> pathlib.Path:
+  return pathlib.Path(os.environ.get(CACHE_ENV) or pathlib.Path(tempfile.gettempdir()) / "lrr_jax_cache")
+
+
+def localize(path: PathLike) -> pathlib.Path:
+  """A local path to read `path` from: itself if local, else a cached copy of the remote file or folder
+  (copied once; a partial copy is never used: it is written beside and renamed when complete)."""
+  if not is_remote(path):
+    return pathlib.Path(as_path(path))
+  remote = as_path(path)
+  if not remote.exists():
+    raise FileNotFoundError(f"{remote} is missing.")
+  local = cache_root() / hashlib.sha256(str(remote).encode()).hexdigest()[:16] / remote.name
+  if local.exists():
+    return local
+  partial = local.with_name(local.name + f".partial-{os.getpid()}")
+  shutil.rmtree(partial, ignore_errors=True)
+  copy_tree(remote, epath.Path(partial))
+  try:
+    partial.rename(local)
+  except OSError:  # another process on this host finished its copy first
+    shutil.rmtree(partial, ignore_errors=True)
+  return local
+
+
+def copy_tree(source: epath.Path, destination: epath.Path) -> None:
+  """Copy a file, or a folder and everything below it, between any two places epath reaches."""
+  if source.is_file():
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_bytes(source.read_bytes())
+    return
+  destination.mkdir(parents=True, exist_ok=True)
+  for child in source.iterdir():
+    copy_tree(child, destination / child.name)
