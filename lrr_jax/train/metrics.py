@@ -3,10 +3,12 @@
 The choice (also in README): TensorBoard events are written with TensorFlow's summary writer when TensorFlow is
 installed, else with tensorboardX (a dependency of the core). `clu.metric_writers` is not used: importing it
 imports TensorFlow. Every scalar also goes to `<logdir>/metrics.jsonl`, which a colab reads with one line.
+The logdir may be `gs://...`: tensorboardX then writes to a local staging folder whose event files are copied
+up after every write, and metrics.jsonl is rewritten (an object store has no append).
 """
+import hashlib
 import json
 import os
-import pathlib
 import struct
 import time
 from typing import Any, Mapping
@@ -14,34 +16,44 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from lrr_jax.data import files
+
 
 class MetricWriter:
   """Scalars to TensorBoard and JSON lines; only process 0 writes."""
 
   def __init__(self, logdir: str | os.PathLike):
-    self.logdir = pathlib.Path(logdir)
+    self.logdir = files.as_path(logdir)
     self.active = jax.process_index() == 0
     if not self.active:
       return
     self.logdir.mkdir(parents=True, exist_ok=True)
-    self.jsonl = open(self.logdir / "metrics.jsonl", "a")
-    self.tensorboard = _tensorboard_writer(self.logdir)
+    self.staging = self.logdir
+    if files.is_remote(self.logdir):  # event files are written locally, then copied up
+      self.staging = files.cache_root() / "events" / hashlib.sha256(str(self.logdir).encode()).hexdigest()[:16]
+      self.staging.mkdir(parents=True, exist_ok=True)
+    self.tensorboard = _tensorboard_writer(self.staging)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.active:
       return
     values = {k: float(np.asarray(v)) for k, v in scalars.items()}
-    self.jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
-    self.jsonl.flush()
+    files.append_lines(self.logdir / "metrics.jsonl", [json.dumps({"step": int(step), **values})])
     self.tensorboard(step, values)
+    self._copy_events_up()
 
   def close(self) -> None:
     if self.active:
-      self.jsonl.close()
       self.tensorboard(None, None)
+      self._copy_events_up()
+
+  def _copy_events_up(self) -> None:
+    if self.staging != self.logdir:
+      for path in self.staging.glob("events.out.tfevents.*"):
+        (self.logdir / path.name).write_bytes(path.read_bytes())
 
 
-def _tensorboard_writer(logdir: pathlib.Path):
+def _tensorboard_writer(logdir):
   """A function (step, scalars) -> None writing event files; (None, None) closes it."""
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -76,7 +88,7 @@ def _tensorboard_writer(logdir: pathlib.Path):
 
 def read_jsonl(logdir: str | os.PathLike) -> list[dict[str, float]]:
   """The scalars a run wrote, one dict per write."""
-  path = pathlib.Path(logdir) / "metrics.jsonl"
+  path = files.as_path(logdir) / "metrics.jsonl"
   return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
@@ -88,7 +100,7 @@ def read_event_scalars(logdir: str | os.PathLike) -> list[dict[str, float]]:
   """
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
   rows = []
-  for path in sorted(pathlib.Path(logdir).glob("events.out.tfevents.*")):
+  for path in sorted(files.as_path(logdir).glob("events.out.tfevents.*")):
     data, offset, by_step = path.read_bytes(), 0, {}
     while offset + 12 <= len(data):
       (length,) = struct.unpack("<Q", data[offset:offset + 8])
