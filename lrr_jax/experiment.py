@@ -38,8 +38,8 @@ ConfigDict = ml_collections.ConfigDict
 # Data.
 
 def data_dir(config: ConfigDict, workdir: str | pathlib.Path) -> str:
-  """Where the run's dataset is written: `data.data_dir`, else `<workdir>/data`."""
-  return str(pathlib.Path(config.data.data_dir or pathlib.Path(workdir) / "data").expanduser().absolute())
+  """Where the run's dataset is written: `data.data_dir`, else `<workdir>/data` (either may be gs://)."""
+  return str(files.as_path(config.data.data_dir or files.as_path(workdir) / "data"))
 
 
 def video_shape(config: ConfigDict) -> tuple[int, int]:
@@ -58,9 +58,10 @@ def builder_sizes(config: ConfigDict) -> dict[str, Any]:
 
 
 def dataset_builder(config: ConfigDict, directory: str):
-  """The TFDS builder of the run's dataset (`data.dataset`, `data.builder_config`) under `directory`."""
-  return prepare.builder_for(config.data.dataset, config.data.get("builder_config", "tiny"), directory,
-                             **builder_sizes(config))
+  """The TFDS builder of the run's dataset (`data.dataset`, `data.builder_config`) under `directory` (read
+  from a local copy when `directory` is gs://)."""
+  return prepare.local_builder(config.data.dataset, config.data.get("builder_config", "tiny"), directory,
+                               **builder_sizes(config))
 
 
 def pipeline_config(config: ConfigDict, tokenizer_path: str) -> pipeline.PipelineConfig:

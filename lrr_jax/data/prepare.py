@@ -5,11 +5,15 @@
   python -m lrr_jax.data.prepare --dataset=star --config=default --manual_dir=~/STAR --data_dir=~/lrr_data
 TFDS shows progress bars while it generates and shuffles; the tokenizer is trained on the train split's text.
 """
+import hashlib
+import os
 import pathlib
+import shutil
 
 from absl import app
 from absl import flags
 
+from lrr_jax.data import files
 from lrr_jax.data import rationales
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
@@ -50,23 +54,65 @@ def train_tokenizer(source, vocab_size: int) -> tokenizer_lib.Tokenizer:
   return tokenizer_lib.train_bpe(texts, vocab_size)
 
 
-def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, manual_dir: str | None = None,
-            **sizes) -> pathlib.Path:
-  """Write (if missing) the dataset and its tokenizer; return the dataset's directory.
+UPLOADED = "_LRR_UPLOAD_COMPLETE"  # written last into a dataset copied to an object store
 
-  Released datasets are read from `manual_dir`; TFDS writes into a temporary folder and renames it when done,
-  so a failure leaves earlier datasets under `data_dir` untouched.
+
+def local_data_dir(data_dir: str) -> str:
+  """Where TFDS reads and writes a data_dir: itself if local; for `gs://`, a local mirror in the cache
+  (ArrayRecord files are read and written by C++ that cannot reach an object store)."""
+  if not files.is_remote(data_dir):
+    return str(files.as_path(data_dir))
+  return str(files.cache_root() / "data" / hashlib.sha256(data_dir.encode()).hexdigest()[:16])
+
+
+def local_builder(dataset: str, config: str, data_dir: str, **sizes):
+  """The dataset's builder over a local copy of it: `data_dir` itself, or for `gs://` its local mirror,
+  fetched from the object store if this machine lacks it."""
+  local = local_data_dir(data_dir)
+  builder = builder_for(dataset, config, local, **sizes)
+  if files.is_remote(data_dir):
+    remote = _remote_directory(builder, local, data_dir)
+    local_dir = pathlib.Path(builder.data_dir)
+    if (remote / UPLOADED).exists() and not local_dir.exists():  # copied beside, renamed when complete
+      partial = local_dir.with_name(f"{local_dir.name}.partial-{os.getpid()}")
+      files.copy_tree(remote, files.as_path(partial))
+      try:
+        partial.rename(local_dir)
+      except OSError:  # another process on this machine fetched it first
+        shutil.rmtree(partial, ignore_errors=True)
+      builder = builder_for(dataset, config, local, **sizes)  # re-read: now it is prepared
+  return builder
+
+
+def _remote_directory(builder, local: str, data_dir: str):
+  return files.as_path(data_dir) / pathlib.Path(builder.data_dir).relative_to(local)
+
+
+def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, manual_dir: str | None = None,
+            **sizes):
+  """Write (if missing) the dataset and its tokenizer; return the dataset's directory (an epath.Path).
+
+  Released datasets are read from `manual_dir` (local or gs://, fetched into the cache); TFDS writes into a
+  temporary folder and renames it when done, so a failure leaves earlier datasets under `data_dir` untouched.
+  A `gs://` data_dir is prepared in its local mirror and copied up, `UPLOADED` last; a dataset already there
+  is fetched rather than written again.
   """
-  builder = builder_for(dataset, config, str(pathlib.Path(data_dir).expanduser()), **sizes)
+  builder = local_builder(dataset, config, data_dir, **sizes)
   download_config = None
   if manual_dir:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    download_config = tfds.download.DownloadConfig(manual_dir=str(pathlib.Path(manual_dir).expanduser()))
+    download_config = tfds.download.DownloadConfig(manual_dir=str(files.localize(manual_dir)))
   builder.download_and_prepare(download_config=download_config)
-  directory = pathlib.Path(builder.data_dir)
+  directory = files.as_path(builder.data_dir)
   if vocab_size and not (directory / "tokenizer.json").is_file():
     train_tokenizer(builder.as_data_source("train"), vocab_size).save(directory / "tokenizer.json")
-  return directory
+  if not files.is_remote(data_dir):
+    return directory
+  remote = _remote_directory(builder, local_data_dir(data_dir), data_dir)
+  if not (remote / UPLOADED).exists():
+    files.copy_tree(directory, remote)
+    (remote / UPLOADED).write_text("")
+  return remote
 
 
 def main(argv):

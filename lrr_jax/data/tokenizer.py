@@ -5,12 +5,12 @@ Stage tags (`<SUMMARY>` ... `</CONCLUSION>`) and surrogate-task markers are sing
 stage's closing tag is one token that generation can stop on. Byte-level BPE decodes back to the exact text.
 """
 import os
-import pathlib
 from typing import Iterable
 
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from lrr_jax.data import files
 from lrr_jax.data import rationales
 
 PAD, BOS, EOS = "<pad>", "</s>", "</s>"  # OPT uses </s> (id 2) both to start and to end a text
@@ -59,18 +59,19 @@ class Tokenizer:
     return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
   def save(self, path: str | os.PathLike) -> None:
-    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-    self.tokenizer.save(str(path))
+    path = files.as_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(self.tokenizer.to_str())
 
 
 def load(path: str | os.PathLike) -> Tokenizer:
-  """A local `tokenizer.json`, or a directory holding one (as a Hugging Face model directory does)."""
-  path = pathlib.Path(path)
+  """A `tokenizer.json` (local or gs://), or a directory holding one (as a Hugging Face model directory does)."""
+  path = files.as_path(path)
   file = path / "tokenizer.json" if path.is_dir() else path
   if not file.is_file():
     raise FileNotFoundError(f"No tokenizer.json at {path}.")
   try:
-    tokenizer = tokenizers.Tokenizer.from_file(str(file))
+    tokenizer = tokenizers.Tokenizer.from_str(file.read_text())
   except Exception as e:  # the tokenizers library raises a bare Exception on malformed files
     raise ValueError(f"{file} is not a valid tokenizer.json: {e}") from e
   base_size = tokenizer.get_vocab_size()
