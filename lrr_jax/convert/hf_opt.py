@@ -36,8 +36,9 @@ REQUIRED_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attent
 
 
 def read_config(path: PathLike, **overrides: Any) -> decoder.DecoderConfig:
-  """`DecoderConfig` from `<path>/config.json`; `overrides` set our own fields (dtype, cross-attention...)."""
-  config_file = pathlib.Path(path) / "config.json"
+  """`DecoderConfig` from `<path>/config.json` (local or gs://); `overrides` set our own fields (dtype,
+  cross-attention...)."""
+  config_file = files.as_path(path) / "config.json"
   if not config_file.is_file():
     raise WeightsFileError(f"No config.json in {path!s}: expected a Hugging Face OPT directory.")
   try:
@@ -120,10 +121,11 @@ def _strip_prefix(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def load_hf_opt(path: PathLike, **overrides: Any) -> tuple[decoder.DecoderConfig, dict[str, Any]]:
-  """Read a local Hugging Face OPT directory into (`DecoderConfig`, decoder params).
+  """Read a Hugging Face OPT directory into (`DecoderConfig`, decoder params).
 
   Args:
-    path: directory with config.json and the weights.
+    path: directory with config.json and the weights; a gs:// directory is copied into the local cache first
+      (`files.localize`).
     **overrides: our own `DecoderConfig` fields (e.g. cross_attention_layers, dtype, param_dtype).
   Returns:
     The config and a nested dict of arrays laid out as `Decoder`'s params (in `param_dtype`), without the
@@ -131,6 +133,7 @@ def load_hf_opt(path: PathLike, **overrides: Any) -> tuple[decoder.DecoderConfig
   Raises:
     WeightsFileError: a missing file, a config that is not OPT's, or a tensor missing or of the wrong shape.
   """
+  path = files.localize(path)
   cfg = read_config(path, **overrides)
   weights = _strip_prefix(hf_weights.read_weights(path))
   param_dtype = np.dtype(jax.numpy.dtype(cfg.param_dtype))
