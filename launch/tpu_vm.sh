@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train on a Cloud TPU VM slice: every worker (host) runs one JAX process of one global mesh.
 #
-#   TPU_NAME=lrr ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 CONFIG=configs/cater.py WORKDIR=/mnt/shared/cater \
+#   TPU_NAME=lrr ZONE=us-central2-b ACCELERATOR_TYPE=v4-32 CONFIG=configs/cater.py WORKDIR=gs://my-bucket/cater \
 #       bash launch/tpu_vm.sh [--dry-run] [--config.key=value ...]
 #
 # STEPS (comma-separated, default all): create (the TPU VM, only if `describe` does not find it), copy (this
@@ -10,8 +10,10 @@
 # reads the coordinator and process ids from the TPU metadata; each worker tees its output to
 # ~/lrr_jax_train.log), fetch (every worker's log, and process 0's results.json, into LOGS_DIR).
 # --dry-run prints every command instead of running it, as if the TPU VM did not exist yet.
-# WORKDIR, if relative, is under ~/REMOTE_DIR on each worker's own disk; multi-host checkpoints need a
-# filesystem all workers share (NFS, a gcsfuse mount): give its absolute path.
+# WORKDIR (required) is where every worker reads and writes the run: a gs:// bucket path (checkpoints, metrics,
+# run.json, results; the data under WORKDIR/data unless --config.data.data_dir says otherwise), or an absolute
+# path of a filesystem all workers share (NFS, a gcsfuse mount). A relative path would give each worker its own
+# disk, and is refused. The OPT weights, tokenizer and manual_dir may be gs:// paths too (config keys).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +24,7 @@ RUNTIME_VERSION=${RUNTIME_VERSION:-tpu-ubuntu2204-base}
 PROJECT=${PROJECT:-}
 SPOT=${SPOT:-0}
 CONFIG=${CONFIG:-configs/cater.py}
-WORKDIR=${WORKDIR:-workdirs/tpu_vm}
+WORKDIR=${WORKDIR:-}
 REMOTE_DIR=${REMOTE_DIR:-lrr_jax}
 LOGS_DIR=${LOGS_DIR:-logs/$TPU_NAME}
 STEPS=${STEPS:-create,copy,install,run,fetch}
@@ -67,7 +69,10 @@ NUM_WORKERS=${NUM_WORKERS:-$(num_workers)}
 TPU=(gcloud compute tpus tpu-vm)
 WHERE=(--zone="$ZONE")
 [[ -n $PROJECT ]] && WHERE+=(--project="$PROJECT")
-[[ $WORKDIR == /* ]] && REMOTE_WORKDIR=$WORKDIR || REMOTE_WORKDIR=$REMOTE_DIR/$WORKDIR
+if [[ $WORKDIR != gs://* && $WORKDIR != /* ]]; then
+  echo "WORKDIR='$WORKDIR': give a gs:// path or an absolute path that every worker shares." >&2
+  exit 2
+fi
 
 if has_step create; then
   if (( DRY_RUN )) || ! "${TPU[@]}" describe "$TPU_NAME" "${WHERE[@]}" >/dev/null 2>&1; then
@@ -105,5 +110,9 @@ if has_step fetch; then
   for (( worker = 0; worker < NUM_WORKERS; worker++ )); do
     run "${TPU[@]}" scp "$TPU_NAME:lrr_jax_train.log" "$LOGS_DIR/worker$worker.log" "${WHERE[@]}" --worker=$worker
   done
-  run "${TPU[@]}" scp "$TPU_NAME:$REMOTE_WORKDIR/results.json" "$LOGS_DIR/results.json" "${WHERE[@]}" --worker=0
+  if [[ $WORKDIR == gs://* ]]; then
+    run gcloud storage cp "$WORKDIR/results.json" "$LOGS_DIR/results.json"
+  else
+    run "${TPU[@]}" scp "$TPU_NAME:$WORKDIR/results.json" "$LOGS_DIR/results.json" "${WHERE[@]}" --worker=0
+  fi
 fi

@@ -49,13 +49,28 @@ def test_tpu_vm_dry_run_for_a_four_worker_pod():
 @pytest.mark.parametrize("accelerator, workers", [("v4-8", 1), ("v4-32", 4), ("v5p-128", 16), ("v3-32", 4),
                                                   ("v5litepod-16", 4), ("v6e-8", 1), ("v6e-256", 64)])
 def test_tpu_vm_fetches_from_every_worker_of_the_slice(accelerator, workers):
-  out = dry_run("launch/tpu_vm.sh", dict(ACCELERATOR_TYPE=accelerator, STEPS="fetch", TPU_NAME="t"), "--dry-run")
+  out = dry_run("launch/tpu_vm.sh", dict(ACCELERATOR_TYPE=accelerator, STEPS="fetch", TPU_NAME="t", WORKDIR="/w"),
+                "--dry-run")
   assert [line.split()[-1] for line in out.stdout.splitlines()[1:-1]] == [f"--worker={w}" for w in range(workers)]
 
 
 def test_tpu_vm_rejects_an_unknown_argument():
-  out = dry_run("launch/tpu_vm.sh", {}, "--dry-run", "--num_steps=3", check=False)
+  out = dry_run("launch/tpu_vm.sh", dict(WORKDIR="/w"), "--dry-run", "--num_steps=3", check=False)
   assert out.returncode == 2 and "unknown argument --num_steps=3" in out.stderr
+
+
+def test_tpu_vm_passes_a_gs_workdir_to_every_worker_and_fetches_results_from_the_bucket():
+  out = dry_run("launch/tpu_vm.sh", dict(TPU_NAME="t", ACCELERATOR_TYPE="v4-16", WORKDIR="gs://bucket/runs/x",
+                                         STEPS="run,fetch"), "--dry-run")
+  lines = [shlex.split(line) for line in out.stdout.splitlines()]
+  assert "--workdir=gs://bucket/runs/x" in lines[0][-1] and "--worker=all" in lines[0]
+  assert lines[-1] == ["gcloud", "storage", "cp", "gs://bucket/runs/x/results.json", "logs/t/results.json"]
+
+
+@pytest.mark.parametrize("workdir", ["", "workdirs/relative"])
+def test_tpu_vm_refuses_a_workdir_the_workers_do_not_share(workdir):
+  out = dry_run("launch/tpu_vm.sh", dict(WORKDIR=workdir), "--dry-run", check=False)
+  assert out.returncode == 2 and "every worker shares" in out.stderr
 
 
 def test_slurm_dry_run_for_a_two_node_job():
