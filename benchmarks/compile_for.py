@@ -1,0 +1,185 @@
+"""Compile the real LRR train step ahead of time for a TPU topology (or simulated CPU devices) and report what
+the compiler says: per-device argument / temporary / peak bytes, FLOPs, estimated step time and MFU.
+
+  python -m benchmarks.compile_for --topology=v5e:4x4 --recipe=released --lm=opt-1.3b
+  python -m benchmarks.compile_for --topology=cpu:8 --chip=h100 --lm=opt-1.3b   # 8 x H100, simulated
+
+Needs libtpu for TPU topologies: run it from an environment with `pip install "jax[tpu]==0.10.2"` (kept out of
+the core and test environments: with libtpu present JAX probes for a TPU at start-up). Defaults are the paper
+shape: 16 frames of 224 px, 2,048 tokens, 8 sequences per device, FSDP over every device (the OPT-1.3B recipe).
+The last line is `peak_gib_per_device=<x> est_mfu=<y>` (`est_mfu=none` where the compiler gives no estimate;
+then MFU from a roofline of its FLOPs and bytes accessed against the chip's peak compute and bandwidth is
+printed as `roofline_mfu`). Model FLOPs are 3x the forward pass's (the standard fwd + bwd count), from XLA's
+cost analysis of the forward program: ResNet, video encoder, cross-attention and decoder included.
+"""
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+# Chips: bf16 peak FLOP/s, HBM bytes and bandwidth per JAX device. v4 and v5p devices are TensorCores when a
+# topology lists one device per core (megacore off); `devices_per_chip` says how the table divides.
+CHIPS = {
+    "v4": dict(flops=275e12, hbm=32 * 2**30, bandwidth=1.2e12),
+    "v5e": dict(flops=197e12, hbm=16 * 2**30, bandwidth=819e9),
+    "v5p": dict(flops=459e12, hbm=95 * 2**30, bandwidth=2.765e12),
+    "v6e": dict(flops=918e12, hbm=32 * 2**30, bandwidth=1.64e12),
+    "h100": dict(flops=989e12, hbm=80 * 10**9, bandwidth=3.35e12),
+    "h200": dict(flops=989e12, hbm=141 * 10**9, bandwidth=4.8e12),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--topology", default="v5e:4x4", help="<gen>:<shape> (v5e:4x4, v5p:2x2x4, v4:2x2x4) or "
+                      "cpu:<N> (N simulated CPU devices)")
+  parser.add_argument("--chip", default=None, help="the chip for peaks (default: the topology's generation)")
+  parser.add_argument("--recipe", default="released", choices=["released", "cater"])
+  parser.add_argument("--dataset", default="cater")
+  parser.add_argument("--lm", default="opt-1.3b", choices=["opt-125m", "opt-1.3b", "tiny"])
+  parser.add_argument("--frames", type=int, default=16)
+  parser.add_argument("--resolution", type=int, default=224)
+  parser.add_argument("--tokens", type=int, default=2048)
+  parser.add_argument("--per_device_batch", type=int, default=8)
+  parser.add_argument("--vocab_size", type=int, default=50290, help="OPT's 50,272 + stage tags and markers")
+  parser.add_argument("--override", action="append", default=[], help="config key=value (repeatable), e.g. "
+                      "model.decoder.remat=True, mesh.fsdp=4")
+  parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+  return parser.parse_args(argv)
+
+
+def set_devices(topology: str) -> list[Any]:
+  """The devices to compile for: a TPU topology's descriptions, or N CPU devices (set before JAX starts)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  kind, _, shape = topology.partition(":")
+  if kind == "cpu":
+    jax.config.update("jax_num_cpu_devices", int(shape))
+    return jax.devices("cpu")
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  return list(topologies.get_topology_desc(topology_name=topology, platform="tpu").devices)
+
+
+def run_config(args: argparse.Namespace, num_devices: int):
+  """The recipe's config at the requested shape (what `lrr_jax.main` would train)."""
+  from configs import cater, released  # pylint: disable=g-import-not-at-top
+  if args.recipe == "released":
+    config = released.get_config(f"dataset={args.dataset},lm={'opt-125m' if args.lm == 'tiny' else args.lm}")
+    config.data.update(num_frames=args.frames, resolution=args.resolution)
+  else:
+    config = cater.get_config()
+    config.world.update(num_frames=args.frames, resolution=args.resolution)
+  config.model.size = args.lm
+  config.data.update(max_length=args.tokens, vocab_size=args.vocab_size)
+  config.eval.max_new_tokens = 0  # positions: exactly the tokens trained on
+  config.batch_size = args.per_device_batch * num_devices
+  for item in args.override:
+    key, _, value = item.partition("=")
+    section = config
+    *parents, leaf = key.split(".")
+    for name in parents:
+      section = section[name]
+    section[leaf] = type(section[leaf])(json.loads(value)) if section[leaf] is not None else json.loads(value)
+  return config
+
+
+def abstract_batch(config, batch_size: int, frames: int, resolution: int, sharding) -> dict[str, Any]:
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  text = jax.ShapeDtypeStruct((batch_size, config.data.max_length), np.int32, sharding=sharding)
+  names = ("inputs", "targets", "positions", "segment_ids", "frame_index", "loss_mask")
+  return {**{name: text for name in names},
+          "video": jax.ShapeDtypeStruct((batch_size, frames, resolution, resolution, 3), np.uint8, sharding=sharding)}
+
+
+def compile_step(config, devices: list[Any]) -> dict[str, Any]:
+  """Lower and compile the sharded train step for `devices`; the compiler's figures per device."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from lrr_jax import experiment  # pylint: disable=g-import-not-at-top
+  from lrr_jax.models import lrr  # pylint: disable=g-import-not-at-top
+  from lrr_jax.train import partitioning, trainer  # pylint: disable=g-import-not-at-top
+
+  model = lrr.LRRModel(experiment.model_config(config))
+  mesh = partitioning.make_mesh(config.mesh.to_dict(), devices)
+  rules = partitioning.rules_from_config(config.mesh.get("rules"))
+  frames, resolution = experiment.video_shape(config)
+  batch = abstract_batch(config, config.batch_size, frames, resolution, partitioning.batch_sharding(mesh))
+  optimizer = trainer.make_optimizer(config.optimizer)
+  boxed = jax.eval_shape(lambda b, r: trainer.init_boxed_state(model, optimizer, b, r), batch, jax.random.key(0))
+  shardings = partitioning.logical_shardings(boxed, mesh, rules)
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings)
+  step = trainer.make_train_step(model, optimizer, trainer.learning_rate_schedule(config.optimizer),
+                                 config.grad_accum_steps)
+  start = time.time()
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    lowered = jax.jit(step, in_shardings=(shardings, {k: partitioning.batch_sharding(mesh) for k in batch}),
+                      out_shardings=(shardings, partitioning.replicated(mesh)), donate_argnums=(0,)
+                      ).lower(state, batch)
+  # Model FLOPs: one device's rows through the forward pass, lowered unsharded for the host (HLO cost analysis).
+  rows = config.batch_size // len(devices)
+  local_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype), batch)
+  params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
+  forward = jax.jit(lambda p, b: trainer.loss_and_metrics(p, model, b, None)[0], backend="cpu"
+                    ).lower(params, local_batch)
+  compiled = lowered.compile()
+  seconds = time.time() - start
+  memory, cost = compiled.memory_analysis(), compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  forward_cost = forward.cost_analysis()
+  forward_cost = forward_cost[0] if isinstance(forward_cost, list) else forward_cost
+  return dict(
+      devices=len(devices), mesh=dict(mesh.shape), compile_s=seconds,
+      argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
+      temp_bytes=memory.temp_size_in_bytes, alias_bytes=memory.alias_size_in_bytes,
+      # The compiler's peak, or (where it reports less, as XLA:CPU does) everything live at once: conservative.
+      peak_bytes=max(getattr(memory, "peak_memory_in_bytes", 0) or 0,
+                     memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+                     - memory.alias_size_in_bytes),
+      flops=float(cost.get("flops", 0.0)), bytes_accessed=float(cost.get("bytes accessed", 0.0)),
+      optimal_seconds=float(cost.get("optimal_seconds", -1.0)),
+      model_flops=3.0 * float(forward_cost.get("flops", 0.0)))
+
+
+def utilisation(figures: dict[str, Any], chip: dict[str, float]) -> dict[str, Any]:
+  """MFU from the compiler's time estimate, and from a roofline of its FLOPs and bytes (per device)."""
+  roofline_s = max(figures["flops"] / chip["flops"], figures["bytes_accessed"] / chip["bandwidth"])
+  est = figures["model_flops"] / (figures["optimal_seconds"] * chip["flops"]) if figures["optimal_seconds"] > 0 \
+      else None
+  return dict(est_mfu=est, roofline_s=roofline_s,
+              roofline_mfu=figures["model_flops"] / (roofline_s * chip["flops"]) if roofline_s > 0 else None)
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  devices = set_devices(args.topology)
+  generation = args.chip or args.topology.partition(":")[0]
+  if generation not in CHIPS:
+    raise SystemExit(f"No peak figures for {generation!r}; pass --chip= one of {sorted(CHIPS)}.")
+  config = run_config(args, len(devices))
+  figures = compile_step(config, devices)
+  figures.update(utilisation(figures, CHIPS[generation]), topology=args.topology, chip=generation,
+                 shape=dict(frames=args.frames, resolution=args.resolution, tokens=args.tokens,
+                            per_device_batch=args.per_device_batch, lm=args.lm),
+                 overrides=args.override)
+  gib = lambda b: b / 2**30
+  print(f"{args.topology} ({generation}), {len(devices)} devices, mesh {figures['mesh']}; {args.lm}, "
+        f"{args.frames} frames of {args.resolution} px, {args.tokens} tokens, {args.per_device_batch} per device")
+  print(f"compile: {figures['compile_s']:.0f} s")
+  print(f"per device: arguments {gib(figures['argument_bytes']):.2f} GiB, temporaries "
+        f"{gib(figures['temp_bytes']):.2f} GiB, peak {gib(figures['peak_bytes']):.2f} GiB "
+        f"(HBM {gib(CHIPS[generation]['hbm']):.1f} GiB)")
+  print(f"per device: compiler FLOPs {figures['flops']:.3g}, model FLOPs {figures['model_flops']:.3g}, bytes "
+        f"accessed {figures['bytes_accessed']:.3g}, optimal_seconds {figures['optimal_seconds']:.3g}")
+  if figures["est_mfu"] is None:
+    print(f"roofline: {figures['roofline_s']:.3g} s per step -> roofline_mfu={figures['roofline_mfu']:.3f} "
+          "(a roofline of the compiler's FLOPs and bytes, not a measurement)")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(figures, f, indent=2)
+  est = "none" if figures["est_mfu"] is None else f"{figures['est_mfu']:.3f}"
+  print(f"peak_gib_per_device={gib(figures['peak_bytes']):.2f} est_mfu={est}")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
