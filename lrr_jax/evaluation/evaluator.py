@@ -3,9 +3,18 @@
 CATER: top-1, top-5 and L1 grid distance of the snitch's cell; Something-Else: top-1 and top-5 of the action
 class; ACRE: accuracy per split and query type; STAR: accuracy per question type. Top-5 ranks the task's
 closed answer set by the model's likelihood after its own rationale (`inference.ranking`).
-"""
-from typing import Any, Sequence
 
+Bounds: `config.data.max_length + config.eval.max_new_tokens` must fit the model's positions (checked at
+construction); each batch's prompts, budget and answer ranking are checked before it runs, and its decode state
+against memory, each with an error naming the record or the config keys.
+
+Stopping: `should_stop() -> bool` (e.g. a SIGTERM flag) is called after each batch; when it returns True while
+records remain, the evaluation ends there and the scores cover the records done, with `num_examples` and
+`partial: 1` added (keys present only on a partial evaluation).
+"""
+from typing import Any, Callable, Sequence
+
+from absl import logging
 import numpy as np
 import tqdm
 
@@ -46,35 +55,81 @@ class Evaluator:
 
   def __init__(self, model, tokenizer: tokenizer_lib.Tokenizer, source: Any, dataset: str, variant: str,
                max_length: int, max_new_tokens: int, batch_size: int, num_classes: int = 0,
-               frames: tuple[int, int] | None = None):
-    """frames: (num_frames, resolution) that videos are fitted to, as the training pipeline fits them."""
-    self.frames = frames
+               frames: tuple[int, int] | None = None, memory_limit_bytes: int | None = None):
+    """frames: (num_frames, resolution) that videos are fitted to, as the training pipeline fits them.
+
+    max_length, max_new_tokens, batch_size: `config.data.max_length`, `config.eval.max_new_tokens`,
+    `config.eval.batch_size`. memory_limit_bytes: a batch's decode-state limit (`generate.check_memory`).
+    """
+    positions = model.config.decoder.max_positions
+    if max_length + max_new_tokens > positions:
+      raise ValueError(f"config.data.max_length {max_length} + config.eval.max_new_tokens {max_new_tokens} = "
+                       f"{max_length + max_new_tokens} > the {positions} positions of the model "
+                       "(model.config.decoder.max_positions); lower one of them.")
+    self.frames, self.memory_limit_bytes = frames, memory_limit_bytes
     self.tokenizer, self.source, self.dataset, self.variant = tokenizer, source, dataset, variant
-    self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+    self.max_length, self.max_new_tokens, self.batch_size = max_length, max_new_tokens, batch_size
     self.generator = generate_lib.Generator(model, max_length + max_new_tokens, tokenizer.frame_markers(),
                                             tokenizer.token_id("<CONCLUSION>"))
     self.candidates = answer_candidates(dataset, num_classes)
+    self.markers = [tokenizer.encode("answer"), tokenizer.encode(" answer")]
+    # Ranking feeds a response's answer prefix (at most a marker past the response) and a candidate with its
+    # ending token (1), all but its last token.
+    self.ranking_tokens = (max(len(m) for m in self.markers) + max(len(tokenizer.encode(f" {c}"))
+                                                                  for c in self.candidates)
+                           if self.candidates else 0)
 
-  def __call__(self, params, num_examples: int | None = None) -> tuple[dict[str, float], list[str]]:
-    """(scores, responses) over the first `num_examples` test records (all when None)."""
+  def __call__(self, params, num_examples: int | None = None,
+               should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, float], list[str]]:
+    """(scores, responses) over the first `num_examples` test records (all when None).
+
+    should_stop: called after each batch; True ends the evaluation there, with `num_examples` (records done)
+    and `partial` (1) added to the scores.
+    """
     count = len(self.source) if not num_examples else min(num_examples, len(self.source))
     rows = [self.source[i] for i in range(count)]
     examples = [records.read_example(r, self.variant, f"test record {i}") for i, r in enumerate(rows)]
-    labels = np.array([int(r["label"]) for r in rows])
     responses, logprobs = [], []
     for start in tqdm.trange(0, count, self.batch_size, desc="evaluate", unit="batch", leave=False):
       batch = slice(start, start + self.batch_size)
       video = np.stack([self._video(r, start + i) for i, r in enumerate(rows[batch])])
       prompts = [encoding.encode_prompt(e, self.tokenizer) for e in examples[batch]]
+      self._check_batch(prompts, start, video.shape[1])
       tokens, texts = self._generate({"params": params}, video, prompts)
       responses += texts
       if self.candidates:
         logprobs.append(self._rank({"params": params}, video, examples[batch], prompts, tokens))
-    scores = self._scores(responses, examples, labels, [records.read_metadata(r) for r in rows])
+      if should_stop is not None and len(responses) < count and should_stop():
+        logging.warning("Evaluation stopped by should_stop after %d of %d records.", len(responses), count)
+        break
+    done = len(responses)
+    labels = np.array([int(r["label"]) for r in rows[:done]])
+    scores = self._scores(responses, examples[:done], labels, [records.read_metadata(r) for r in rows[:done]])
     if self.candidates:
       ranked = np.concatenate(logprobs)
       scores.update(top1_ranked=top_k_accuracy(ranked, labels, 1), top5=top_k_accuracy(ranked, labels, 5))
+    if done < count:
+      scores.update(num_examples=done, partial=1)
     return scores, responses
+
+  def _check_batch(self, prompts, start: int, num_frames: int) -> None:
+    """Before a batch runs: each prompt fits `max_length` and, with the budget and the answer ranking, the
+    model's positions; the batch's decode state fits in memory. Errors name the record and config keys."""
+    positions = self.generator.max_positions
+    for index, (prompt, _) in enumerate(prompts, start):
+      need = len(prompt) + self.max_new_tokens + self.ranking_tokens
+      if len(prompt) > self.max_length or need > positions:
+        raise ValueError(f"Test record {index}: a prompt of {len(prompt)} tokens (config.data.max_length "
+                         f"{self.max_length}) + config.eval.max_new_tokens {self.max_new_tokens} + "
+                         f"{self.ranking_tokens} to rank the answers = {need}; it must fit the {positions} "
+                         "positions of the model (model.config.decoder.max_positions).")
+    if start == 0:
+      rows, config = len(prompts), self.generator.model.config
+      needed = generate_lib.decode_state_bytes(config, rows, self.generator.cache_length,
+                                               num_frames * config.video.grid_size, rows)
+      generate_lib.check_memory(needed, f"config.eval.batch_size={self.batch_size}: {rows} rows of "
+                                f"{self.generator.cache_length} cache slots (config.data.max_length + "
+                                "config.eval.max_new_tokens)", self.memory_limit_bytes)
 
   def _video(self, record, index: int) -> np.ndarray:
     frames = np.asarray(record["frames"])
@@ -96,12 +151,11 @@ class Evaluator:
   def _rank(self, variables, video: np.ndarray, examples, prompts, responses: Sequence[list[int]]
             ) -> np.ndarray:
     """float[B, K]: each candidate answer's log-probability after the example's own rationale."""
-    markers = [self.tokenizer.encode("answer"), self.tokenizer.encode(" answer")]
     ending = answer_ending(examples[0], self.tokenizer)
     candidates = [self.tokenizer.encode(f" {c}") + ending for c in self.candidates]
-    continuations = [ranking.answer_prefix(r, markers) for r in responses]
+    continuations = [ranking.answer_prefix(r, self.markers) for r in responses]
     return ranking.candidate_logprobs(self.generator, variables, video, prompts, continuations, candidates,
-                                      self.tokenizer.pad_id)
+                                      self.tokenizer.pad_id, self.memory_limit_bytes)
 
   def _scores(self, responses, examples, labels, metadata) -> dict[str, float]:
     if self.dataset in CATER_DATASETS:

@@ -10,8 +10,16 @@ other's leftovers. Prompts of different lengths are left-padded (padding has seg
 
 Frame rule (as the rationales are written): a token sees the frames up to the last `frame t:` marker so
 far (from the prompt's last frame on), and all frames from `<CONCLUSION>` on.
+
+Bounds: `start`, `extend` and `sample` raise a ValueError naming the numbers, before running, when the tokens
+they would feed do not fit the KV cache or the model's positions (`model.config.decoder.max_positions`;
+positions count from 0 here, OPT's offset of 2 is added inside the decoder), so that no token ever reads past
+the position table (NaN) or overwrites a cache slot. `room` says how many more tokens fit; callers that cut a
+budget to fit say so themselves. `decode_state_bytes` and `check_memory` refuse a decode too large for memory
+before anything is allocated.
 """
 import dataclasses
+import pathlib
 from typing import NamedTuple, Sequence
 
 import jax
@@ -19,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrr_jax.models import cross_attention
+from lrr_jax.models import decoder as decoder_lib
 from lrr_jax.models import lrr
 
 Array = jax.Array
@@ -109,8 +118,71 @@ def stop_table(stop_sequences: Sequence[Sequence[int]]) -> np.ndarray:
   return table
 
 
+MEMORY_FRACTION = 0.5  # of the free memory a decode state may take by default (XLA needs room besides)
+
+
+def decode_state_bytes(config: lrr.LRRConfig, rows: int, cache_length: int, num_visual_tokens: int = 0,
+                       visual_rows: int = 1) -> int:
+  """Bytes of a `DecodeState` with `rows` rows, from shapes alone (nothing is allocated).
+
+  The KV cache as `decoder.init_cache` builds it: keys and values [rows, cache_length, heads, head_dim] per
+  layer and the slots' segment ids; the projected video's keys and values [visual_rows, num_visual_tokens,
+  heads, head_dim] per cross-attention block (one row when candidates share it); and the next-token logits
+  float32[rows, vocab].
+  """
+  text = jax.eval_shape(lambda: decoder_lib.init_cache(config.decoder, rows, cache_length))
+  video = jax.eval_shape(lambda: decoder_lib.init_cache(config.decoder, visual_rows, 0, num_visual_tokens))
+  arrays = jax.tree.leaves(text) + jax.tree.leaves(video)
+  return sum(a.size * a.dtype.itemsize for a in arrays) + rows * config.decoder.vocab_size * 4
+
+
+def free_memory() -> tuple[int, str] | None:
+  """(bytes, where) free for a decode: the first device's `bytes_limit - bytes_in_use` where JAX reports them
+  (`memory_stats()`: GPU, TPU), else the host's MemAvailable (/proc/meminfo; CPU); None where neither is known."""
+  device = jax.local_devices()[0]
+  stats = device.memory_stats()
+  if stats and "bytes_limit" in stats:
+    return stats["bytes_limit"] - stats.get("bytes_in_use", 0), f"free on {device}"
+  try:
+    lines = pathlib.Path("/proc/meminfo").read_text().splitlines()
+  except OSError:
+    return None
+  available = [int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:")]
+  return (available[0], "available on the host (/proc/meminfo MemAvailable)") if available else None
+
+
+def check_memory(needed: int, what: str, limit_bytes: int | None = None) -> None:
+  """Raise a ValueError when `needed` bytes (`decode_state_bytes`) exceed `limit_bytes`.
+
+  limit_bytes: None is MEMORY_FRACTION of `free_memory()` (no check where that is unknown).
+  what: the rows and cache that need it, with the knobs that set them (named in the message).
+  """
+  if limit_bytes is None:
+    free = free_memory()
+    if free is None:
+      return
+    limit_bytes = int(free[0] * MEMORY_FRACTION)
+    source = f"{MEMORY_FRACTION:.0%} of {free[0] / 2**30:.1f} GiB {free[1]}"
+  else:
+    source = "memory_limit_bytes"
+  if needed > limit_bytes:
+    raise ValueError(f"{what} need {needed / 2**30:.1f} GiB ({needed:,} bytes) of KV cache and logits, more than "
+                     f"the limit of {limit_bytes / 2**30:.1f} GiB ({source}); lower them, or pass a larger "
+                     "memory_limit_bytes.")
+
+
+def _host_int(x) -> int | None:
+  """max(x) read on the host; None while tracing (then only the jitted loop's own clamp applies)."""
+  if isinstance(x, jax.core.Tracer):
+    return None
+  return int(np.max(np.asarray(x)))
+
+
 class Generator:
   """Cached generation for one LRR model; every method is jitted once per shape.
+
+  `start`, `extend` and `sample` check, on the host and before running, that what they feed fits the cache
+  and the model's positions (see the module's docstring); `room` says how much more fits.
 
   Args:
     model: the LRR model.
@@ -122,6 +194,7 @@ class Generator:
                conclusion_id: int | None = None):
     self.model = model
     self.cache_length = cache_length
+    self.max_positions = model.config.decoder.max_positions
     vocab = model.config.decoder.vocab_size
     marker_frame = np.full(vocab, -1, np.int32)
     for token_id, frame in (frame_markers or {}).items():
@@ -129,9 +202,75 @@ class Generator:
     self._marker_frame = marker_frame
     self._conclusion_id = -1 if conclusion_id is None else conclusion_id
     self.encode_video = jax.jit(self._encode_video)
-    self.start = jax.jit(self._start, static_argnames=("cache_length",))
-    self.extend = jax.jit(self._extend)
-    self.sample = jax.jit(self._sample, static_argnames=("max_new_tokens", "sampling"))
+    self._jit_start = jax.jit(self._start, static_argnames=("cache_length",))
+    self._jit_extend = jax.jit(self._extend)
+    self._jit_sample = jax.jit(self._sample, static_argnames=("max_new_tokens", "sampling"))
+
+  def start(self, variables, prompt: dict[str, Array], visual: cross_attention.VisualMemory,
+            cache_length: int | None = None) -> DecodeState:
+    """Prefill left-padded prompts (see `left_pad`) against an encoded video (one row, or one per prompt).
+
+    cache_length: slots for this generation (default: the generator's); the prompt must leave one free.
+    """
+    length = prompt["tokens"].shape[1]
+    cache_length = cache_length or self.cache_length
+    if length >= cache_length:
+      raise ValueError(f"The prompt has {length} tokens but the cache holds {cache_length}; raise "
+                       "the cache length (max_new_tokens) or shorten the prompt.")
+    last = _host_int(prompt["positions"])  # 0-based: the longest prompt's last position
+    if last is not None and last >= self.max_positions:
+      raise ValueError(f"A prompt of {last + 1} tokens > the {self.max_positions} positions of the model "
+                       "(model.config.decoder.max_positions); shorten the prompt.")
+    return self._jit_start(variables, prompt, visual, cache_length=cache_length)
+
+  def extend(self, variables, state: DecodeState, tokens: Array, last_frame: int | Array,
+             segment_ids: Array | None = None) -> DecodeState:
+    """Feed given tokens int[B, S] to every row (a stage's opening tag, a judge's question).
+
+    Rows of different lengths are left-padded with segment id 0 (never read): the last column is real.
+    """
+    real = tokens.shape[1] if segment_ids is None else np.asarray(segment_ids).sum(1)
+    self.check_room(state, real, tokens.shape[1], "given tokens")
+    return self._jit_extend(variables, state, tokens, last_frame, segment_ids)
+
+  def sample(self, variables, state: DecodeState, rng: Array, stops: Array, last_frame: int | Array,
+             max_new_tokens: int, sampling: Sampling = Sampling()) -> tuple[DecodeState, Sampled]:
+    """Sample up to `max_new_tokens` per row until each row ends with a stop sequence (`stop_table`).
+
+    Raises a ValueError when `max_new_tokens` more tokens do not fit (`room`): cut the budget first to go on.
+    """
+    self.check_room(state, max_new_tokens, max_new_tokens, "max_new_tokens")
+    return self._jit_sample(variables, state, rng, stops, last_frame, max_new_tokens=max_new_tokens,
+                            sampling=sampling)
+
+  def room(self, state: DecodeState) -> tuple[int, str]:
+    """(tokens that still fit every row of `state`, what limits them): the cache's free slots, or the free
+    positions of the row furthest along."""
+    slots = state.cache["segment_ids"].shape[1]
+    free_slots = slots - int(state.slot)
+    free_positions = self.max_positions - int(jnp.max(state.position))
+    if free_positions <= free_slots:
+      return free_positions, f"the {self.max_positions} positions of the model (model.config.decoder.max_positions)"
+    return free_slots, f"the {slots} slots of the KV cache (Generator cache_length)"
+
+  def check_room(self, state: DecodeState, positions: int | np.ndarray, slots: int, what: str) -> None:
+    """Raise a ValueError naming the numbers unless every row can take `positions` more positions (int, or
+    int[B] per row) and the cache `slots` more slots. Skipped while tracing."""
+    position, slot = state.position, _host_int(state.slot)
+    if slot is None or isinstance(position, jax.core.Tracer):
+      return
+    ends = np.asarray(position) + np.asarray(positions)
+    row = int(np.argmax(ends))
+    if ends[row] > self.max_positions:
+      so_far = int(np.asarray(position)[row])
+      raise ValueError(f"{so_far} tokens so far + {ends[row] - so_far} {what} = {ends[row]} > the "
+                       f"{self.max_positions} positions of the model (model.config.decoder.max_positions; a run "
+                       f"sets it from config.data.max_length + config.eval.max_new_tokens); at most "
+                       f"{self.max_positions - so_far} more fit.")
+    length = state.cache["segment_ids"].shape[1]
+    if slot + slots > length:
+      raise ValueError(f"cache slot {slot} + {slots} {what} = {slot + slots} > the {length} slots of the KV "
+                       f"cache (Generator cache_length); at most {length - slot} more fit.")
 
   def _encode_video(self, variables, video: Array) -> cross_attention.VisualMemory:
     return self.model.apply(variables, video, method=lrr.LRRModel.encode_video)
@@ -142,16 +281,8 @@ class Generator:
     return jnp.where(tokens == self._conclusion_id, last_frame, frame)
 
   def _start(self, variables, prompt: dict[str, Array], visual: cross_attention.VisualMemory,
-             cache_length: int | None = None) -> DecodeState:
-    """Prefill left-padded prompts (see `left_pad`) against an encoded video (one row, or one per prompt).
-
-    cache_length: slots for this generation (default: the generator's).
-    """
+             cache_length: int) -> DecodeState:
     batch, length = prompt["tokens"].shape
-    cache_length = cache_length or self.cache_length
-    if length >= cache_length:
-      raise ValueError(f"The prompt has {length} tokens but the cache holds {cache_length}; raise "
-                       "the cache length (max_new_tokens) or shorten the prompt.")
     cache = lrr.init_cache(self.model.config, batch, cache_length, visual)
     logits, cache = self.model.apply(variables, prompt["tokens"], prompt["positions"], prompt["segment_ids"],
                                      prompt["frame_index"], cache, 0, visual, method=lrr.LRRModel.decode)
@@ -160,10 +291,6 @@ class Generator:
 
   def _extend(self, variables, state: DecodeState, tokens: Array, last_frame: int | Array,
               segment_ids: Array | None = None) -> DecodeState:
-    """Feed given tokens int[B, S] to every row (a stage's opening tag, a judge's question).
-
-    Rows of different lengths are left-padded with segment id 0 (never read): the last column is real.
-    """
     segment_ids = jnp.ones_like(tokens) if segment_ids is None else segment_ids
     def advance(frame, column):  # a scan, not an unrolled loop: judge prompts run to hundreds of tokens
       token, segment = column
@@ -179,13 +306,12 @@ class Generator:
 
   def _sample(self, variables, state: DecodeState, rng: Array, stops: Array, last_frame: int | Array,
               max_new_tokens: int, sampling: Sampling) -> tuple[DecodeState, Sampled]:
-    """Sample up to `max_new_tokens` per row until each row ends with a stop sequence (`stop_table`).
-
-    Stops are matched on the last tokens only, on device, at every step.
-    """
+    """Stops are matched on the last tokens only, on device, at every step."""
     batch = state.logits.shape[0]
     width = stops.shape[1]
-    budget = jnp.minimum(max_new_tokens, state.cache["segment_ids"].shape[1] - state.slot)
+    # `sample` has checked the room on the host; traced callers are still kept inside the cache and positions.
+    budget = jnp.minimum(jnp.minimum(max_new_tokens, state.cache["segment_ids"].shape[1] - state.slot),
+                         self.max_positions - jnp.max(state.position))
     # The projected video does not change while decoding: keep it out of the loop's carry, which XLA may
     # copy at every step (on CPU that copy cost more than the step itself).
     constant = {k: state.cache[k] for k in VIDEO_KEYS}

@@ -4,6 +4,9 @@ Top-5 metrics (CATER's 36 cells, Something-Else's classes) need a ranking, which
 give. After the model has written its rationale, the text is cut after its last `answer` word and every
 candidate answer, followed by what ends an answer in training (`</CONCLUSION>` or `</s>`), is scored by
 teacher forcing from that one shared prefix: one prefill per example, then a few cached steps per candidate.
+
+Bounds: an example whose prompt, continuation and longest candidate do not fit the model's positions is an
+error naming it (a cut would score another text); each chunk's decode state is checked against memory first.
 """
 from typing import Sequence
 
@@ -40,7 +43,8 @@ def candidate_table(candidates: Sequence[Sequence[int]]) -> tuple[np.ndarray, np
 
 def candidate_logprobs(generator: generate_lib.Generator, variables, video: np.ndarray,
                        prompts: Sequence[tuple[list[int], list[int]]], continuations: Sequence[list[int]],
-                       candidates: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
+                       candidates: Sequence[Sequence[int]], pad_id: int,
+                       memory_limit_bytes: int | None = None) -> np.ndarray:
   """float32[B, K]: log P(candidate k | video b, prompt b, continuation b) under the model.
 
   Args:
@@ -48,23 +52,48 @@ def candidate_logprobs(generator: generate_lib.Generator, variables, video: np.n
     prompts: (tokens, frame_index) per example, as `encoding.encode_prompt` gives them.
     continuations: per example, the tokens after the prompt (non-empty), fed with the online frame rule.
     candidates: K token lists, shared by the examples.
+    memory_limit_bytes: a chunk's decode-state limit (`generate.check_memory`; None: a share of free memory).
   """
+  check_positions(generator.max_positions, prompts, continuations, candidates)
   scores = []
   chunk = max(1, ROWS_PER_CALL // len(candidates))
   for start in range(0, len(prompts), chunk):
     rows = slice(start, start + chunk)
     scores.append(_score_chunk(generator, variables, video[rows], prompts[rows], continuations[rows],
-                               candidates, pad_id))
+                               candidates, pad_id, memory_limit_bytes))
   return np.concatenate(scores)
 
 
-def _score_chunk(generator, variables, video, prompts, continuations, candidates, pad_id) -> np.ndarray:
+def check_positions(max_positions: int, prompts: Sequence[tuple[list[int], list[int]]],
+                    continuations: Sequence[list[int]], candidates: Sequence[Sequence[int]]) -> None:
+  """Raise a ValueError naming the first example whose text does not fit the model's positions: its prompt,
+  continuation and longest candidate but the last token (scored, never fed)."""
+  longest = max(len(c) for c in candidates)
+  for index, ((prompt, _), continuation) in enumerate(zip(prompts, continuations)):
+    need = len(prompt) + len(continuation) + longest - 1
+    if need > max_positions:
+      raise ValueError(f"Example {index}: a prompt of {len(prompt)} tokens + a continuation of "
+                       f"{len(continuation)} + the longest candidate's {longest} - 1 = {need} > the {max_positions} "
+                       "positions of the model (model.config.decoder.max_positions).")
+
+
+def _score_chunk(generator, variables, video, prompts, continuations, candidates, pad_id,
+                 memory_limit_bytes) -> np.ndarray:
   last_frame = video.shape[1] - 1
   prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], pad_id, multiple=16)
   after = generate_lib.left_pad(continuations, [[0] * len(c) for c in continuations], pad_id, multiple=16)
   cache_length = prompt["tokens"].shape[1] + after["tokens"].shape[1] + max(len(c) for c in candidates) + 1
+  cache_length = -(-cache_length // 16) * 16
+  rows = len(prompts) * len(candidates)
+  visual_rows = 1 if len(prompts) == 1 else rows  # `select_rows` shares one video, repeats several
+  config = generator.model.config
+  generate_lib.check_memory(
+      generate_lib.decode_state_bytes(config, rows, cache_length, video.shape[1] * config.video.grid_size,
+                                      visual_rows),
+      f"Ranking {len(prompts)} examples x {len(candidates)} candidates: {rows} rows of {cache_length} cache slots",
+      memory_limit_bytes)
   visual = generator.encode_video(variables, video)
-  state = generator.start(variables, prompt, visual, cache_length=-(-cache_length // 16) * 16)
+  state = generator.start(variables, prompt, visual, cache_length=cache_length)
   state = generator.extend(variables, state, after["tokens"], last_frame, after["segment_ids"])
   tokens, valid = candidate_table(candidates)
   batch, count = len(prompts), len(candidates)

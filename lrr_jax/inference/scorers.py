@@ -7,6 +7,12 @@
   asks which response is better and ends with "I choose response"; the model's choice is the likelier of
   " 1" and " 2" as the next token (the release generates "Since ..., I choose response [1/2]." and parses it).
 Likelihood and Reward are absolute (their scores can be compared with a backtracking cutoff); Judge is not.
+
+Bounds: Likelihood reads the log-probabilities accumulated while sampling, which `generate.Generator` keeps
+inside the model's positions. The judge's prompts embed the candidates: when the longest would not fit the
+model's positions, every text shown to the judge is cut to the same number of tokens (the response so far
+keeps its end, each candidate its start, "..." marks a cut) and a note says so (`Context.notes`); a question
+too long to fit even with empty texts is an error. Its batch is checked against memory first.
 """
 import dataclasses
 from typing import Any, Callable, Protocol, Sequence
@@ -52,6 +58,8 @@ class Context:
   visual: Any
   question: str
   last_frame: int
+  memory_limit_bytes: int | None = None  # see generate.check_memory
+  notes: list[str] = dataclasses.field(default_factory=list)  # what a scorer had to change to fit, said aloud
 
 
 class Scorer(Protocol):
@@ -126,20 +134,10 @@ def model_compare(context: Context, stage: str, pairs: list[tuple[Candidate, Can
   """The model judges all pairs in one batch: the likelier of ' 1' and ' 2' after the judge prompt.
 
   The shared part of the prompt (question, response so far, the stage's judge question) is read once and its
-  cache shared by all pairs, as the candidates share the video's.
+  cache shared by all pairs, as the candidates share the video's. Texts are cut to fit (see the module).
   """
   tokenizer, generator = context.tokenizer, context.generator
-  prefixes = {c.prefix for pair in pairs for c in pair}
-  one_prefix = len(prefixes) == 1
-  shared_text, template = judge_prompt(context, stage, pairs[0][0].prefix if one_prefix else None)
-  shared = [tokenizer.eos_id] + tokenizer.encode(shared_text)
-  rows, choices = [], []
-  for first, second in pairs:
-    text = template.format("" if one_prefix else first.prefix, first.text, second.text)
-    one, two = tokenizer.encode(text + " 1"), tokenizer.encode(text + " 2")
-    common = next(i for i, (x, y) in enumerate(zip(one, two)) if x != y)
-    rows.append(one[:common])
-    choices.append((one[common], two[common]))
+  shared, rows, choices = fit_judge_prompts(context, stage, pairs)
   width = -(-max(len(r) for r in rows) // 32) * 32
   tokens = np.full((len(rows), width), tokenizer.pad_id, np.int32)
   segments = np.zeros((len(rows), width), np.int32)
@@ -147,9 +145,63 @@ def model_compare(context: Context, stage: str, pairs: list[tuple[Candidate, Can
     tokens[i, width - len(row):], segments[i, width - len(row):] = row, 1
   prompt = generate_lib.left_pad([shared], [[context.last_frame] * len(shared)], tokenizer.pad_id, 32)
   length = prompt["tokens"].shape[1] + width + 32
+  visual_tokens = 0 if context.visual is None else context.visual.tokens.shape[1]
+  generate_lib.check_memory(
+      generate_lib.decode_state_bytes(generator.model.config, len(rows), length, visual_tokens),
+      f"The judge's {len(rows)} comparisons (SearchConfig.num_candidates / 2) of {length} cache slots",
+      context.memory_limit_bytes)
   state = generator.start(context.variables, prompt, context.visual, cache_length=length)
   state = generate_lib.select_rows(state, [0] * len(rows))
-  state = generator.extend(context.variables, state, jnp.asarray(tokens), context.last_frame, jnp.asarray(segments))
+  state = generator.extend(context.variables, state, jnp.asarray(tokens), context.last_frame, segments)
   logits = np.asarray(state.logits)
   winners = [int(row[b] > row[a]) for row, (a, b) in zip(logits, choices)]
   return winners, len(shared) + sum(len(r) for r in rows)
+
+
+def fit_judge_prompts(context: Context, stage: str, pairs: list[tuple[Candidate, Candidate]]
+                      ) -> tuple[list[int], list[list[int]], list[tuple[int, int]]]:
+  """(shared prompt tokens, each pair's tokens, each pair's (' 1', ' 2') choice tokens) within the model's
+  positions: as written when they fit, else with every text cut to the most tokens that fit (a note in
+  `context.notes`). Raises a ValueError when even empty texts do not fit."""
+  limit = context.generator.max_positions
+  fits = lambda built: len(built[0]) + max(len(r) for r in built[1]) <= limit
+  built = _judge_tokens(context, stage, pairs, None)
+  if fits(built):
+    return built
+  texts = {t for pair in pairs for c in pair for t in (c.prefix, c.text)}
+  low, high = 0, max(len(context.tokenizer.encode(t)) for t in texts)
+  if not fits(_judge_tokens(context, stage, pairs, low)):
+    raise ValueError(f"The judge's prompt for {stage} does not fit the {limit} positions of the model "
+                     "(model.config.decoder.max_positions) even with empty responses: the question is too long.")
+  while low < high:  # the largest cut that fits
+    middle = (low + high + 1) // 2
+    low, high = (middle, high) if fits(_judge_tokens(context, stage, pairs, middle)) else (low, middle - 1)
+  cut = sum(len(context.tokenizer.encode(t)) > low for t in texts)
+  context.notes.append(f"{stage}: the judge was shown {cut} of {len(texts)} texts cut to {low} tokens each (the "
+                       f"response so far keeps its end, candidates their start) to fit the {limit} positions of "
+                       "the model (model.config.decoder.max_positions).")
+  return _judge_tokens(context, stage, pairs, low)
+
+
+def _judge_tokens(context: Context, stage: str, pairs: list[tuple[Candidate, Candidate]], cut: int | None
+                  ) -> tuple[list[int], list[list[int]], list[tuple[int, int]]]:
+  """The judge's tokens (see `fit_judge_prompts`) with every text cut to `cut` tokens (None: whole)."""
+  tokenizer = context.tokenizer
+  def clip(text: str, keep_end: bool) -> str:
+    ids = tokenizer.encode(text)
+    if cut is None or len(ids) <= cut:
+      return text
+    return "..." + tokenizer.decode(ids[len(ids) - cut:]) if keep_end else tokenizer.decode(ids[:cut]) + "..."
+
+  one_prefix = len({c.prefix for pair in pairs for c in pair}) == 1
+  shared_text, template = judge_prompt(context, stage, clip(pairs[0][0].prefix, True) if one_prefix else None)
+  shared = [tokenizer.eos_id] + tokenizer.encode(shared_text)
+  rows, choices = [], []
+  for first, second in pairs:
+    text = template.format("" if one_prefix else clip(first.prefix, True), clip(first.text, False),
+                           clip(second.text, False))
+    one, two = tokenizer.encode(text + " 1"), tokenizer.encode(text + " 2")
+    common = next(i for i, (x, y) in enumerate(zip(one, two)) if x != y)
+    rows.append(one[:common])
+    choices.append((one[common], two[common]))
+  return shared, rows, choices

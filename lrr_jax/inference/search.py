@@ -10,11 +10,22 @@ cache (`generate.select_rows`) and are decoded as one batch; the judge's compari
 - stage_beam: one step per stage, opened with its tag, ended by its closing tag.  (LLaVA-CoT: N = 10)
 With an absolute scorer and `backtrack_cutoff`, stage_beam resamples the previous stage when a stage's best
 candidate scores below the cutoff (SWIRES), at most `max_retries` times.
+
+Bounds, checked before anything runs (`Searcher.check`): the prompt plus the first step's whole budget
+(`max_new_tokens`; stage_beam: a stage tag + `max_step_tokens`) must fit the model's positions and the
+generator's cache, and the widest step's decode state must fit in memory, else a ValueError names the numbers.
+Later steps whose budget no longer fits (stage_beam's four stages, sentence_beam's re-encoded text) are cut to
+the room left, and a step with no room is not run (the result is then partial); each cut is logged and kept in
+`Step.notes` and `SearchResult.notes`.
+
+Stopping: `should_stop() -> bool` (e.g. a SIGTERM flag) is called between steps; when it returns True the search
+ends there and returns the text kept so far with `SearchResult.partial` set.
 """
 import dataclasses
 import time
 from typing import Callable
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +49,7 @@ class SearchConfig:
   backtrack_cutoff: float | None = None  # stage_beam with an absolute scorer: resample below this score
   max_retries: int = 4
   seed: int = 0
+  memory_limit_bytes: int | None = None  # a decode's limit; None: a share of the free memory (generate.check_memory)
 
   def __post_init__(self):
     if self.strategy not in STRATEGIES:
@@ -56,6 +68,7 @@ class Step:
   comparisons: list[tuple[int, int, int]]  # (a, b, winner) judged by a tournament
   num_tokens: list[int] = dataclasses.field(default_factory=list)  # each candidate's sampled tokens
   backtracked: bool = False
+  notes: list[str] = dataclasses.field(default_factory=list)  # budgets cut and judge texts cut to fit
 
 
 @dataclasses.dataclass
@@ -65,6 +78,8 @@ class SearchResult:
   generated_tokens: int  # every sampled token, all candidates
   judge_tokens: int  # prompt tokens read by the judge
   seconds: float
+  partial: bool = False  # ended early: asked by `should_stop`, or no room left for a step (see notes)
+  notes: list[str] = dataclasses.field(default_factory=list)  # every cut made to fit, and why the search ended
 
 
 class Searcher:
@@ -86,11 +101,17 @@ class Searcher:
     self.sentence_stops = period_ends + [[self.stage_tags[-1][2]], [self.eos]]
 
   def __call__(self, variables, video: np.ndarray, prompt: list[int], prompt_frames: list[int], question: str,
-               on_step: Callable[[Step], None] | None = None) -> SearchResult:
-    """video: uint8[T, H, W, 3]; prompt: token ids (`encoding.encode_prompt`) and their frame indices."""
+               on_step: Callable[[Step], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> SearchResult:
+    """video: uint8[T, H, W, 3]; prompt: token ids (`encoding.encode_prompt`) and their frame indices.
+
+    on_step: called with each step as it is ranked. should_stop: called between steps; True ends the search
+    there (`SearchResult.partial`).
+    """
     start_time = time.perf_counter()
     cfg = self.config
-    run = _Run(self, variables, video, question, on_step, jax.random.key(cfg.seed))
+    self.check(len(prompt), video.shape[0])
+    run = _Run(self, variables, video, question, on_step, should_stop, jax.random.key(cfg.seed))
     padded = generate_lib.left_pad([prompt], [prompt_frames], self.tokenizer.pad_id)
     state = self.generator.start(variables, padded, run.visual)
     if cfg.strategy == "greedy":
@@ -104,16 +125,39 @@ class Searcher:
       state, texts = self._stages(run, state)
     text = texts[0].removesuffix(self.tokenizer.decode([self.eos]))
     return SearchResult(text, run.steps, run.generated_tokens, run.judge_tokens,
-                        time.perf_counter() - start_time)
+                        time.perf_counter() - start_time, run.partial, run.notes)
+
+  def check(self, prompt_length: int, num_frames: int) -> None:
+    """Raise a ValueError naming the numbers unless the prompt and the first step's whole budget fit the
+    model's positions and the generator's cache, and the widest step's decode state fits in memory."""
+    cfg, gen = self.config, self.generator
+    tag = int(cfg.strategy == "stage_beam")
+    budget = cfg.max_step_tokens if tag else cfg.max_new_tokens
+    what = f"a stage tag + SearchConfig.max_step_tokens {budget}" if tag else f"SearchConfig.max_new_tokens {budget}"
+    for limit, of in ((gen.max_positions, "positions of the model (model.config.decoder.max_positions)"),
+                      (gen.cache_length, "slots of the generator's KV cache (Generator cache_length)")):
+      if prompt_length + tag + budget > limit:
+        raise ValueError(f"A prompt of {prompt_length} tokens + {what} = {prompt_length + tag + budget} > the "
+                         f"{limit} {of}; lower the budget (infer: --max_new_tokens) to at most "
+                         f"{limit - prompt_length - tag}.")
+    rows = {"greedy": 1, "best_of_n": cfg.num_candidates}.get(cfg.strategy, cfg.num_candidates * cfg.beam)
+    config = gen.model.config
+    needed = generate_lib.decode_state_bytes(config, rows, gen.cache_length, num_frames * config.video.grid_size)
+    generate_lib.check_memory(needed, f"{cfg.strategy} with SearchConfig.num_candidates={cfg.num_candidates} x "
+                              f"beam={cfg.beam}: {rows} rows of {gen.cache_length} cache slots",
+                              cfg.memory_limit_bytes)
 
   def _sentences(self, run: "_Run", state):
     texts, used = [""], 0
     ends = (self.tokenizer.decode([self.stage_tags[-1][2]]), self.tokenizer.decode([self.eos]))
-    while used < self.config.max_new_tokens and not texts[0].endswith(ends):
+    while used < self.config.max_new_tokens and not texts[0].endswith(ends) and not run.stopping():
       budget = min(self.config.max_step_tokens, self.config.max_new_tokens - used)
       before = len(texts[0])
-      state, texts = run.step(f"sentence {len(run.steps) + 1}", state, texts, None, self.sentence_stops, budget,
-                              self.config)
+      stepped = run.step(f"sentence {len(run.steps) + 1}", state, texts, None, self.sentence_stops, budget,
+                         self.config)
+      if stepped is None:
+        break
+      state, texts = stepped
       used += len(self.tokenizer.encode(texts[0][before:]))
       if len(texts[0]) == before:
         break
@@ -124,11 +168,14 @@ class Searcher:
     cfg = self.config
     history = [(state, [""])]  # the input of stage i is history[i]
     retries = 0
-    while len(history) <= len(self.stage_tags):
+    while len(history) <= len(self.stage_tags) and not run.stopping():
       index = len(history) - 1
       name, opening, closing = self.stage_tags[index]
       state, texts = history[index]
-      state, texts = run.step(name, state, texts, opening, [[closing], [self.eos]], cfg.max_step_tokens, cfg)
+      stepped = run.step(name, state, texts, opening, [[closing], [self.eos]], cfg.max_step_tokens, cfg)
+      if stepped is None:
+        break
+      state, texts = stepped
       best = run.steps[-1].scores[run.steps[-1].kept[0]] if run.steps[-1].scores else None
       if (cfg.backtrack_cutoff is not None and best is not None and best < cfg.backtrack_cutoff
           and retries < cfg.max_retries and index > 0):
@@ -144,19 +191,51 @@ class Searcher:
 class _Run:
   """The state of one search: the encoded video, the RNG, the steps taken and the compute spent."""
 
-  def __init__(self, searcher: Searcher, variables, video: np.ndarray, question: str, on_step, rng):
-    self.searcher, self.variables, self.question, self.on_step, self.rng = (
-        searcher, variables, question, on_step, rng)
+  def __init__(self, searcher: Searcher, variables, video: np.ndarray, question: str, on_step, should_stop, rng):
+    self.searcher, self.variables, self.question, self.on_step, self.should_stop, self.rng = (
+        searcher, variables, question, on_step, should_stop, rng)
     self.visual = searcher.generator.encode_video(variables, jnp.asarray(video)[None])
     self.last_frame = video.shape[0] - 1
     self.steps: list[Step] = []
     self.generated_tokens = 0
     self.judge_tokens = 0
+    self.partial = False
+    self.notes: list[str] = []
+
+  def note(self, text: str) -> None:
+    logging.warning("Search: %s", text)
+    self.notes.append(text)
+
+  def stopping(self) -> bool:
+    """True when the search must end before its next step: `should_stop` asked (after a first step), or a
+    step found no room (`partial`)."""
+    if not self.partial and self.steps and self.should_stop is not None and self.should_stop():
+      self.partial = True
+      self.note(f"stopped by should_stop after {len(self.steps)} steps.")
+    return self.partial
+
+  def budget(self, name: str, state: generate_lib.DecodeState, opening: int | None, max_tokens: int) -> int:
+    """`max_tokens` cut to the room left after the opening tag (noted when cut); 0 marks the search partial."""
+    room, limit = self.searcher.generator.room(state)
+    budget = min(max_tokens, room - (opening is not None))
+    if budget < 1:
+      self.partial = True
+      self.note(f"{name} not run: no room left in {limit}.")
+    elif budget < max_tokens:
+      self.note(f"{name}: token budget cut from {max_tokens} to {budget} to fit {limit}.")
+    return budget
 
   def step(self, name: str, state: generate_lib.DecodeState, texts: list[str], opening: int | None,
            stops: list[list[int]], max_tokens: int, cfg: SearchConfig):
-    """From each kept prefix (one row of `state`, its text in `texts`), sample, rank, keep the best."""
+    """From each kept prefix (one row of `state`, its text in `texts`), sample, rank, keep the best.
+
+    Returns (state, texts) of the kept rows, or None when no token fits (see `budget`).
+    """
     gen, tokenizer = self.searcher.generator, self.searcher.tokenizer
+    notes_before = len(self.notes)
+    max_tokens = self.budget(name, state, opening, max_tokens)
+    if max_tokens < 1:
+      return None
     if opening is not None:
       state = gen.extend(self.variables, state, jnp.full((len(texts), 1), opening, jnp.int32), self.last_frame)
       texts = [t + tokenizer.decode([opening]) for t in texts]
@@ -174,7 +253,8 @@ class _Run:
     self.rng, rng = jax.random.split(self.rng)
     ranking = self.scorer_rank(name, candidates, np.random.default_rng(np.asarray(jax.random.key_data(rng))))
     kept = ranking.order[:min(cfg.beam, len(candidates))]
-    step = Step(name, new_texts, ranking.scores, kept, ranking.comparisons, [int(n) for n in lengths])
+    step = Step(name, new_texts, ranking.scores, kept, ranking.comparisons, [int(n) for n in lengths],
+                notes=self.notes[notes_before:])
     self.steps.append(step)
     if self.on_step:
       self.on_step(step)
@@ -182,9 +262,11 @@ class _Run:
 
   def scorer_rank(self, stage: str, candidates, rng: np.random.Generator) -> scorers_lib.Ranking:
     context = scorers_lib.Context(self.searcher.generator, self.searcher.tokenizer, self.variables, self.visual,
-                                  self.question, self.last_frame)
+                                  self.question, self.last_frame, self.searcher.config.memory_limit_bytes)
     ranking = self.searcher.scorer.rank(context, stage, candidates, rng)
     self.judge_tokens += ranking.judge_tokens
+    for text in context.notes:
+      self.note(text)
     return ranking
 
 

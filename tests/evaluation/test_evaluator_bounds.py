@@ -1,0 +1,53 @@
+"""The evaluator refuses a budget past the model's positions at construction and a batch past memory before it
+runs; `should_stop` ends it after a batch with the scores of the records done, marked partial."""
+import pytest
+
+from lrr_jax.evaluation import evaluator as evaluator_lib
+from lrr_jax import experiment
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+  return experiment.load_run(tiny_run[0])
+
+
+def make_evaluator(run, max_length: int = 192, max_new_tokens: int = 12, **kwargs) -> evaluator_lib.Evaluator:
+  config = run.config
+  return evaluator_lib.Evaluator(run.model, run.tokenizer, experiment.test_source(run), config.data.dataset,
+                                 config.data.variant, max_length, max_new_tokens, batch_size=2,
+                                 frames=experiment.video_shape(config), **kwargs)
+
+
+def test_a_budget_past_the_positions_is_an_error_at_construction(run):
+  assert run.model.config.decoder.max_positions == 256 and run.config.data.max_length == 192
+  with pytest.raises(ValueError, match=r"config.data.max_length 192 \+ config.eval.max_new_tokens 65 = 257 > the "
+                                       r"256 positions of the model \(model.config.decoder.max_positions\)"):
+    make_evaluator(run, max_new_tokens=65)
+  make_evaluator(run, max_new_tokens=64)  # exactly the positions
+
+
+def test_a_prompt_past_max_length_is_an_error_naming_the_record(run):
+  evaluator = make_evaluator(run, max_length=8)
+  with pytest.raises(ValueError, match=r"Test record 0: a prompt of \d+ tokens \(config.data.max_length 8\)"):
+    evaluator(run.params)
+
+
+def test_a_batch_past_memory_is_refused_before_it_runs(run):
+  evaluator = make_evaluator(run, memory_limit_bytes=10**5)
+  evaluator.generator.encode_video = lambda *args: pytest.fail("the batch ran")
+  with pytest.raises(ValueError, match=r"config.eval.batch_size=2: 2 rows of 204 cache slots \(config.data.max_length"
+                                       r" \+ config.eval.max_new_tokens\) need [\d.]+ GiB \([\d,]+ bytes\).*"
+                                       r"\(memory_limit_bytes\)"):
+    evaluator(run.params)
+
+
+def test_should_stop_after_the_first_batch_gives_that_batchs_scores_marked_partial(run):
+  evaluator = make_evaluator(run)
+  asked = []
+  scores, responses = evaluator(run.params, should_stop=lambda: asked.append(True) or True)
+  assert len(asked) == 1 and len(responses) == 2
+  assert scores.pop("partial") == 1 and scores.pop("num_examples") == 2
+  first_batch, first_responses = evaluator(run.params, num_examples=2)  # the same records, evaluated whole
+  assert responses == first_responses and scores == first_batch
+  complete, _ = evaluator(run.params, num_examples=2, should_stop=lambda: pytest.fail("asked after the last batch"))
+  assert "partial" not in complete
