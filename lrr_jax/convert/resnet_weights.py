@@ -112,9 +112,13 @@ def _check_hf_config(path: pathlib.Path) -> None:
 
 
 def find_layout(path: PathLike, weights: Mapping[str, np.ndarray]) -> Layout:
-  """The layout whose stem convolution `weights` has."""
+  """The layout whose stem convolution `weights` has; Hugging Face's only from a directory (its config.json
+  says where the stride is)."""
   for layout in LAYOUTS:
     if f"{layout.names(('stem',))[0]}.weight" in weights:
+      if layout.name == "Hugging Face" and not pathlib.Path(path).is_dir():
+        raise WeightsFileError(f"{path} holds a Hugging Face ResNet's tensors: give its directory, whose "
+                               "config.json is checked too.")
       return layout
   raise WeightsFileError(f"{path} is not a torchvision or Hugging Face ResNet: it has no conv1.weight or "
                          f"embedder.embedder.convolution.weight; its first tensors are {sorted(weights)[:5]}.")

@@ -156,6 +156,22 @@ def test_a_state_dict_that_is_not_a_resnet_is_refused(tmp_path):
     resnet_weights.load_resnet(saved(tmp_path, linear), TINY_CONFIG)
 
 
+def test_an_image_classifier_directory_gives_its_backbone(tiny, tmp_path):
+  """`ResNetForImageClassification` (as the Hub's microsoft/resnet-*): keys under `resnet.`, a classifier."""
+  backbone = transformers.ResNetModel.from_pretrained(tiny[0])
+  classifier = transformers.ResNetForImageClassification(backbone.config)
+  classifier.resnet.load_state_dict(backbone.state_dict())
+  classifier.save_pretrained(tmp_path)
+  _, expected = resnet_weights.load_resnet(tiny[0], TINY_CONFIG)
+  jax.tree.map(np.testing.assert_array_equal, resnet_weights.load_resnet(tmp_path, TINY_CONFIG)[1], expected)
+
+
+def test_a_hugging_face_file_without_its_directory_is_refused(tiny):
+  with pytest.raises(WeightsFileError, match=r"model.safetensors holds a Hugging Face ResNet's tensors: give its "
+                     r"directory"):
+    resnet_weights.load_resnet(tiny[0] / "model.safetensors", TINY_CONFIG)
+
+
 def test_another_width_is_refused(tiny):
   with pytest.raises(WeightsFileError, match=r"holds a ResNet-6 \(stage_sizes \(1, 1\), basic blocks, width 8\)"
                      r", but the model's backbone is a ResNet-6 \(.*width 16\)"):
