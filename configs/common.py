@@ -54,14 +54,18 @@ def placeholders(config_class: type, nested: dict[str, ml_collections.ConfigDict
 def model_section(size: str, decoder_values: dict[str, Any] | None = None,
                   video_values: dict[str, Any] | None = None, init_from: str = "") -> ml_collections.ConfigDict:
   """config.model: the preset `size`, every DecoderConfig / VideoEncoderConfig / ResNetConfig field (set to
-  `*_values` or left to the preset), and `init_from`, a local Hugging Face OPT directory to start from."""
+  `*_values` or left to the preset), and the weights to start from: `init_from`, a local Hugging Face OPT
+  directory; `video.static_init_from` / `video.motion_init_from` (also in `video_values`), a local ResNet
+  checkpoint (torchvision state dict file or Hugging Face directory) for that stream's backbone."""
   video_values = dict(video_values or {})
   backbones = {name: placeholders(resnet.ResNetConfig, **video_values.pop(name, {}))
                for name in ("static_backbone", "motion_backbone")}
+  backbone_weights = {key: video_values.pop(key, "") for key in ("static_init_from", "motion_init_from")}
+  video = placeholders(video_encoder.VideoEncoderConfig, nested=backbones, **video_values)
+  video.update(backbone_weights)
   return ml_collections.ConfigDict(dict(
-      size=size, init_from=init_from,
-      decoder=placeholders(decoder.DecoderConfig, **(decoder_values or {})),
-      video=placeholders(video_encoder.VideoEncoderConfig, nested=backbones, **video_values)))
+      size=size, init_from=init_from, decoder=placeholders(decoder.DecoderConfig, **(decoder_values or {})),
+      video=video))
 
 
 def search_section(**values: Any) -> ml_collections.ConfigDict:

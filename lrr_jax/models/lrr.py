@@ -44,7 +44,8 @@ def lrr_config(size: str, video_overrides: dict[str, Any] | None = None, **decod
 def config_from_dict(model: dict[str, Any], **decoder_defaults: Any) -> LRRConfig:
   """The model of a run config's `model` section in one step: `size` picks the preset, then `decoder`,
   `video`, `video.static_backbone` and `video.motion_backbone` override DecoderConfig, VideoEncoderConfig and
-  ResNetConfig fields (None: the preset's). `decoder_defaults` replace the preset's decoder fields that
+  ResNetConfig fields (None: the preset's); the weights to start from (`init_from`, `video.static_init_from`,
+  `video.motion_init_from`) are skipped. `decoder_defaults` replace the preset's decoder fields that
   `decoder` leaves None (e.g. the run's vocabulary). Unknown keys raise, naming `config.model.<key>`."""
   model = dict(model)
   size = model.pop("size")
@@ -52,6 +53,8 @@ def config_from_dict(model: dict[str, Any], **decoder_defaults: Any) -> LRRConfi
   _check_keys(model, {"decoder", "video"}, "config.model")
   decoder = _overrides(model.get("decoder"), decoder_lib.DecoderConfig, "config.model.decoder")
   video = dict(model.get("video") or {})
+  for weights in ("static_init_from", "motion_init_from"):  # backbone checkpoints, read like init_from
+    video.pop(weights, None)
   backbones = {name: _overrides(video.pop(name, None), resnet.ResNetConfig, f"config.model.video.{name}")
                for name in ("static_backbone", "motion_backbone")}
   video = _overrides(video, video_lib.VideoEncoderConfig, "config.model.video")

@@ -20,6 +20,7 @@ import optax
 import tqdm
 
 from lrr_jax.convert import hf_opt
+from lrr_jax.convert import resnet_weights
 from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
@@ -43,14 +44,19 @@ def stop_not_finite(what: str, checkpointer: checkpoint.Checkpointer) -> None:
 
 
 def initial_state(config: ml_collections.ConfigDict, init: Callable[..., Any], shardings: Any) -> Any:
-  """A fresh train state; with `config.model.init_from`, its decoder is the local Hugging Face OPT's."""
+  """A fresh train state; with `config.model.init_from`, its decoder is the local Hugging Face OPT's; with
+  `config.model.video.static_init_from` / `motion_init_from`, that video stream's params are the pretrained
+  ResNet's (its BatchNorm statistics wait for a `batch_stats` collection in the state)."""
   state = init(jax.random.key(config.seed))
-  if not config.model.get("init_from"):
+  params = state.params
+  if config.model.get("init_from"):
+    _, pretrained = hf_opt.load_hf_opt(config.model.init_from)
+    logging.info("Decoder initialised from %s", config.model.init_from)
+    params = hf_opt.insert_pretrained(params, pretrained)
+  params = resnet_weights.insert_pretrained_backbones({"params": params}, config)["params"]
+  if params is state.params:
     return state
-  _, pretrained = hf_opt.load_hf_opt(config.model.init_from)
-  logging.info("Decoder initialised from %s", config.model.init_from)
-  return state.replace(params=jax.device_put(hf_opt.insert_pretrained(state.params, pretrained),
-                                             shardings.params))
+  return state.replace(params=jax.device_put(params, shardings.params))
 
 
 def params_checksum(params: Any) -> str:
