@@ -1,7 +1,8 @@
 """Every tensor of a local Hugging Face model directory, whichever layout holds it: `model.safetensors`,
 shards listed by `model.safetensors.index.json`, or `pytorch_model.bin` (and its sharded index).
 
-Safetensors need neither `transformers` nor torch; only `pytorch_model.bin` needs torch, imported when used.
+None of them needs `transformers` or torch: `pytorch_model.bin` is unpickled by `torch_pickle`, which reads
+only tensors and their storages.
 """
 import os
 import pathlib
@@ -10,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from lrr_jax.convert import safetensors_file
+from lrr_jax.convert import torch_pickle
 from lrr_jax.data import files
 
 PathLike = str | os.PathLike
@@ -18,23 +20,9 @@ Reader = Callable[[pathlib.Path], dict[str, np.ndarray]]
 
 
 def read_pytorch_bin(file: PathLike) -> dict[str, np.ndarray]:
-  """A `pytorch_model.bin` state dict as NumPy arrays (bfloat16 as float32; needs torch, imported only here)."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise WeightsFileError(f"{file} is a torch pickle and torch is not installed; install torch or convert "
-                           "the checkpoint to model.safetensors.") from e
-  try:
-    state = torch.load(file, map_location="cpu", weights_only=True)
-  except Exception as e:  # pylint: disable=broad-except  # torch raises many kinds for a corrupt pickle
-    raise WeightsFileError(f"{file} is not a readable torch state dict: {type(e).__name__}: {e}") from e
-  if not isinstance(state, dict):
-    raise WeightsFileError(f"{file} holds a {type(state).__name__}, not a state dict of tensors.")
-  not_tensors = [name for name, value in state.items() if not isinstance(value, torch.Tensor)]
-  if not_tensors:
-    raise WeightsFileError(f"{file}: entries {not_tensors[:5]} are not tensors.")
-  return {name: tensor.float().numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy()
-          for name, tensor in state.items()}
+  """A `pytorch_model.bin` state dict as NumPy arrays, read without torch (`torch_pickle`: only tensors and
+  their storages are unpickled; anything else is refused)."""
+  return torch_pickle.read_state_dict(file)
 
 
 def read_weight_map(index_file: pathlib.Path) -> dict[str, str]:

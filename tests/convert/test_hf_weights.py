@@ -81,7 +81,7 @@ def test_a_corrupt_shard_is_named(sharded):
 
 def test_a_corrupt_pytorch_bin_is_named(tmp_path):
   (tmp_path / "pytorch_model.bin").write_bytes(b"not a zip or a pickle")
-  with pytest.raises(hf_weights.WeightsFileError, match="pytorch_model.bin is not a readable torch state dict"):
+  with pytest.raises(hf_weights.WeightsFileError, match="pytorch_model.bin is not a zip archive, so not a torch.save"):
     hf_weights.read_weights(tmp_path)
 
 
