@@ -60,8 +60,11 @@ def main(argv):
   result = searcher({"params": run.params}, example["video"], example["prompt"], example["frames"],
                     example["question"], on_step=show)
   parsed = rationales.parse_response(result.text)
-  print(f"\nAnswer: {parsed.answer}  ({result.generated_tokens} tokens sampled, {result.judge_tokens} read by the "
-        f"judge, {result.seconds:.1f} s on {jax.devices()[0].platform})")
+  for note in result.notes:  # budgets cut to fit the model's positions, judge texts shortened, early ends
+    print(f"note: {note}")
+  print(f"\nAnswer: {parsed.answer}{'  (partial: the search ended early, see the notes)' if result.partial else ''}"
+        f"  ({result.generated_tokens} tokens sampled, {result.judge_tokens} read by the judge, "
+        f"{result.seconds:.1f} s on {jax.devices()[0].platform})")
   if example["label"] is not None and run.config.data.dataset in ("generated_cater", "cater"):
     print(f"Label: {example['answer']} -> {'correct' if cater_eval.parse_cell(parsed.answer) == example['label'] else 'wrong'}")
   elif example["label"] is not None:
