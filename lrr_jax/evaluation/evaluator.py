@@ -15,6 +15,7 @@ records remain, the evaluation ends there and the scores cover the records done,
 from typing import Any, Callable, Sequence
 
 from absl import logging
+import jax
 import numpy as np
 import tqdm
 
@@ -26,6 +27,7 @@ from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.worlds import cater
 from lrr_jax.evaluation import answers as answers_eval
 from lrr_jax.evaluation import cater as cater_eval
+from lrr_jax.evaluation import sharding
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.inference import ranking
 
@@ -83,47 +85,60 @@ class Evaluator:
                should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, float], list[str]]:
     """(scores, responses) over the first `num_examples` test records (all when None).
 
-    should_stop: called after each batch; True ends the evaluation there, with `num_examples` (records done)
-    and `partial` (1) added to the scores.
+    With several processes each generates for every P-th record (`sharding.my_records`) with the whole params
+    (gathered if sharded across hosts) and all get every response and score; all must call this.
+    should_stop: called after each batch (by every process, in step); True ends the evaluation there, with
+    `num_examples` (records done) and `partial` (1) added to the scores.
     """
     count = len(self.source) if not num_examples else min(num_examples, len(self.source))
-    rows = [self.source[i] for i in range(count)]
-    examples = [records.read_example(r, self.variant, f"test record {i}") for i, r in enumerate(rows)]
+    params = sharding.local_params(params)
+    mine = sharding.my_records(count)
+    rows = {i: self.source[i] for i in mine}
+    examples = {i: records.read_example(rows[i], self.variant, f"test record {i}") for i in mine}
     responses, logprobs = [], []
-    for start in tqdm.trange(0, count, self.batch_size, desc="evaluate", unit="batch", leave=False):
-      batch = slice(start, start + self.batch_size)
-      video = np.stack([self._video(r, start + i) for i, r in enumerate(rows[batch])])
-      prompts = [encoding.encode_prompt(e, self.tokenizer) for e in examples[batch]]
-      self._check_batch(prompts, start, video.shape[1])
-      tokens, texts = self._generate({"params": params}, video, prompts)
-      responses += texts
-      if self.candidates:
-        logprobs.append(self._rank({"params": params}, video, examples[batch], prompts, tokens))
-      if should_stop is not None and len(responses) < count and should_stop():
-        logging.warning("Evaluation stopped by should_stop after %d of %d records.", len(responses), count)
+    per_process = -(-count // jax.process_count())
+    for start in tqdm.trange(0, per_process, self.batch_size, desc="evaluate", unit="batch", leave=False):
+      batch = mine[start:start + self.batch_size]  # empty on a process with fewer records: it still keeps step
+      if batch:
+        video = np.stack([self._video(rows[i], i) for i in batch])
+        prompts = [encoding.encode_prompt(examples[i], self.tokenizer) for i in batch]
+        self._check_batch(prompts, batch, video.shape[1], first=start == 0)
+        tokens, texts = self._generate({"params": params}, video, prompts)
+        responses += texts
+        if self.candidates:
+          logprobs.append(self._rank({"params": params}, video, [examples[i] for i in batch], prompts, tokens))
+      if should_stop is not None and start + self.batch_size < per_process and should_stop():
+        logging.warning("Evaluation stopped by should_stop after %d of %d records.",
+                        start + self.batch_size, per_process)
+        count = min(count, (start + self.batch_size) * jax.process_count())
         break
-    done = len(responses)
-    labels = np.array([int(r["label"]) for r in rows[:done]])
-    scores = self._scores(responses, examples[:done], labels, [records.read_metadata(r) for r in rows[:done]])
+    done = sharding.my_records(count)
+    responses = sharding.gather_texts(responses[:len(done)], count)
+    labels = np.array([int(self.source[i]["label"]) for i in range(count)])
+    everything = [self.source[i] for i in range(count)]
+    scores = self._scores(responses, [records.read_example(r, self.variant, f"test record {i}")
+                                      for i, r in enumerate(everything)],
+                          labels, [records.read_metadata(r) for r in everything])
     if self.candidates:
-      ranked = np.concatenate(logprobs)
+      local = np.concatenate(logprobs)[:len(done)] if logprobs else np.zeros((0, len(self.candidates)))
+      ranked = sharding.gather_rows(local, count)
       scores.update(top1_ranked=top_k_accuracy(ranked, labels, 1), top5=top_k_accuracy(ranked, labels, 5))
-    if done < count:
-      scores.update(num_examples=done, partial=1)
+    if count < (len(self.source) if not num_examples else min(num_examples, len(self.source))):
+      scores.update(num_examples=count, partial=1)
     return scores, responses
 
-  def _check_batch(self, prompts, start: int, num_frames: int) -> None:
+  def _check_batch(self, prompts, indices: Sequence[int], num_frames: int, first: bool) -> None:
     """Before a batch runs: each prompt fits `max_length` and, with the budget and the answer ranking, the
-    model's positions; the batch's decode state fits in memory. Errors name the record and config keys."""
+    model's positions; the (first) batch's decode state fits in memory. Errors name the record and config keys."""
     positions = self.generator.max_positions
-    for index, (prompt, _) in enumerate(prompts, start):
+    for index, (prompt, _) in zip(indices, prompts):
       need = len(prompt) + self.max_new_tokens + self.ranking_tokens
       if len(prompt) > self.max_length or need > positions:
         raise ValueError(f"Test record {index}: a prompt of {len(prompt)} tokens (config.data.max_length "
                          f"{self.max_length}) + config.eval.max_new_tokens {self.max_new_tokens} + "
                          f"{self.ranking_tokens} to rank the answers = {need}; it must fit the {positions} "
                          "positions of the model (model.config.decoder.max_positions).")
-    if start == 0:
+    if first:
       rows, config = len(prompts), self.generator.model.config
       needed = generate_lib.decode_state_bytes(config, rows, self.generator.cache_length,
                                                num_frames * config.video.grid_size, rows)
