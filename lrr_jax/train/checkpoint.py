@@ -130,7 +130,7 @@ class Checkpointer:
     """
     if not self.manager.all_steps():
       return None
-    step, (state, iterator_state), failures = newest_intact(
+    step, (state, iterator_state), failures = _newest_intact(
         self.directory, self.manager.all_steps(), lambda step: self._read(step, abstract_state))
     if failures:
       logging.warning("Resuming from step %d of %s, the newest intact checkpoint.", step, self.directory)
@@ -143,7 +143,7 @@ class Checkpointer:
     It restores each step it tries onto `abstract_state`'s devices, so free a discarded state first."""
     self.manager.wait_until_finished()
     try:
-      return newest_intact(self.directory, self.manager.all_steps(),
+      return _newest_intact(self.directory, self.manager.all_steps(),
                            lambda step: self._read(step, abstract_state))[0]
     except NoIntactCheckpoint:
       return None
@@ -181,12 +181,16 @@ class Checkpointer:
   def _read(self, step: int, abstract_state: Any) -> tuple[Any, Any]:
     """(state, iterator state) of `step`, checked for files, shapes and digest."""
     path = self.directory / str(step)
-    _check_files(path, REQUIRED_FILES)
-    _check_shapes(path, {name: x.shape for name, x in _leaves_by_path(abstract_state).items()})
-    items = {"state": ocp.args.StandardRestore(abstract_state), "data_iter": ocp.args.JsonRestore()}
-    if (path / "digest").is_dir():
-      items["digest"] = ocp.args.JsonRestore()
-    restored = _read_everywhere(path, lambda: self.manager.restore(step, args=ocp.args.Composite(**items)))
+
+    def read():
+      _check_files(path, REQUIRED_FILES)
+      _check_shapes(path, {name: x.shape for name, x in _leaves_by_path(abstract_state).items()})
+      items = {"state": ocp.args.StandardRestore(abstract_state), "data_iter": ocp.args.JsonRestore()}
+      if (path / "digest").is_dir():
+        items["digest"] = ocp.args.JsonRestore()
+      return _read_or_raise(path, lambda: self.manager.restore(step, args=ocp.args.Composite(**items)))
+
+    restored = _on_every_process(path, read)
     _verify(path, restored.get("digest"), fingerprint(restored["state"]), restored["data_iter"])
     return restored["state"], restored["data_iter"]
 
@@ -194,11 +198,10 @@ class Checkpointer:
     """Rename damaged steps to `<step>.damaged` (`.damaged.2`, ...): kept for inspection, out of orbax's way."""
     if jax.process_index() == 0:
       for step in failures:
-        target = self.directory / f"{step}.damaged"
-        for n in range(2, 1000):
-          if not target.exists():
-            break
-          target = self.directory / f"{step}.damaged.{n}"
+        target, copies = self.directory / f"{step}.damaged", 1
+        while target.exists():
+          copies += 1
+          target = self.directory / f"{step}.damaged.{copies}"
         (self.directory / str(step)).rename(target)
         logging.warning("Moved damaged checkpoint %s aside to %s.", self.directory / str(step), target)
     multihost_utils.sync_global_devices("lrr_jax checkpoint set aside")
@@ -233,7 +236,7 @@ def restore_params(directory: str | pathlib.Path, expected_shapes: Any, step: in
   read = lambda step: _read_params(manager, directory / str(step), expected)
   if step is not None:
     return read(step), step
-  found, params, _ = newest_intact(directory, steps, read)
+  found, params, _ = _newest_intact(directory, steps, read)
   return params, found
 
 
@@ -245,7 +248,7 @@ def _read_params(manager: ocp.CheckpointManager, path: pathlib.Path, expected: d
                                            restore_args={"params": as_numpy}, partial_restore=True)}
   if (path / "digest").is_dir():
     items["digest"] = ocp.args.JsonRestore()
-  restored = _read_everywhere(path, lambda: manager.restore(int(path.name), args=ocp.args.Composite(**items)))
+  restored = _read_or_raise(path, lambda: manager.restore(int(path.name), args=ocp.args.Composite(**items)))
   digest = restored.get("digest")
   if digest is not None:
     digest = {**digest, "state": {k: v for k, v in digest["state"].items() if k.startswith("params/")}}
@@ -254,7 +257,7 @@ def _read_params(manager: ocp.CheckpointManager, path: pathlib.Path, expected: d
   return restored["state"]["params"]
 
 
-def newest_intact(directory: pathlib.Path, steps: Any, read: Callable[[int], T]
+def _newest_intact(directory: pathlib.Path, steps: Any, read: Callable[[int], T]
                   ) -> tuple[int, T, dict[int, CheckpointError]]:
   """(step, read(step), failures of the newer steps) for the newest step that `read` accepts; each failure is
   logged. A shape mismatch is raised at once: older steps of another model are no fallback."""
@@ -289,7 +292,7 @@ def _check_shapes(path: pathlib.Path, expected: dict[str, tuple], prefix: str = 
   `expected` {path: shape}."""
   handler = ocp.PyTreeCheckpointHandler()
   try:
-    metadata = _read_everywhere(path, lambda: handler.metadata(path / "state"))
+    metadata = _read_or_raise(path, lambda: handler.metadata(path / "state"))
   finally:
     handler.close()
   found = {name: tuple(leaf.shape) for name, leaf in _leaves_by_path(metadata).items()
@@ -305,34 +308,40 @@ def _check_shapes(path: pathlib.Path, expected: dict[str, tuple], prefix: str = 
   return metadata
 
 
-def _read_everywhere(path: pathlib.Path, read: Callable[[], T]) -> T:
-  """read(), its failure raised as a CheckpointError on every process if it failed on any (a damaged file may
-  hold only one process's shards)."""
-  error = None
+def _read_or_raise(path: pathlib.Path, read: Callable[[], T]) -> T:
+  """read(), its failure raised as a CheckpointError (MissingFile or Corrupted) naming `path`."""
   try:
-    result = read()
+    return read()
   except Exception as e:  # orbax and tensorstore raise many kinds for one damaged file
     if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e):
       raise  # out of memory says nothing about the checkpoint
-    error = _classify(path, e)
+    raise _classify(path, e) from e
+
+
+def _on_every_process(path: pathlib.Path, read: Callable[[], T]) -> T:
+  """read(); if it raised a CheckpointError on any process, raise one on all (a damaged file may hold only one
+  process's shards), so that all processes go on to the same step."""
+  error = None
+  try:
+    result = read()
+  except CheckpointError as e:
+    error = e
   if jax.process_count() > 1 and not multihost_utils.process_allgather(np.array(error is None)).all():
     error = error or Corrupted(f"Checkpoint {path} cannot be read on another process.")
   if error is not None:
-    raise error from error.__cause__
+    raise error
   return result
 
 
 def _classify(path: pathlib.Path, error: Exception) -> CheckpointError:
+  """MissingFile if a FileNotFoundError caused `error`, else Corrupted; the message ends with the root cause."""
   chain = [error]
-  while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+  while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 16:
     chain.append(chain[-1].__cause__ or chain[-1].__context__)
   cause = str(chain[-1]).splitlines()[0][:400] if str(chain[-1]) else type(chain[-1]).__name__
   if any(isinstance(e, FileNotFoundError) for e in chain):
-    result = MissingFile(f"Checkpoint {path}: a file is missing: {cause}")
-  else:
-    result = Corrupted(f"Checkpoint {path} cannot be read (a damaged or missing data file?): {cause}")
-  result.__cause__ = error
-  return result
+    return MissingFile(f"Checkpoint {path}: a file is missing: {cause}")
+  return Corrupted(f"Checkpoint {path} cannot be read (a damaged or missing data file?): {cause}")
 
 
 def _verify(path: pathlib.Path, digest: dict | None, state_fingerprint: dict[str, int],
@@ -353,7 +362,7 @@ def _verify(path: pathlib.Path, digest: dict | None, state_fingerprint: dict[str
 
 def _host_device() -> jax.Device:
   try:
-    return jax.devices("cpu")[0]
+    return jax.local_devices(backend="cpu")[0]
   except RuntimeError:  # no CPU backend (JAX_PLATFORMS excludes it)
     return jax.local_devices()[0]
 

@@ -73,22 +73,22 @@ def data_file(step_dir: pathlib.Path) -> pathlib.Path:
   return max((step_dir / "state" / "ocdbt.process_0" / "d").iterdir(), key=lambda p: p.stat().st_size)
 
 
-def flip_bytes(step_dir):
-  path = data_file(step_dir)
+def flip_bytes(path: pathlib.Path):
+  """Invert 64 bytes in the middle of the file."""
   data = bytearray(path.read_bytes())
   middle = len(data) // 2
   data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
   path.write_bytes(bytes(data))
 
 
-def truncate(step_dir):
-  path = data_file(step_dir)
+def truncate(path: pathlib.Path):
   path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
 
 
 DAMAGE = {  # name: (damage, the error's kind, words of its message)
-    "flipped bytes": (flip_bytes, "corrupt", "differ from the digest saved with them"),
-    "truncated data file": (truncate, "corrupt", "cannot be read"),
+    "flipped bytes": (lambda step_dir: flip_bytes(data_file(step_dir)), "corrupt",
+                      "differ from the digest saved with them"),
+    "truncated data file": (lambda step_dir: truncate(data_file(step_dir)), "corrupt", "cannot be read"),
     "deleted data file": (lambda step_dir: data_file(step_dir).unlink(), "corrupt", "cannot be read"),
     "no data_iter metadata": (lambda step_dir: (step_dir / "data_iter" / "metadata").unlink(), "missing",
                               "data_iter/metadata is missing"),
@@ -137,7 +137,7 @@ def test_a_damaged_newest_step_falls_back_to_the_previous_one(ckpt, damage, capl
 
 
 def test_the_older_step_survives_until_new_saves_replace_it(ckpt):
-  flip_bytes(ckpt / "20")
+  flip_bytes(data_file(ckpt / "20"))
   run = checkpoint.Checkpointer(ckpt, save_every=10, max_to_keep=2)
   assert_trees_equal(run.restore(abstract(small_state(20)), FakeIterator()), small_state(10))
   run.maybe_save(20, small_state(21), FakeIterator(21))
@@ -151,8 +151,8 @@ def test_the_older_step_survives_until_new_saves_replace_it(ckpt):
 
 
 def test_no_intact_step_names_every_step_and_moves_nothing(ckpt):
-  flip_bytes(ckpt / "20")
-  truncate(ckpt / "10")
+  flip_bytes(data_file(ckpt / "20"))
+  truncate(data_file(ckpt / "10"))
   loader = checkpoint.Checkpointer(ckpt, save_every=10)
   with pytest.raises(checkpoint.NoIntactCheckpoint) as error:
     loader.restore(abstract(small_state(20)), FakeIterator())
@@ -173,9 +173,9 @@ def test_a_checkpoint_without_digest_restores_with_a_warning(ckpt, caplog):
 def test_last_good_step_skips_damaged_steps_without_moving_them(ckpt):
   loader = checkpoint.Checkpointer(ckpt, save_every=10)
   assert loader.last_good_step(abstract(small_state(20))) == 20
-  flip_bytes(ckpt / "20")
+  flip_bytes(data_file(ckpt / "20"))
   assert loader.last_good_step(abstract(small_state(20))) == 10
-  truncate(ckpt / "10")
+  truncate(data_file(ckpt / "10"))
   assert loader.last_good_step(abstract(small_state(20))) is None
   assert loader.manager.all_steps() == [10, 20]
   loader.close()
@@ -194,7 +194,7 @@ def test_restore_params(ckpt):
   with pytest.raises(checkpoint.MissingFile, match="No checkpoint for step 999"):
     checkpoint.restore_params(ckpt, shapes, step=999)
 
-  flip_bytes(ckpt / "20")
+  flip_bytes(data_file(ckpt / "20"))
   with pytest.raises(checkpoint.Corrupted, match="20 is corrupted"):
     checkpoint.restore_params(ckpt, shapes, step=20)
   params, step = checkpoint.restore_params(ckpt, shapes)
