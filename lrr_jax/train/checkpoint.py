@@ -234,13 +234,17 @@ def restore_params(directory: str | pathlib.Path, expected_shapes: Any, step: in
   expected = {f"params/{name}": tuple(getattr(x, "shape", x))
               for name, x in _leaves_by_path(expected_shapes, is_leaf=is_shape).items()}
   read = lambda step: _read_params(manager, directory / str(step), expected)
-  if step is not None:
-    return read(step), step
-  found, params, _ = _newest_intact(directory, steps, read)
-  return params, found
+  try:
+    if step is not None:
+      return read(step), step
+    found, params, _ = _newest_intact(directory, steps, read)
+    return params, found
+  finally:
+    manager.close()
 
 
 def _read_params(manager: ocp.CheckpointManager, path: pathlib.Path, expected: dict[str, tuple]) -> Any:
+  """The params of step directory `path` as numpy arrays, checked for files, shapes and digest."""
   _check_files(path, REQUIRED_FILES[:1])
   metadata = _check_shapes(path, expected, prefix="params/")
   as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata["params"])
