@@ -1,7 +1,9 @@
 """Exact resume: a run killed with SIGKILL after a checkpoint and restarted ends with the same params and saw
-the same batches as an uninterrupted run; SIGTERM saves before exiting."""
+the same batches as an uninterrupted run, also when its newest checkpoint was then damaged (it resumes from the one
+before); SIGTERM saves before exiting."""
 import json
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,6 +11,9 @@ import time
 
 import jax
 import numpy as np
+import pytest
+
+from tests.train import test_checkpoint
 
 ROOT = pathlib.Path(__file__).parents[2]
 FLAGS = ["--config.num_steps=40", "--config.checkpoint.every=10", "--config.data.num_train=32",
@@ -38,24 +43,51 @@ def last_batch_per_step(workdir) -> dict[int, list[int]]:
   return {entry["step"]: entry["record_index"] for entry in logged_steps(workdir)}
 
 
-def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path):
-  data_dir = tmp_path / "data"
-  subprocess.run(command(tmp_path / "straight", data_dir), cwd=ROOT, check=True, capture_output=True, timeout=600)
-
-  killed = tmp_path / "killed"
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, pathlib.Path]:
+  """{"straight": an uninterrupted 40-step workdir, "killed": one SIGKILLed after its checkpoints 10 and 20 (tests
+  resume copies of it), "data": their data directory}."""
+  root = tmp_path_factory.mktemp("runs")
+  data_dir = root / "data"
+  subprocess.run(command(root / "straight", data_dir), cwd=ROOT, check=True, capture_output=True, timeout=600)
+  killed = root / "killed"
   process = subprocess.Popen(command(killed, data_dir), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
   wait_for(lambda: (killed / "ckpt" / "20").is_dir() and len(logged_steps(killed)) >= 24, process)
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert len(logged_steps(killed)) < 40  # it really was cut short
-  subprocess.run(command(killed, data_dir), cwd=ROOT, check=True, capture_output=True, timeout=600)
+  assert sorted(p.name for p in (killed / "ckpt").iterdir()) == ["10", "20"]
+  return {"straight": root / "straight", "killed": killed, "data": data_dir}
 
-  straight = json.loads((tmp_path / "straight" / "results.json").read_text())
-  resumed = json.loads((killed / "results.json").read_text())
+
+def resume_copy(runs, tmp_path, damage=None) -> subprocess.CompletedProcess:
+  """Rerun a copy of the killed run (at tmp_path / "run"), after `damage(the largest data file of step 20)`."""
+  workdir = pathlib.Path(shutil.copytree(runs["killed"], tmp_path / "run"))
+  if damage is not None:
+    damage(test_checkpoint.data_file(workdir / "ckpt" / "20"))
+  out = subprocess.run(command(workdir, runs["data"]), cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  straight = json.loads((runs["straight"] / "results.json").read_text())
+  resumed = json.loads((workdir / "results.json").read_text())
   assert resumed["params_checksum"] == straight["params_checksum"]
-  assert last_batch_per_step(killed) == last_batch_per_step(tmp_path / "straight")
-  assert len(logged_steps(killed)) > 40  # steps after the checkpoint ran twice, with the same batches
+  assert last_batch_per_step(workdir) == last_batch_per_step(runs["straight"])
+  return out
+
+
+def test_sigkill_then_restart_equals_an_uninterrupted_run(runs, tmp_path):
+  resume_copy(runs, tmp_path)
+  assert len(logged_steps(tmp_path / "run")) > 40  # steps after the checkpoint ran twice, with the same batches
+
+
+@pytest.mark.parametrize("damage, cause", [(test_checkpoint.flip_bytes, "differ from the digest"),
+                                           (test_checkpoint.truncate, "cannot be read")])
+def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(runs, tmp_path, damage, cause):
+  out = resume_copy(runs, tmp_path, damage)
+  assert "step 20 is unusable (corrupt)" in out.stderr and cause in out.stderr, out.stderr[-3000:]
+  assert "Resuming from step 10" in out.stderr
+  # kept for inspection, not counted by `checkpoint.keep=2`; step 20 was saved again and collected later
+  assert sorted(p.name for p in (tmp_path / "run" / "ckpt").iterdir()) == ["20.damaged", "30", "40"]
 
 
 def test_sigterm_saves_before_exiting(tmp_path):
