@@ -196,8 +196,8 @@ class Run:
   data_dir: str
 
 
-def run_file(workdir: str | pathlib.Path) -> pathlib.Path:
-  return pathlib.Path(workdir) / distributed.process_file_name(RUN_FILE)
+def run_file(workdir: str | pathlib.Path):
+  return files.as_path(workdir) / distributed.process_file_name(RUN_FILE)
 
 
 def write_run_file(workdir: str | pathlib.Path, config: ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> None:
@@ -209,7 +209,7 @@ def write_run_file(workdir: str | pathlib.Path, config: ConfigDict, tokenizer: t
 
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
   """The run in `workdir` at checkpoint `step` (default: the latest). Errors name the missing or bad file."""
-  workdir = pathlib.Path(workdir).expanduser().absolute()
+  workdir = files.as_path(workdir)
   path = workdir / RUN_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path} is missing: {workdir} is not a workdir written by lrr_jax.main.")

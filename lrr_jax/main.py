@@ -5,7 +5,6 @@ With no flags: the tiny CPU demo on generated CATER: write the world with its TF
 generation on the test split, print a results table. Results go to `<workdir>/results.json`.
 """
 import json
-import pathlib
 import time
 
 from absl import app
@@ -14,6 +13,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from lrr_jax import experiment
+from lrr_jax.data import files
 from lrr_jax.train import distributed
 from lrr_jax.train import loop
 
@@ -50,16 +50,18 @@ def main(argv):
   del argv
   config = flags.FLAGS.config
   distributed.initialize(config.distributed)  # before any other JAX call, or multi-host runs hang
-  workdir = pathlib.Path(flags.FLAGS.workdir)
+  workdir = files.as_path(flags.FLAGS.workdir)  # local or gs://
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
   train_data, test_source, tokenizer = experiment.build_data(config, workdir)
   experiment.write_run_file(workdir, config, tokenizer)  # what `lrr_jax.infer` reads
   model = experiment.make_model(config, tokenizer)
   evaluator = experiment.make_evaluator(config, model, test_source, tokenizer)
+  preemption = loop.Preemption()
   state, train_metrics = loop.train(config, model, train_data, workdir,
-                                    lambda params, count: evaluator(params, count)[0])
-  scores, responses = evaluator(state.params)
+                                    lambda params, count: evaluator(params, count, preemption.agreed)[0],
+                                    preemption)
+  scores, responses = evaluator(state.params, should_stop=preemption.agreed)  # SIGTERM: partial scores
   results = {"train": train_metrics, "eval": scores, "minutes": (time.time() - start) / 60,
              "params_checksum": loop.params_checksum(state.params),
              "config": config.to_dict(), "example_response": responses[0]}

@@ -8,7 +8,7 @@ Every strategy runs with the run's `config.search` settings (sampling, budgets, 
 overriding them. Wall time excludes compilation: each strategy first runs once on an example outside the measured set.
 """
 import json
-import pathlib
+import io
 
 from absl import app
 from absl import flags
@@ -16,6 +16,7 @@ import numpy as np
 import tqdm
 
 from lrr_jax import experiment
+from lrr_jax.data import files
 from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.inference import scorers
 from lrr_jax.inference import search
@@ -66,7 +67,7 @@ def markdown_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
+def plot(rows: list[dict], path, title: str) -> None:
   """Accuracy against compute (tokens sampled + judged per example), one point per strategy."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   import matplotlib.ticker  # pylint: disable=g-import-not-at-top
@@ -83,7 +84,9 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
   axes[1].set(ylabel="seconds per example", title="wall time")
   axes[1].tick_params(axis="x", labelrotation=20)
   figure.tight_layout()
-  figure.savefig(path, dpi=120)
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=120)
+  files.as_path(path).write_bytes(buffer.getvalue())  # local or gs://
   plt.close(figure)
 
 
@@ -101,7 +104,7 @@ def main(argv):
         run.config, strategy=strategy, num_candidates=f.num_candidates, scorer=f.scorer, seed=f.seed,
         max_new_tokens=f.max_new_tokens, max_step_tokens=f.max_new_tokens)
     rows.append(evaluate_strategy(run, source, config, scorer, f.num_examples))
-  output = pathlib.Path(f.output or run.workdir / "scaling")
+  output = files.as_path(f.output or run.workdir / "scaling")
   output.mkdir(parents=True, exist_ok=True)
   table = markdown_table(rows)
   (output / "scaling.json").write_text(json.dumps(rows, indent=2))

@@ -1,4 +1,4 @@
-"""Verified orbax checkpoints of the train state and the Grain iterator: resume, fallback, save on SIGTERM.
+"""Verified orbax checkpoints of the train state and the Grain iterator (local or gs://): resume, fallback.
 
 This file alone knows the layout. A step directory `<directory>/<step>/` holds three items: `state` (params,
 optimizer state, step and RNG: a `TrainState`), `data_iter` (the iterator's JSON state, so a resumed run sees the
@@ -15,7 +15,6 @@ SIGTERM (preemption) asks the loop to save and stop.
 import hashlib
 import json
 import pathlib
-import signal
 from typing import Any, Callable, TypeVar
 
 from absl import logging
@@ -25,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+
+from lrr_jax.data import files
 
 T = TypeVar("T")
 DIGEST_VERSION = 1
@@ -110,12 +111,11 @@ class Checkpointer:
   """Wraps `ocp.CheckpointManager` with the three items of a step: `state`, `data_iter` and `digest`."""
 
   def __init__(self, directory: str | pathlib.Path, save_every: int, max_to_keep: int = 3):
-    self.directory = pathlib.Path(directory).absolute()
+    self.directory = files.as_path(directory)  # local or gs://
     self.save_every = save_every
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                                              enable_async_checkpointing=True))
-    self.preempted = False
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -167,13 +167,6 @@ class Checkpointer:
         digest=ocp.args.JsonSave(digest)), force=True)
     return True
 
-  def watch_sigterm(self) -> None:
-    """On SIGTERM, set `preempted`; the train loop then saves and stops."""
-    def handler(signum, frame):
-      del signum, frame
-      self.preempted = True
-    signal.signal(signal.SIGTERM, handler)
-
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
@@ -222,7 +215,7 @@ def restore_params(directory: str | pathlib.Path, expected_shapes: Any, step: in
     MissingFile: no such directory or step. ShapeMismatch: params of another model. Corrupted: `step` is
     damaged. NoIntactCheckpoint: `step` is None and no step is intact.
   """
-  directory = pathlib.Path(directory).absolute()
+  directory = files.as_path(directory)
   if not directory.is_dir():
     raise MissingFile(f"No checkpoint directory {directory}.")
   manager = ocp.CheckpointManager(directory)

@@ -7,7 +7,7 @@ parameters before they are saved. Evaluation is handed in as a callable, so trai
 """
 import hashlib
 import json
-import pathlib
+import signal
 import time
 from typing import Any, Callable
 
@@ -21,6 +21,7 @@ import optax
 import tqdm
 
 from lrr_jax.convert import hf_opt
+from lrr_jax.data import files
 from lrr_jax.convert import resnet_weights
 from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
@@ -35,12 +36,32 @@ Evaluate = Callable[[Any, int | None], dict[str, float]]
 params_norm = jax.jit(optax.tree.norm)  # jitted: op by op, the first call costs seconds on a CPU
 
 
-def stop_not_finite(what: str, checkpointer: checkpoint.Checkpointer) -> None:
-  """Stop the run, keeping the checkpoints written so far (all finite: a non-finite state is never saved)."""
+class Preemption:
+  """SIGTERM (a preemption notice) seen by any process, agreed by all: with several processes `agreed()` is one
+  all-gather of a flag, so every host stops at the same step and saves the same checkpoint (hosts that
+  disagreed would run different collectives and hang). Every process must call `agreed()` equally often."""
+
+  def __init__(self):
+    self.signalled = False
+    signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame) -> None:
+    del signum, frame
+    self.signalled = True
+
+  def agreed(self) -> bool:
+    if jax.process_count() == 1:
+      return self.signalled
+    return bool(np.max(multihost_utils.process_allgather(np.int32(self.signalled))))
+
+
+def stop_not_finite(what: str, checkpointer: checkpoint.Checkpointer, state: Any, abstract: Any) -> None:
+  """Stop the run, keeping the checkpoints written so far, and name the newest one that verifies."""
+  jax.tree.map(lambda x: x.delete() if isinstance(x, jax.Array) else None, state)  # room to verify a step
   checkpointer.close()
-  latest = checkpointer.latest_step()
+  latest = checkpointer.last_good_step(abstract)
   kept = f"the last good checkpoint is step {latest} in {checkpointer.directory}" if latest is not None else (
-      "no checkpoint was written yet")
+      "no intact checkpoint was written yet")
   raise FloatingPointError(f"{what}; stopped, {kept}. Lower config.optimizer.lr or raise clip_norm.")
 
 
@@ -94,12 +115,15 @@ def _log_step(config, writer, progress, step: int, metrics, seconds: float) -> N
       "examples_per_s": config.batch_size / seconds, "tokens_per_s": float(metrics["num_tokens"]) / seconds})
 
 
-def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: Any, workdir: pathlib.Path,
-          evaluate: Evaluate | None = None) -> tuple[Any, dict[str, float]]:
-  """Sharded training with async checkpoints; resumes from <workdir>/ckpt; SIGTERM saves and stops.
+def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: Any, workdir: Any,
+          evaluate: Evaluate | None = None, preemption: Preemption | None = None) -> tuple[Any, dict[str, float]]:
+  """Sharded training with async checkpoints; resumes from <workdir>/ckpt (local or gs://); SIGTERM on any
+  process saves the same step everywhere and stops (`SystemExit`).
 
   Returns the final train state and the last logged metrics.
   """
+  workdir = files.as_path(workdir)
+  preemption = preemption or Preemption()
   optimizer = trainer.make_optimizer(config.optimizer)
   example = {k: v for k, v in next(iter(train_data)).items() if k != "record_index"}
   mesh = partitioning.make_mesh(config.mesh.to_dict())
@@ -112,35 +136,40 @@ def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: An
   state = checkpointer.restore(abstract, data)
   start = 0 if state is None else int(state.step)
   state = initial_state(config, init, shardings) if state is None else state
-  checkpointer.watch_sigterm()
   logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params, include_stats=False))
   writer = metrics_lib.MetricWriter(workdir)
   last_time, last_step = time.time(), start
   progress = tqdm.trange(start, config.num_steps, initial=start, total=config.num_steps, desc="train", unit="step")
   metrics = {}
-  with open(workdir / distributed.process_file_name("batches.jsonl"), "a") as batch_log:  # local rows
-    for step in progress:
-      batch = next(data)
-      batch_log.write(json.dumps({"step": step, "record_index": batch.pop("record_index").tolist()}) + "\n")
-      state, metrics = step_fn(state, partitioning.global_batch(batch, mesh))
-      if (step + 1) % config.log_every == 0 or step + 1 == config.num_steps or checkpointer.preempted:
-        loss = float(metrics["loss"])
-        if not np.isfinite(loss):
-          stop_not_finite(f"Loss is {loss} at step {step + 1}", checkpointer)
-        seconds = (time.time() - last_time) / max(step + 1 - last_step, 1)
-        last_time, last_step = time.time(), step + 1
-        _log_step(config, writer, progress, step + 1, metrics, seconds)
-      batch_log.flush()
-      force = step + 1 == config.num_steps or checkpointer.preempted
-      if checkpointer.save_due(step + 1, force) and not np.isfinite(float(params_norm(state.params))):
-        stop_not_finite(f"Parameters are not finite after step {step + 1}", checkpointer)  # never saved
-      checkpointer.maybe_save(step + 1, state, data, force=force)
-      if checkpointer.preempted:
-        checkpointer.close()
-        writer.close()
-        raise SystemExit(f"SIGTERM: saved step {step + 1} to {checkpointer.directory}; exiting.")
-      if evaluate is not None:
-        evaluate_during_training(config, evaluate, state.params, step + 1, writer)
+  batch_log = workdir / distributed.process_file_name("batches.jsonl")  # this process's rows, every step
+  logged = []
+  for step in progress:
+    batch = next(data)
+    logged.append(json.dumps({"step": step, "record_index": batch.pop("record_index").tolist()}))
+    state, metrics = step_fn(state, partitioning.global_batch(batch, mesh))
+    preempted = preemption.agreed()
+    if (step + 1) % config.log_every == 0 or step + 1 == config.num_steps or preempted:
+      loss = float(metrics["loss"])
+      if not np.isfinite(loss):
+        stop_not_finite(f"Loss is {loss} at step {step + 1}", checkpointer, state, abstract)
+      seconds = (time.time() - last_time) / max(step + 1 - last_step, 1)
+      last_time, last_step = time.time(), step + 1
+      _log_step(config, writer, progress, step + 1, metrics, seconds)
+    force = step + 1 == config.num_steps or preempted
+    saving = checkpointer.save_due(step + 1, force)
+    if saving and not np.isfinite(float(params_norm(state.params))):
+      stop_not_finite(f"Parameters are not finite after step {step + 1}", checkpointer, state, abstract)
+    if saving or not files.is_remote(batch_log):  # an object store is written at saves only (no appends)
+      files.append_lines(batch_log, logged)
+      logged = []
+    checkpointer.maybe_save(step + 1, state, data, force=force)
+    if preempted:
+      checkpointer.close()
+      writer.close()
+      raise SystemExit(f"SIGTERM: saved step {step + 1} to {checkpointer.directory}; exiting.")
+    if evaluate is not None:
+      evaluate_during_training(config, evaluate, state.params, step + 1, writer)
+  files.append_lines(batch_log, logged)
   checkpointer.close()
   writer.close()
   return state, {k: float(v) for k, v in metrics.items()}
