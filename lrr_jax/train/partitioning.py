@@ -33,24 +33,30 @@ DEFAULT_RULES = (
 )
 
 
-def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A mesh over axes data, fsdp, tensor; one size may be -1 (all remaining devices).
+def mesh_sizes(shape: dict[str, int], num_devices: int) -> dict[str, int]:
+  """The size of each mesh axis (data, fsdp, tensor) over `num_devices`; one size may be -1 (all remaining).
 
   Raises ValueError naming the sizes when they do not multiply to the number of devices.
   """
-  devices = list(jax.devices() if devices is None else devices)
   unknown = set(shape) - set(MESH_AXES)
   if unknown:
     raise ValueError(f"Unknown mesh axes {sorted(unknown)}; expected {MESH_AXES}.")
   sizes = [int(shape.get(axis, 1)) for axis in MESH_AXES]
   fixed = int(np.prod([s for s in sizes if s != -1]))
-  if sizes.count(-1) > 1 or fixed <= 0 or (-1 in sizes and len(devices) % fixed):
-    raise ValueError(f"Mesh {dict(zip(MESH_AXES, sizes))} cannot be laid over {len(devices)} devices.")
-  sizes = [len(devices) // fixed if s == -1 else s for s in sizes]
-  if int(np.prod(sizes)) != len(devices):
+  if sizes.count(-1) > 1 or fixed <= 0 or (-1 in sizes and num_devices % fixed):
+    raise ValueError(f"Mesh {dict(zip(MESH_AXES, sizes))} cannot be laid over {num_devices} devices.")
+  sizes = [num_devices // fixed if s == -1 else s for s in sizes]
+  if int(np.prod(sizes)) != num_devices:
     raise ValueError(f"Mesh {dict(zip(MESH_AXES, sizes))} has {int(np.prod(sizes))} devices, but there are "
-                     f"{len(devices)}: set config.mesh so that data x fsdp x tensor = {len(devices)}.")
-  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+                     f"{num_devices}: set config.mesh so that data x fsdp x tensor = {num_devices}.")
+  return dict(zip(MESH_AXES, sizes))
+
+
+def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh over axes data, fsdp, tensor (sizes as `mesh_sizes` resolves them over the devices)."""
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = mesh_sizes(shape, len(devices))
+  return Mesh(np.asarray(devices).reshape([sizes[axis] for axis in MESH_AXES]), MESH_AXES)
 
 
 def logical_shardings(abstract_boxed: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> Any:
