@@ -62,6 +62,15 @@ def results_file(workdir: pathlib.Path) -> pathlib.Path:
   return workdir / distributed.process_file_name("results.json")
 
 
+def earlier_results(workdir: pathlib.Path) -> list[dict]:
+  """Every results.json the workdir had, oldest first: the current one and those it kept."""
+  path = results_file(workdir)
+  if not path.is_file():
+    return []
+  earlier = files.read_json(path, expect=dict)
+  return earlier.pop("earlier_results", []) + [earlier]
+
+
 def last_train_metrics(workdir: pathlib.Path, step: int) -> dict[str, float]:
   """The train metrics a finished run logged at `step` (metrics.jsonl), for a run stopped before results.json."""
   rows = [row for row in metrics_lib.read_jsonl(workdir) if row["step"] == step and "loss" in row]
@@ -69,18 +78,16 @@ def last_train_metrics(workdir: pathlib.Path, step: int) -> dict[str, float]:
 
 
 def evaluate_finished(config: ml_collections.ConfigDict, workdir: pathlib.Path, model, evaluator,
-                      step: int) -> dict:
+                      step: int, earlier: dict | None) -> dict:
   """Results of a run whose checkpoint is at (or past) config.num_steps: its checkpoint evaluated again, the
-  train metrics and every earlier results.json kept (under `earlier_results`)."""
+  train metrics those of the `earlier` results (or of metrics.jsonl if the run stopped before writing any)."""
   print(f"{workdir} is finished: its checkpoint is at step {step} (config.num_steps={config.num_steps}); "
         "evaluating it again, training nothing.", flush=True)
-  earlier = files.read_json(results_file(workdir), expect=dict) if results_file(workdir).is_file() else None
   params, _ = checkpoint.restore_params(workdir / "ckpt", experiment.param_shapes(model), step)
   scores, responses = evaluator(params)
-  earlier_results = [] if earlier is None else earlier.pop("earlier_results", []) + [earlier]
   train = earlier["train"] if earlier and earlier.get("train") else last_train_metrics(workdir, step)
   return {"train": train, "eval": scores, "params_checksum": loop.params_checksum(params),
-          "example_response": responses[0], "earlier_results": earlier_results}
+          "example_response": responses[0]}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, model, train_data,
@@ -103,6 +110,7 @@ def main(argv):
   previous_config = None if previous is None else experiment.run_config(previous).to_dict()
   changes = config_checks.check_resume(config, previous_config, step, workdir)  # before any work
   finished = step is not None and step >= config.num_steps
+  kept = earlier_results(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
   train_data, test_source, tokenizer = experiment.build_data(config, workdir)
@@ -112,11 +120,11 @@ def main(argv):
   model = experiment.make_model(config, tokenizer)
   evaluator = experiment.make_evaluator(config, model, test_source, tokenizer)
   if finished:
-    results = evaluate_finished(config, workdir, model, evaluator, step)
+    results = evaluate_finished(config, workdir, model, evaluator, step, kept[-1] if kept else None)
   else:
     results = train_and_evaluate(config, workdir, model, train_data, evaluator)
   results.update(step=step if finished else config.num_steps, minutes=(time.time() - start) / 60,
-                 config=config.to_dict())
+                 config=config.to_dict(), earlier_results=kept)  # nothing lost
   results_file(workdir).write_text(json.dumps(results, indent=2))
   print_results(config, results)
 

@@ -93,6 +93,7 @@ def test_a_finished_run_is_evaluated_again_keeping_its_records(finished_run):
   assert f"{finished_run} is finished: its checkpoint is at step 4 (config.num_steps=4)" in out.stdout
   results = json.loads((finished_run / "results.json").read_text())
   assert results["train"] == earlier["train"] and set(results["train"]) >= {"loss", "token_accuracy"}
+  assert earlier.pop("earlier_results") == []  # a fresh run's
   assert results["earlier_results"] == [earlier] and results["step"] == 4
   assert results["params_checksum"] == earlier["params_checksum"]  # the checkpoint is the trained state
   assert set(results["eval"]) == set(earlier["eval"])
