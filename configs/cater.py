@@ -12,6 +12,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, variant="full", camera="static")
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Resuming a workdir's checkpoint with a config that changes the arithmetic (lrr_jax/config_checks.py's
+  # FREE_ON_RESUME lists what may change) is refused unless this is True.
+  config.resume_with_changes = False
   # enabled: join the processes of a multi-host run (lrr_jax/train/distributed.py); ""/0/-1: JAX detects them
   # from the cluster (Cloud TPU, SLURM). local_device_count > 0: CPU devices per process.
   config.distributed = dict(enabled=False, coordinator_address="", num_processes=0, process_id=-1,

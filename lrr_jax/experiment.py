@@ -3,7 +3,8 @@
 `lrr_jax.main` (training), `lrr_jax.infer`, `lrr_jax.evaluation.scaling`, the notebooks and the benchmarks
 build their data, model, evaluator and searcher here, so nothing else derives a data directory, a frame shape
 or a model config from a config. A run's workdir holds `run.json` (what `load_run` needs to rebuild it: the
-config, the tokenizer's path, the data directory) beside the checkpoints under `ckpt/`.
+config, the tokenizer's path, the data directory; and a record of each start of the run) beside the
+checkpoints under `ckpt/`.
 """
 import dataclasses
 import json
@@ -129,11 +130,21 @@ def make_model(config: ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> lrr.LR
   if own_tokens > vocab:
     raise ValueError(f"The tokenizer {tokenizer.source} has {own_tokens} tokens, more than the "
                      f"model's vocabulary of {vocab} ({where}).")
-  text_length = config.data.max_length + config.eval.max_new_tokens
-  if text_length > config_.decoder.max_positions:
-    raise ValueError(f"config.data.max_length + config.eval.max_new_tokens = {text_length} exceeds "
-                     f"the {config_.decoder.max_positions} positions of {where}.")
+  positions_error = text_positions_error(config, config_)
+  if positions_error:
+    raise ValueError(positions_error)
   return lrr.LRRModel(config_)
+
+
+def text_positions_error(config: ConfigDict, model: lrr.LRRConfig) -> str:
+  """Why the longest prompt plus the evaluation's budget do not fit `model`'s positions ('' if they do)."""
+  text_length = config.data.max_length + config.eval.max_new_tokens
+  if text_length <= model.decoder.max_positions:
+    return ""
+  where = ("the OPT at config.model.init_from" if config.model.get("init_from") else
+           "the model (config.model.decoder.max_positions, else max(256, this sum))")
+  return (f"config.data.max_length + config.eval.max_new_tokens = {text_length} exceeds the "
+          f"{model.decoder.max_positions} positions of {where}.")
 
 
 def param_shapes(model: lrr.LRRModel) -> Any:
@@ -200,11 +211,55 @@ def run_file(workdir: str | pathlib.Path):
   return files.as_path(workdir) / distributed.process_file_name(RUN_FILE)
 
 
-def write_run_file(workdir: str | pathlib.Path, config: ConfigDict, tokenizer: tokenizer_lib.Tokenizer) -> None:
-  """`<workdir>/run.json`: what `load_run` rebuilds the run from."""
+def read_run_file(path: pathlib.Path) -> dict[str, Any] | None:
+  """A run.json as written (None if there is none), with `starts`: a file from before run.json kept them
+  ({config, tokenizer, data_dir, maybe max_positions}) reads as one start of unknown time."""
+  if not path.is_file():
+    return None
+  meta = files.read_json(path, expect=dict)
+  missing = sorted({"config", "tokenizer", "data_dir"} - set(meta))
+  if missing:
+    raise ValueError(f"{path} is malformed: it lacks {missing}.")
+  meta.setdefault("starts", [dict(time=None, argv=None, resumed_from=None, changes=None, config=meta["config"])])
+  return meta
+
+
+def write_run_file(workdir: str | pathlib.Path, config: ConfigDict, tokenizer: tokenizer_lib.Tokenizer,
+                   start: dict[str, Any]) -> None:
+  """`<workdir>/run.json`: what `load_run` rebuilds the run from (the latest config, the tokenizer, the data
+  directory) and `starts`, the record of every start of the run: this one is `start` (e.g. its time, command
+  line, the step it resumed from, the keys it changed) with its config, after the earlier ones."""
+  earlier = read_run_file(run_file(workdir))
+  starts = (earlier["starts"] if earlier else []) + [{**start, "config": config.to_dict()}]
   run_file(workdir).write_text(json.dumps(
-      {"config": config.to_dict(), "tokenizer": tokenizer.source, "data_dir": data_dir(config, workdir)},
-      indent=2))
+      {"config": config.to_dict(), "tokenizer": tokenizer.source, "data_dir": data_dir(config, workdir),
+       "starts": starts}, indent=2))
+
+
+def run_config(meta: dict[str, Any]) -> ConfigDict:
+  """run.json's config in today's schema. Before every DecoderConfig field sat under `model.decoder`,
+  `model.dropout_rate` and `model.gate_init` (absent: 0.0) were beside it and the positions were recorded as
+  `max_positions`; they move under `model.decoder`."""
+  config = json.loads(json.dumps(meta["config"]))  # a copy
+  model = config["model"]
+  if "dropout_rate" in model or "gate_init" in model or "max_positions" in meta:
+    decoder = model.setdefault("decoder", {})
+    for key in ("dropout_rate", "gate_init"):
+      decoder.setdefault(key, model.pop(key, 0.0))
+    if "max_positions" in meta and meta["max_positions"] != max_positions(ConfigDict(config)):
+      decoder.setdefault("max_positions", meta["max_positions"])
+  return ConfigDict(config)
+
+
+def latest_checkpoint(workdir: str | pathlib.Path) -> int | None:
+  """The step of the latest checkpoint under `<workdir>/ckpt` (None: none)."""
+  directory = files.as_path(workdir) / "ckpt"
+  if not directory.is_dir():
+    return None
+  checkpointer = checkpoint.Checkpointer(directory, save_every=0)
+  step = checkpointer.latest_step()
+  checkpointer.close()
+  return step
 
 
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
@@ -213,11 +268,8 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
   path = workdir / RUN_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path} is missing: {workdir} is not a workdir written by lrr_jax.main.")
-  meta = files.read_json(path, expect=dict)
-  missing = sorted({"config", "tokenizer", "data_dir"} - set(meta))
-  if missing:
-    raise ValueError(f"{path} is malformed: it lacks {missing}.")
-  config = ConfigDict(meta["config"])
+  meta = read_run_file(path)
+  config = run_config(meta)
   tokenizer = tokenizer_lib.load(meta["tokenizer"])
   model = lrr.LRRModel(model_config(config, tokenizer.vocab_size))
   params, step = checkpoint.restore_params(workdir / "ckpt", param_shapes(model), step)

@@ -3,19 +3,30 @@
 With no flags: the tiny CPU demo on generated CATER: write the world with its TFDS builder and a tokenizer
 (once, under <workdir>/data), train from the Grain pipeline (`lrr_jax.train.loop`), evaluate by greedy
 generation on the test split, print a results table. Results go to `<workdir>/results.json`.
+
+Before any work the config is validated (`lrr_jax.config_checks`). A workdir with a checkpoint is resumed,
+unless the config changes its arithmetic (refused, naming the keys; `--config.resume_with_changes=True`
+overrides); one finished (checkpoint at num_steps) is evaluated again, keeping its train metrics and earlier
+results. `<workdir>/run.json` records every start: time, command line, config, step resumed from, changes.
 """
+import datetime
 import json
+import sys
 import time
 
 from absl import app
 from absl import flags
+import jax
 import ml_collections
 from ml_collections import config_flags
 
+from lrr_jax import config_checks
 from lrr_jax import experiment
 from lrr_jax.data import files
+from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
 from lrr_jax.train import loop
+from lrr_jax.train import metrics as metrics_lib
 
 config_flags.DEFINE_config_file("config", "configs/cater.py", "Experiment config file.")
 flags.DEFINE_string("workdir", "workdirs/cater_demo", "Where the tokenizer and results are written.")
@@ -39,33 +50,84 @@ def title(config: ml_collections.ConfigDict) -> str:
 
 
 def print_results(config: ml_collections.ConfigDict, results: dict) -> None:
-  print(f"\n{title(config)}, {config.num_steps} steps, {results['minutes']:.1f} min")
+  print(f"\n{title(config)}, {results['step']} steps, {results['minutes']:.1f} min")
   print("| metric | value |\n| --- | --- |")
   for key, value in results["eval"].items():
     print(f"| {key} | {value:.3f} |")
   print(f"\nFirst eval response: {results['example_response']}")
 
 
-def main(argv):
-  del argv
-  config = flags.FLAGS.config
-  distributed.initialize(config.distributed)  # before any other JAX call, or multi-host runs hang
-  workdir = files.as_path(flags.FLAGS.workdir)  # local or gs://
-  workdir.mkdir(parents=True, exist_ok=True)
-  start = time.time()
-  train_data, test_source, tokenizer = experiment.build_data(config, workdir)
-  experiment.write_run_file(workdir, config, tokenizer)  # what `lrr_jax.infer` reads
-  model = experiment.make_model(config, tokenizer)
-  evaluator = experiment.make_evaluator(config, model, test_source, tokenizer)
+def results_file(workdir):
+  return workdir / distributed.process_file_name("results.json")
+
+
+def earlier_results(workdir) -> list[dict]:
+  """Every results.json the workdir had, oldest first: the current one and those it kept."""
+  path = results_file(workdir)
+  if not path.is_file():
+    return []
+  earlier = files.read_json(path, expect=dict)
+  return earlier.pop("earlier_results", []) + [earlier]
+
+
+def last_train_metrics(workdir, step: int) -> dict[str, float]:
+  """The train metrics a finished run logged at `step` (metrics.jsonl), for a run stopped before results.json."""
+  rows = [row for row in metrics_lib.read_jsonl(workdir) if row["step"] == step and "loss" in row]
+  return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
+
+
+def evaluate_finished(config: ml_collections.ConfigDict, workdir, model, evaluator,
+                      step: int, earlier: dict | None) -> dict:
+  """Results of a run whose checkpoint is at (or past) config.num_steps: its checkpoint evaluated again, the
+  train metrics those of the `earlier` results (or of metrics.jsonl if the run stopped before writing any)."""
+  print(f"{workdir} is finished: its checkpoint is at step {step} (config.num_steps={config.num_steps}); "
+        "evaluating it again, training nothing.", flush=True)
+  params, _ = checkpoint.restore_params(workdir / "ckpt", experiment.param_shapes(model), step)
+  scores, responses = evaluator(params)
+  train = earlier["train"] if earlier and earlier.get("train") else last_train_metrics(workdir, step)
+  return {"train": train, "eval": scores, "params_checksum": loop.params_checksum(params),
+          "example_response": responses[0]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir, model, train_data, evaluator) -> dict:
+  """Train (or resume), then evaluate; SIGTERM on any process saves, or ends the evaluation at its next batch
+  with the scores so far (`partial`)."""
   preemption = loop.Preemption()
   state, train_metrics = loop.train(config, model, train_data, workdir,
                                     lambda params, count: evaluator(params, count, preemption.agreed)[0],
                                     preemption)
-  scores, responses = evaluator(state.params, should_stop=preemption.agreed)  # SIGTERM: partial scores
-  results = {"train": train_metrics, "eval": scores, "minutes": (time.time() - start) / 60,
-             "params_checksum": loop.params_checksum(state.params),
-             "config": config.to_dict(), "example_response": responses[0]}
-  (workdir / distributed.process_file_name("results.json")).write_text(json.dumps(results, indent=2))
+  scores, responses = evaluator(state.params, should_stop=preemption.agreed)
+  return {"train": train_metrics, "eval": scores, "params_checksum": loop.params_checksum(state.params),
+          "example_response": responses[0]}
+
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
+  distributed.initialize(config.distributed)  # before any other JAX call, or multi-host runs hang
+  config_checks.check(config, jax.device_count(), jax.process_count())
+  workdir = files.as_path(flags.FLAGS.workdir)  # local or gs://
+  previous = experiment.read_run_file(experiment.run_file(workdir))
+  step = experiment.latest_checkpoint(workdir)
+  previous_config = None if previous is None else experiment.run_config(previous).to_dict()
+  changes = config_checks.check_resume(config, previous_config, step, workdir)  # before any work
+  finished = step is not None and step >= config.num_steps
+  kept = earlier_results(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  start = time.time()
+  train_data, test_source, tokenizer = experiment.build_data(config, workdir)
+  experiment.write_run_file(workdir, config, tokenizer, dict(  # what `lrr_jax.infer` reads
+      time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), argv=sys.argv[1:],
+      resumed_from=step, changes=changes, evaluated_only=finished))
+  model = experiment.make_model(config, tokenizer)
+  evaluator = experiment.make_evaluator(config, model, test_source, tokenizer)
+  if finished:
+    results = evaluate_finished(config, workdir, model, evaluator, step, kept[-1] if kept else None)
+  else:
+    results = train_and_evaluate(config, workdir, model, train_data, evaluator)
+  results.update(step=step if finished else config.num_steps, minutes=(time.time() - start) / 60,
+                 config=config.to_dict(), earlier_results=kept)  # nothing lost
+  results_file(workdir).write_text(json.dumps(results, indent=2))
   print_results(config, results)
 
 

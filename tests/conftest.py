@@ -53,18 +53,20 @@ def hf_checkpoint(request, tmp_path_factory):
   return directory, save_tiny_hf_opt(directory, **variants[request.param])
 
 
+TINY_RUN_FLAGS = (
+    "--config=configs/cater.py", "--config.num_steps=4", "--config.log_every=1", "--config.checkpoint.every=2",
+    "--config.batch_size=4", "--config.data.num_train=32", "--config.data.num_eval=4",
+    "--config.eval.max_new_tokens=12", "--config.eval.every=2", "--config.eval.num_examples=2")
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> tuple[pathlib.Path, subprocess.CompletedProcess]:
   """(workdir, the finished process) of a 4-step CATER run: metrics every step, checkpoints at steps 2 and 4,
   2 test examples evaluated at step 2 and all 4 at the end."""
   workdir = tmp_path_factory.mktemp("tiny_run")
   env = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "false"}  # as above, for the subprocess
-  out = subprocess.run(
-      [sys.executable, "-m", "lrr_jax.main", "--config=configs/cater.py", f"--workdir={workdir}",
-       "--config.num_steps=4", "--config.log_every=1", "--config.checkpoint.every=2", "--config.batch_size=4",
-       "--config.data.num_train=32", "--config.data.num_eval=4", "--config.eval.max_new_tokens=12",
-       "--config.eval.every=2", "--config.eval.num_examples=2"],
-      capture_output=True, text=True, timeout=900, cwd=pathlib.Path(__file__).parents[1], env=env)
+  out = subprocess.run([sys.executable, "-m", "lrr_jax.main", f"--workdir={workdir}", *TINY_RUN_FLAGS],
+                       capture_output=True, text=True, timeout=900, cwd=pathlib.Path(__file__).parents[1], env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir, out
 

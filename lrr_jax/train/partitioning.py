@@ -68,6 +68,26 @@ def _slices(devices: list[jax.Device], num_slices: int) -> list[list[jax.Device]
   return [devices[i:i + size] for i in range(0, len(devices), size)]
 
 
+def _ici_and_dcn(shape: dict[str, Any], num_devices: int) -> tuple[list[int], list[int]]:
+  """Sizes within a slice and across slices of a `config.mesh`-like dict (its `rules` ignored)."""
+  shape = {k: v for k, v in shape.items() if k != "rules"}
+  dcn_axes = tuple(f"dcn_{axis}" for axis in MESH_AXES)
+  unknown = set(shape) - set(MESH_AXES) - set(dcn_axes)
+  if unknown:
+    raise ValueError(f"Unknown mesh axes {sorted(unknown)}; expected {MESH_AXES + dcn_axes}.")
+  dcn = [int(shape.get(axis, 1)) for axis in dcn_axes]
+  num_slices = math.prod(dcn)
+  if num_slices <= 0 or num_devices % num_slices:
+    raise ValueError(f"Mesh dcn sizes {dict(zip(dcn_axes, dcn))} do not divide {num_devices} devices.")
+  return _resolve({axis: shape.get(axis, 1) for axis in MESH_AXES}, num_devices // num_slices, "shape"), dcn
+
+
+def mesh_sizes(shape: dict[str, Any], num_devices: int) -> dict[str, int]:
+  """The size of each mesh axis (data, fsdp, tensor: within-slice x across-slice) over `num_devices`."""
+  ici, dcn = _ici_and_dcn(shape, num_devices)
+  return {axis: i * d for axis, i, d in zip(MESH_AXES, ici, dcn)}
+
+
 def make_mesh(shape: dict[str, Any], devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A topology-aware mesh over axes data, fsdp, tensor (see the module docstring).
 
@@ -76,18 +96,9 @@ def make_mesh(shape: dict[str, Any], devices: Sequence[jax.Device] | None = None
   here). Raises ValueError naming the sizes when they do not fit the devices.
   """
   devices = list(jax.devices() if devices is None else devices)
-  shape = {k: v for k, v in shape.items() if k != "rules"}
-  dcn_axes = tuple(f"dcn_{axis}" for axis in MESH_AXES)
-  unknown = set(shape) - set(MESH_AXES) - set(dcn_axes)
-  if unknown:
-    raise ValueError(f"Unknown mesh axes {sorted(unknown)}; expected {MESH_AXES + dcn_axes}.")
-  dcn = [int(shape.get(axis, 1)) for axis in dcn_axes]
-  num_slices = math.prod(dcn)
-  if num_slices <= 0 or len(devices) % num_slices:
-    raise ValueError(f"Mesh dcn sizes {dict(zip(dcn_axes, dcn))} do not divide {len(devices)} devices.")
-  ici = _resolve({axis: shape.get(axis, 1) for axis in MESH_AXES}, len(devices) // num_slices, "shape")
+  ici, dcn = _ici_and_dcn(shape, len(devices))
   per_slice = [mesh_utils.create_device_mesh(ici, group, allow_split_physical_axes=True)
-               for group in _slices(devices, num_slices)]
+               for group in _slices(devices, math.prod(dcn))]
   # Slice meshes tiled along each axis by the dcn sizes: the axis size is ici x dcn.
   grid = np.empty(dcn, dtype=object)
   for index, mesh in zip(np.ndindex(*dcn), per_slice):

@@ -1,0 +1,197 @@
+"""Checks of a run config before a run starts: values that would train wrongly or fail late, and changes that
+resuming a workdir's checkpoint would silently mix into it.
+
+`validate(config, num_devices, num_processes)` lists every bad value, each naming its key (`check` raises them
+together); it needs no data and compiles nothing. `check_resume` compares the config that wrote a checkpoint
+with the one resuming it and refuses any change but those of `FREE_ON_RESUME`, unless
+`config.resume_with_changes`.
+"""
+import math
+import pathlib
+from typing import Any
+
+import ml_collections
+
+from lrr_jax import experiment
+from lrr_jax.train import partitioning
+
+ConfigDict = ml_collections.ConfigDict
+
+# Keys that may differ between the run that wrote a checkpoint and a run resuming it: what is logged, saved,
+# evaluated or searched, and how the same updates are laid out (processes, mesh, micro-batches, remat), equal up
+# to float rounding. A section's name covers its keys. Everything else (seed, data, world, model, batch_size,
+# num_steps, which sets the schedule's optimizer.total_steps, optimizer) changes the arithmetic.
+# eval.max_new_tokens is free unless it changes the positions of a model trained from scratch
+# (`experiment.max_positions`).
+FREE_ON_RESUME = ("log_every", "checkpoint.every", "checkpoint.keep", "eval", "search", "distributed", "mesh",
+                  "grad_accum_steps", "model.decoder.remat", "resume_with_changes")
+_ABSENT = "<absent>"
+
+
+class ConfigError(ValueError):
+  """A config that cannot run as given."""
+
+
+# Values.
+
+def _lookup(config: ConfigDict, key: str) -> Any:
+  """`config.<key>` (dotted), or None if a section or the key is absent."""
+  value = config
+  for part in key.split("."):
+    value = value.get(part) if isinstance(value, (ConfigDict, dict)) else None
+  return value
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_keys(config: ConfigDict) -> list[str]:
+  keys = ["num_steps", "batch_size", "grad_accum_steps", "log_every", "optimizer.lr", "optimizer.clip_norm",
+          "data.max_length", "eval.batch_size", "eval.max_new_tokens", "checkpoint.keep"]
+  if config.data.dataset.startswith("generated_"):
+    keys += ["data.num_train", "data.num_eval", "world.num_frames", "world.resolution"]
+  else:
+    keys += ["data.num_frames", "data.resolution"]
+  if not (config.data.get("tokenizer") or config.model.get("init_from")):
+    keys.append("data.vocab_size")  # the BPE trained on the data
+  return keys
+
+
+NON_NEGATIVE = ("optimizer.warmup_steps", "optimizer.weight_decay", "checkpoint.every", "eval.every",
+                "eval.num_examples", "data.worker_count")
+
+
+def range_errors(config: ConfigDict) -> list[str]:
+  """Values outside their range: counts, sizes and rates that must be > 0 or >= 0, Adam's betas in [0, 1)."""
+  bounds = [(key, lambda v: v > 0, "must be > 0") for key in _positive_keys(config)]
+  bounds += [(key, lambda v: v >= 0, "must be >= 0") for key in NON_NEGATIVE]
+  bounds += [(key, lambda v: 0 <= v < 1, "must be in [0, 1)") for key in ("optimizer.b1", "optimizer.b2")]
+  bounds.append(("optimizer.final_fraction", lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+  errors = []
+  for key, holds, expected in bounds:
+    value = _lookup(config, key)
+    if not (_is_number(value) and holds(value)):
+      errors.append(f"config.{key}={value!r} {expected}.")
+  return errors
+
+
+def batch_errors(config: ConfigDict, num_devices: int, num_processes: int) -> list[str]:
+  """The global batch must split evenly over the processes, the data-parallel devices (mesh.data x mesh.fsdp,
+  a -1 resolved over `num_devices`) and the micro-batches of gradient accumulation."""
+  batch, accum = config.batch_size, config.grad_accum_steps
+  mesh = config.mesh.to_dict()
+  try:
+    sizes = partitioning.mesh_sizes(mesh, num_devices)
+  except ValueError as e:
+    return [f"config.mesh: {e}"]
+  if not (_is_number(batch) and batch > 0 and _is_number(accum) and accum > 0):
+    return []  # range_errors names them
+  errors = []
+  if batch % num_processes:
+    errors.append(f"config.batch_size={batch} (the global batch) does not divide over the {num_processes} "
+                  "processes.")
+  parallel = sizes["data"] * sizes["fsdp"]
+  if batch % parallel:
+    errors.append(f"config.batch_size={batch} does not divide over the {parallel} data-parallel devices "
+                  f"(mesh.data={sizes['data']}, mesh.fsdp={sizes['fsdp']}).")
+  if batch % accum:
+    errors.append(f"config.grad_accum_steps={accum} does not divide config.batch_size={batch} into equal "
+                  "micro-batches.")
+  return errors
+
+
+def position_errors(config: ConfigDict) -> list[str]:
+  """The model config must build (known keys; the OPT at model.init_from readable) and hold the longest prompt
+  plus the evaluation's budget."""
+  try:
+    model = experiment.model_config(config)
+  except (ValueError, OSError) as e:
+    return [str(e)]
+  error = experiment.text_positions_error(config, model)
+  return [error] if error else []
+
+
+def validate(config: ConfigDict, num_devices: int, num_processes: int = 1) -> list[str]:
+  """Every error of `config` for a run over `num_devices` devices in `num_processes` processes (none: [])."""
+  errors = range_errors(config) + batch_errors(config, num_devices, num_processes)
+  if not errors:  # the model needs sane sizes to be built
+    errors = position_errors(config)
+  return errors
+
+
+def check(config: ConfigDict, num_devices: int, num_processes: int = 1) -> None:
+  """Raise ConfigError listing `validate`'s errors, if any."""
+  errors = validate(config, num_devices, num_processes)
+  if errors:
+    raise ConfigError("Invalid config (nothing was run):\n  " + "\n  ".join(errors))
+
+
+# Resuming.
+
+def flatten(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """A nested config dict as {'optimizer.lr': 0.001, ...}; tuples as lists (as JSON holds them)."""
+  flat = {}
+  for key, value in section.items():
+    if isinstance(value, (dict, ConfigDict)):
+      flat.update(flatten(dict(value), f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+  return flat
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+  """{key: (old value, new value)} where two configs differ; an absent key equals None (a preset's value)."""
+  old, new = flatten(old), flatten(new)
+  changes = {}
+  for key in sorted(set(old) | set(new)):
+    before, after = old.get(key), new.get(key)
+    if before != after:
+      changes[key] = (old.get(key, _ABSENT), new.get(key, _ABSENT))
+  return changes
+
+
+def is_free(key: str) -> bool:
+  return any(key == free or key.startswith(free + ".") for free in FREE_ON_RESUME)
+
+
+def _positions(config: dict[str, Any]) -> int | None:
+  """The decoder positions of a model trained from scratch (None: a pretrained OPT's own)."""
+  config = ConfigDict(config)
+  if config.model.get("init_from"):
+    return None
+  return (config.model.get("decoder") or {}).get("max_positions") or experiment.max_positions(config)
+
+
+def resume_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+  """The changes between configs that change a resumed run's arithmetic (`config_changes` less the free keys)."""
+  changes = config_changes(old, new)
+  refused = {key: change for key, change in changes.items() if not is_free(key)}
+  if "eval.max_new_tokens" in changes and _positions(old) != _positions(new):
+    refused["eval.max_new_tokens"] = changes["eval.max_new_tokens"]  # the model's positions change
+  return refused
+
+
+def describe(changes: dict[str, tuple[Any, Any]]) -> str:
+  return "; ".join(f"config.{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
+def check_resume(config: ConfigDict, previous: dict[str, Any] | None, step: int | None,
+                 workdir: pathlib.Path) -> dict[str, tuple[Any, Any]]:
+  """Before resuming the checkpoint at `step` in `workdir` (None: nothing to resume), that `config` changes
+  nothing but free keys of `previous` (the config that wrote it, from run.json). Returns every change; raises
+  ConfigError naming the refused ones unless `config.resume_with_changes`."""
+  new = config.to_dict()
+  changes = {} if previous is None else config_changes(previous, new)
+  if step is None or config.get("resume_with_changes", False):
+    return changes
+  advice = (f"use another --workdir, or pass --config.resume_with_changes=True to resume anyway (free to change "
+            f"on resume: {', '.join(FREE_ON_RESUME)}).")
+  if previous is None:
+    raise ConfigError(f"{workdir} has a checkpoint at step {step} but no run.json saying which config wrote it: "
+                      + advice)
+  refused = resume_changes(previous, new)
+  if refused:
+    raise ConfigError(f"{workdir} has a checkpoint at step {step} of a run with another config; resuming it "
+                      f"would mix the two. Changed: {describe(refused)}. Set them back, {advice}")
+  return changes

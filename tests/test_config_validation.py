@@ -1,0 +1,145 @@
+"""`lrr_jax.config_checks`: bad values are named with their key before a run starts, the batch must split over
+processes, data-parallel devices and micro-batches, and resuming refuses a config that changes the arithmetic."""
+import pathlib
+
+import pytest
+
+from configs import acre
+from configs import cater
+from configs import released
+from lrr_jax import config_checks
+from tests.conftest import save_tiny_hf_opt
+
+
+def cater_config(**values):
+  """The CATER demo config with dotted keys set: cater_config(**{"optimizer.lr": 0.1})."""
+  config = cater.get_config()
+  for key, value in values.items():
+    *sections, name = key.split(".")
+    section = config
+    for part in sections:
+      section = section[part]
+    section[name] = value
+  return config
+
+
+@pytest.mark.parametrize("config", [
+    cater.get_config(), cater.get_config("variant=direct,camera=moving"), acre.get_config("split=systematic"),
+    released.get_config("dataset=something_else,lm=opt-125m"), released.get_config("dataset=star,lm=opt-1.3b"),
+], ids=["cater", "cater_direct", "acre", "released_125m", "released_1.3b"])
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_the_shipped_configs_are_valid(config, num_devices):
+  assert config_checks.validate(config, num_devices) == []
+
+
+@pytest.mark.parametrize("key, value, error", [
+    ("num_steps", -5, "config.num_steps=-5 must be > 0."),
+    ("batch_size", 0, "config.batch_size=0 must be > 0."),
+    ("optimizer.lr", -0.01, "config.optimizer.lr=-0.01 must be > 0."),
+    ("optimizer.lr", float("nan"), "config.optimizer.lr=nan must be > 0."),
+    ("optimizer.warmup_steps", -1, "config.optimizer.warmup_steps=-1 must be >= 0."),
+    ("optimizer.clip_norm", 0.0, "config.optimizer.clip_norm=0.0 must be > 0."),
+    ("optimizer.b2", 1.0, "config.optimizer.b2=1.0 must be in [0, 1)."),
+    ("optimizer.final_fraction", 1.5, "config.optimizer.final_fraction=1.5 must be in [0, 1]."),
+    ("grad_accum_steps", 0, "config.grad_accum_steps=0 must be > 0."),
+    ("log_every", 0, "config.log_every=0 must be > 0."),
+    ("eval.batch_size", 0, "config.eval.batch_size=0 must be > 0."),
+    ("eval.every", -1, "config.eval.every=-1 must be >= 0."),
+    ("data.max_length", 0, "config.data.max_length=0 must be > 0."),
+    ("data.num_train", 0, "config.data.num_train=0 must be > 0."),
+    ("world.resolution", 0, "config.world.resolution=0 must be > 0."),
+    ("checkpoint.every", -1, "config.checkpoint.every=-1 must be >= 0."),
+    ("checkpoint.keep", 0, "config.checkpoint.keep=0 must be > 0."),
+])
+def test_a_bad_value_is_the_one_error_named(key, value, error):
+  assert config_checks.validate(cater_config(**{key: value}), num_devices=1) == [error]
+
+
+def test_every_error_is_listed_at_once():
+  config = cater_config(**{"optimizer.lr": -0.01, "num_steps": -5})
+  with pytest.raises(config_checks.ConfigError) as raised:
+    config_checks.check(config, num_devices=1)
+  assert "config.num_steps=-5" in str(raised.value) and "config.optimizer.lr=-0.01" in str(raised.value)
+
+
+def test_the_batch_splits_over_the_data_parallel_devices():
+  assert config_checks.validate(cater_config(batch_size=6), num_devices=4) == [
+      "config.batch_size=6 does not divide over the 4 data-parallel devices (mesh.data=4, mesh.fsdp=1)."]
+  fsdp = cater_config(batch_size=6, **{"mesh.data": 2, "mesh.fsdp": 2})
+  assert config_checks.validate(fsdp, num_devices=4) == [
+      "config.batch_size=6 does not divide over the 4 data-parallel devices (mesh.data=2, mesh.fsdp=2)."]
+  tensor = cater_config(batch_size=6, **{"mesh.data": -1, "mesh.tensor": 4})  # the tensor axis holds whole rows
+  assert config_checks.validate(tensor, num_devices=4) == []
+  assert config_checks.validate(cater_config(batch_size=6), num_devices=4, num_processes=4)[0] == (
+      "config.batch_size=6 (the global batch) does not divide over the 4 processes.")
+  assert config_checks.validate(cater_config(batch_size=8, grad_accum_steps=3), num_devices=1) == [
+      "config.grad_accum_steps=3 does not divide config.batch_size=8 into equal micro-batches."]
+
+
+def test_a_mesh_that_does_not_fit_the_devices_is_named():
+  errors = config_checks.validate(cater_config(**{"mesh.data": 3}), num_devices=4)
+  assert len(errors) == 1 and errors[0].startswith("config.mesh: Mesh {'data': 3, 'fsdp': 1, 'tensor': 1} has 3")
+
+
+def test_the_evaluation_budget_must_fit_the_positions(tmp_path):
+  config = cater_config(**{"model.decoder.max_positions": 300})
+  assert config_checks.validate(config, num_devices=1) == [  # 192 + 190 tokens
+      "config.data.max_length + config.eval.max_new_tokens = 382 exceeds the 300 positions of the model "
+      "(config.model.decoder.max_positions, else max(256, this sum))."]
+  save_tiny_hf_opt(tmp_path, max_position_embeddings=40)
+  pretrained = cater_config(**{"model.init_from": str(tmp_path), "data.max_length": 32,
+                               "eval.max_new_tokens": 16})
+  assert config_checks.validate(pretrained, num_devices=1) == [
+      "config.data.max_length + config.eval.max_new_tokens = 48 exceeds the 40 positions of the OPT at "
+      "config.model.init_from."]
+  missing = cater_config(**{"model.init_from": str(tmp_path / "nowhere")})
+  assert "nowhere" in config_checks.validate(missing, num_devices=1)[0]
+
+
+# Resuming.
+
+def test_free_keys_name_keys_of_the_config():
+  keys = config_checks.flatten(cater.get_config().to_dict())
+  for free in config_checks.FREE_ON_RESUME:
+    assert any(config_checks.is_free(key) and (key == free or key.startswith(free + ".")) for key in keys), free
+
+
+def test_changes_that_alter_the_arithmetic_are_refused():
+  old = cater.get_config().to_dict()
+  free = cater_config(**{"eval.every": 7, "checkpoint.keep": 5, "mesh.fsdp": 2, "model.decoder.remat": True,
+                         "search.num_candidates": 2, "eval.max_new_tokens": 64}).to_dict()
+  assert config_checks.resume_changes(old, free) == {  # positions max(256, 192 + 190) -> max(256, 192 + 64)
+      "eval.max_new_tokens": (190, 64)}
+  old["eval"]["max_new_tokens"] = 40  # 256 positions: the budget may change within them
+  assert config_checks.resume_changes(old, free) == {}
+  assert set(config_checks.config_changes(old, free)) == {
+      "eval.every", "checkpoint.keep", "mesh.fsdp", "model.decoder.remat", "search.num_candidates",
+      "eval.max_new_tokens"}
+  new = cater_config(**{"optimizer.lr": 0.01, "num_steps": 2000, "seed": 1, "data.variant": "direct"}).to_dict()
+  assert config_checks.resume_changes(cater.get_config().to_dict(), new) == {
+      "data.variant": ("full", "direct"), "num_steps": (1400, 2000), "optimizer.lr": (0.001, 0.01),
+      "optimizer.total_steps": (1400, 2000), "seed": (0, 1)}
+
+
+def test_an_absent_key_equals_its_preset_none():
+  old = cater.get_config().to_dict()
+  del old["model"]["decoder"]["remat"], old["model"]["video"]["dtype"], old["resume_with_changes"]
+  assert config_checks.config_changes(old, cater.get_config().to_dict()) == {
+      "resume_with_changes": ("<absent>", False)}  # recorded, free
+  new = cater_config(**{"model.video.dtype": "bfloat16"}).to_dict()
+  assert config_checks.resume_changes(old, new) == {"model.video.dtype": ("<absent>", "bfloat16")}
+
+
+def test_check_resume_refuses_unless_told_to_resume_with_changes():
+  old, where = cater.get_config().to_dict(), pathlib.Path("/runs/a")
+  new = cater_config(**{"optimizer.lr": 0.01, "eval.every": 7})
+  assert config_checks.check_resume(new, old, None, where) == {  # nothing to resume: a fresh start
+      "optimizer.lr": (0.001, 0.01), "eval.every": (400, 7)}
+  with pytest.raises(config_checks.ConfigError, match=r"/runs/a has a checkpoint at step 400 .*"
+                     r"Changed: config\.optimizer\.lr: 0\.001 -> 0\.01\. Set them back"):
+    config_checks.check_resume(new, old, 400, where)
+  with pytest.raises(config_checks.ConfigError, match="no run.json saying which config wrote it"):
+    config_checks.check_resume(new, None, 400, where)
+  new.resume_with_changes = True
+  assert config_checks.check_resume(new, old, 400, where) == {
+      "optimizer.lr": (0.001, 0.01), "eval.every": (400, 7), "resume_with_changes": (False, True)}

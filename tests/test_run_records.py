@@ -1,0 +1,148 @@
+"""Nothing lost, nothing silently wrong: `python -m lrr_jax.main` rejects bad values within seconds before
+writing anything, refuses to resume a checkpoint with a config that changes the arithmetic, re-evaluates a
+finished run keeping its train metrics, and `run.json` records every start (old files still load)."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from lrr_jax import config_checks
+from lrr_jax import experiment
+from lrr_jax.data import tokenizer as tokenizer_lib
+from lrr_jax.train import loop
+from tests.conftest import TINY_RUN_FLAGS
+
+ROOT = pathlib.Path(__file__).parents[1]
+TINY = ["--config.num_steps=2", "--config.batch_size=4", "--config.data.num_train=16", "--config.data.num_eval=2",
+        "--config.eval.max_new_tokens=4", "--config.eval.every=0"]
+
+
+def main(workdir: pathlib.Path, *flags_: str, devices: int = 1) -> tuple[subprocess.CompletedProcess, float]:
+  """`python -m lrr_jax.main` in this worktree on `devices` CPU devices; its output and seconds taken."""
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_THREEFRY_PARTITIONABLE": "false",
+         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  start = time.time()
+  out = subprocess.run([sys.executable, "-m", "lrr_jax.main", f"--workdir={workdir}", *flags_],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+  return out, time.time() - start
+
+
+def parse(*overrides: str):
+  """The config `lrr_jax.main` parses from these flags."""
+  argv = ["main", *[a.replace("--config=configs/", f"--config={ROOT}/configs/") for a in overrides]]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", str(ROOT / "configs/cater.py"), flag_values=flag_values,
+                                  sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_run, tmp_path_factory) -> pathlib.Path:
+  """A copy of the session's finished 4-step run (conftest's TINY_RUN_FLAGS) that these tests may rerun."""
+  workdir = tmp_path_factory.mktemp("finished") / "run"
+  shutil.copytree(tiny_run[0], workdir)
+  return workdir
+
+
+def as_json(value):
+  return json.loads(json.dumps(value))
+
+
+def snapshot(workdir: pathlib.Path) -> dict[str, bytes]:
+  """The bytes of every file of a workdir but the data."""
+  return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted(workdir.rglob("*"))
+          if p.is_file() and "data" not in p.relative_to(workdir).parts}
+
+
+@pytest.mark.parametrize("flags_, devices, error", [
+    (["--config.optimizer.lr=-0.01"], 1, "config.optimizer.lr=-0.01 must be > 0."),
+    (["--config.num_steps=-5"], 1, "config.num_steps=-5 must be > 0."),
+    (["--config.batch_size=6"], 4,
+     "config.batch_size=6 does not divide over the 4 data-parallel devices (mesh.data=4, mesh.fsdp=1)."),
+], ids=["negative_lr", "negative_steps", "batch_over_devices"])
+def test_a_bad_config_fails_within_seconds_and_writes_nothing(tmp_path, flags_, devices, error):
+  out, seconds = main(tmp_path / "run", *TINY, *flags_, devices=devices)
+  assert out.returncode != 0 and error in out.stderr, out.stderr[-3000:]
+  assert seconds < 20 and not (tmp_path / "run").exists()
+
+
+def test_resuming_with_another_config_is_refused_naming_the_changes(finished_run):
+  before = snapshot(finished_run)
+  out, seconds = main(finished_run, *TINY_RUN_FLAGS, "--config.optimizer.lr=0.01", "--config.batch_size=8",
+                      "--config.eval.every=0")
+  assert out.returncode != 0 and f"{finished_run} has a checkpoint at step 4" in out.stderr, out.stderr[-3000:]
+  changed = "Changed: config.batch_size: 4 -> 8; config.optimizer.lr: 0.001 -> 0.01. Set them back"
+  assert changed in out.stderr and "--config.resume_with_changes=True" in out.stderr
+  assert "eval.every" not in out.stderr.split("Changed:")[1].split("Set them back")[0]  # free to change
+  assert seconds < 20 and snapshot(finished_run) == before
+
+
+def test_a_finished_run_is_evaluated_again_keeping_its_records(finished_run):
+  earlier = json.loads((finished_run / "results.json").read_text())
+  logs = {name: (finished_run / name).read_text() for name in ("metrics.jsonl", "batches.jsonl")}
+  out, _ = main(finished_run, *TINY_RUN_FLAGS)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"{finished_run} is finished: its checkpoint is at step 4 (config.num_steps=4)" in out.stdout
+  results = json.loads((finished_run / "results.json").read_text())
+  assert results["train"] == earlier["train"] and set(results["train"]) >= {"loss", "token_accuracy"}
+  assert earlier.pop("earlier_results") == []  # a fresh run's
+  assert results["earlier_results"] == [earlier] and results["step"] == 4
+  assert results["params_checksum"] == earlier["params_checksum"]  # the checkpoint is the trained state
+  assert set(results["eval"]) == set(earlier["eval"])
+  assert {name: (finished_run / name).read_text() for name in logs} == logs  # nothing trained
+  starts = json.loads((finished_run / "run.json").read_text())["starts"]
+  assert [(s["resumed_from"], s["evaluated_only"]) for s in starts] == [(None, False), (4, True)]
+  assert starts[1]["argv"] == [f"--workdir={finished_run}", *TINY_RUN_FLAGS] and starts[1]["changes"] == {}
+  assert starts[1]["config"] == starts[0]["config"] and starts[1]["time"] >= starts[0]["time"]
+
+
+def old_run_file(meta: dict) -> dict:
+  """run.json as lrr_jax.main wrote it before it kept its starts and before every DecoderConfig field sat
+  under `config.model.decoder` (dropout_rate and gate_init beside it, the positions as max_positions)."""
+  config = as_json(meta["config"])
+  config["model"] = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True),
+                         decoder=dict(cross_attention_heads=4, cross_attention_query_scale=5.0), init_from="")
+  del config["search"], config["resume_with_changes"]
+  return {"config": config, "tokenizer": meta["tokenizer"], "data_dir": meta["data_dir"], "max_positions": 256}
+
+
+def test_an_old_run_file_loads_and_resumes_without_spurious_changes(finished_run, tmp_path):
+  workdir = tmp_path / "old"
+  shutil.copytree(finished_run, workdir, ignore=shutil.ignore_patterns("data"))
+  meta = json.loads((workdir / "run.json").read_text())
+  (workdir / "run.json").write_text(json.dumps(old_run_file(meta)))
+  run = experiment.load_run(workdir)
+  results = json.loads((workdir / "results.json").read_text())
+  assert run.step == 4 and loop.params_checksum(run.params) == results["params_checksum"]
+  assert run.model.config == experiment.model_config(parse(*TINY_RUN_FLAGS), run.tokenizer.vocab_size)
+  previous = experiment.run_config(experiment.read_run_file(workdir / "run.json")).to_dict()
+  config = parse(*TINY_RUN_FLAGS)
+  changes = config_checks.check_resume(config, previous, 4, workdir)  # no refusal
+  assert set(changes) <= {"resume_with_changes"} | {k for k in config_checks.flatten(config.to_dict())
+                                                    if k.startswith("search.")}
+  config.optimizer.lr = 0.01
+  with pytest.raises(config_checks.ConfigError, match=r"config\.optimizer\.lr: 0\.001 -> 0\.01"):
+    config_checks.check_resume(config, previous, 4, workdir)
+
+
+def test_each_start_is_appended_to_run_json(tmp_path, finished_run):
+  tokenizer = tokenizer_lib.load(json.loads((finished_run / "run.json").read_text())["tokenizer"])
+  (tmp_path / "run.json").write_text(json.dumps(old_run_file(json.loads((finished_run / "run.json").read_text()))))
+  config = parse(*TINY_RUN_FLAGS, "--config.num_steps=6", "--config.resume_with_changes=True")
+  experiment.write_run_file(tmp_path, config, tokenizer, dict(time="t1", resumed_from=4, changes={"a": [1, 2]}))
+  meta = json.loads((tmp_path / "run.json").read_text())
+  assert meta["config"] == as_json(config.to_dict()) and meta["tokenizer"] == tokenizer.source
+  assert meta["data_dir"] == experiment.data_dir(config, tmp_path)
+  old = old_run_file(json.loads((finished_run / "run.json").read_text()))
+  assert meta["starts"] == [
+      dict(time=None, argv=None, resumed_from=None, changes=None, config=old["config"]),  # the old file's start
+      dict(time="t1", resumed_from=4, changes={"a": [1, 2]}, config=as_json(config.to_dict()))]
+  assert experiment.run_config(meta).num_steps == 6  # the latest start's
