@@ -23,6 +23,7 @@ from ml_collections import config_flags
 from lrr_jax import config_checks
 from lrr_jax import experiment
 from lrr_jax.data import files
+from lrr_jax.evaluation import sharding
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
 from lrr_jax.train import loop
@@ -86,7 +87,7 @@ def evaluate_finished(config: ml_collections.ConfigDict, workdir, model, evaluat
   scores, responses = evaluator(params)
   train = earlier["train"] if earlier and earlier.get("train") else last_train_metrics(workdir, step)
   return {"train": train, "eval": scores, "params_checksum": loop.params_checksum(params),
-          "example_response": responses[0]}
+          "example_response": responses[0], "evaluated_records": sharding.my_records(len(responses))}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, model, train_data, evaluator) -> dict:
@@ -98,7 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, model, train_
                                     preemption)
   scores, responses = evaluator(state.params, should_stop=preemption.agreed)
   return {"train": train_metrics, "eval": scores, "params_checksum": loop.params_checksum(state.params),
-          "example_response": responses[0]}
+          "example_response": responses[0], "evaluated_records": sharding.my_records(len(responses))}
 
 
 def main(argv):

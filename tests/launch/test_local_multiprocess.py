@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from launch import local_multiprocess
 
@@ -45,18 +46,21 @@ def finish(process: subprocess.Popen) -> str:
   return stdout + stderr
 
 
-def test_two_processes_train_as_one_process_with_two_devices(tmp_path):
+@pytest.mark.parametrize("mesh", [["--config.mesh.data=-1"], ["--config.mesh.data=1", "--config.mesh.fsdp=-1"]],
+                         ids=["data_parallel", "fsdp"])
+def test_two_processes_train_as_one_process_with_two_devices(tmp_path, mesh):
+  """With fsdp=2 every parameter is split across the two processes: the checksum and the evaluation gather them."""
   data = tmp_path / "data"
   single, multi = tmp_path / "single", tmp_path / "multi"
   one = start([sys.executable, "-m", "lrr_jax.main", f"--workdir={single}", f"--config.data.data_dir={data}",
-               *FLAGS, "--config.distributed.local_device_count=2"])
+               *FLAGS, *mesh, "--config.distributed.local_device_count=2"])
   start_time = time.time()
   while not list(data.rglob("tokenizer.json")):  # written after the dataset: both runs may read it now
     assert one.poll() is None, one.communicate()[1][-4000:]
     assert time.time() - start_time < 300
     time.sleep(0.2)
   two = start([sys.executable, "launch/local_multiprocess.py", "--num_processes=2", f"--workdir={multi}",
-               f"--config.data.data_dir={data}", *FLAGS])
+               f"--config.data.data_dir={data}", *FLAGS, *mesh])
   out = finish(two)
   finish(one)
   assert "[p0] " in out and "[p1] " in out
@@ -80,6 +84,8 @@ def test_two_processes_train_as_one_process_with_two_devices(tmp_path):
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
   results = [json.loads((multi / name).read_text()) for name in ("results.json", "results.process1.json")]
   assert results[0]["params_checksum"] == results[1]["params_checksum"]  # both processes hold the same params
+  assert results[0]["eval"] == results[1]["eval"]  # gathered: both report the whole test split's scores
+  assert (results[0]["evaluated_records"], results[1]["evaluated_records"]) == ([0], [1])  # disjoint halves
   np.testing.assert_allclose(results[0]["train"]["loss"],
                              json.loads((single / "results.json").read_text())["train"]["loss"], rtol=1e-5)
 
