@@ -161,8 +161,9 @@ def _splash_kernel(q_len: int, kv_len: int, heads: int, order: str, window: int,
   bq, bkv = _block(q_len), _block(kv_len)
   sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
                             block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
-  return splash.make_splash_mha(splash.MultiHeadMask([mask] * heads), block_sizes=sizes, head_shards=1,
-                                q_seq_shards=1, interpret=interpret)
+  with jax.ensure_compile_time_eval():  # concrete mask arrays, so the cached kernel outlives this trace
+    return splash.make_splash_mha(splash.MultiHeadMask([mask] * heads), block_sizes=sizes, head_shards=1,
+                                  q_seq_shards=1, interpret=interpret)
 
 
 def _with_last_key(kernel: splash_attention_kernel.SplashAttentionKernel,
