@@ -21,6 +21,7 @@ computes reference. A query that may read nothing gets a finite average of the v
 NaN); callers that need it to read nothing zero it (`cross_attention.GatedCrossAttention`).
 """
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -174,22 +175,25 @@ def _with_last_key(kernel: splash_attention_kernel.SplashAttentionKernel,
   index inside each block; replacing that input with per-query values makes the bound dynamic.
   """
   replace = lambda info: None if info is None else info._replace(q_sequence=q_sequence)
-  return splash_attention_kernel.SplashAttentionKernel(replace(kernel.fwd_mask_info), replace(kernel.dq_mask_info),
-                      replace(kernel.dkv_mask_info), **kernel.kwargs)
+  return splash_attention_kernel.SplashAttentionKernel(
+      replace(kernel.fwd_mask_info), replace(kernel.dq_mask_info), replace(kernel.dkv_mask_info), **kernel.kwargs)
 
 
 def _per_shard(fn, query: Array, key: Array, value: Array, visibility: Visibility | None) -> Array:
-  """`fn` under `shard_map` over the batch (and head) axes when a mesh is set: a Pallas kernel is opaque to
-  XLA's partitioner, which would otherwise gather its inputs onto every device."""
+  """`fn` under `shard_map` over the batch and head axes (by the logical rules) when a mesh is set: a Pallas
+  kernel is opaque to XLA's partitioner, which would otherwise gather its inputs onto every device. An axis
+  that does not divide evenly (a batch of one when decoding) is not split."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return fn(query, key, value, visibility)
+  size = lambda axes: math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
   batch, _, heads, _ = nn.logical_to_mesh_axes(("activation_batch", None, "heads", None))
+  batch = batch if batch and query.shape[0] % size(batch) == 0 else None
+  heads = heads if heads and query.shape[2] % size(heads) == 0 else None
   spec = jax.sharding.PartitionSpec(batch, None, heads, None)
-  per_row = jax.sharding.PartitionSpec(batch, None)
-  row_specs = jax.tree.map(lambda x: per_row if x.shape[0] > 1 else jax.sharding.PartitionSpec(), visibility)
-  return jax.shard_map(fn, in_specs=(spec, spec, spec, row_specs), out_specs=spec, check_vma=False)(
-      query, key, value, visibility)
+  rows = lambda x: jax.sharding.PartitionSpec(batch if x.shape[0] == query.shape[0] else None, None)
+  return jax.shard_map(fn, in_specs=(spec, spec, spec, jax.tree.map(rows, visibility)), out_specs=spec,
+                       check_vma=False)(query, key, value, visibility)
 
 
 def _platform() -> str:

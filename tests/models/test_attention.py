@@ -1,6 +1,10 @@
 """Attention implementations: each equals the reference einsum path (values and gradients), masks included;
 splash runs in Pallas interpret mode on CPU; the whole LRR model gives the same logits whichever it uses."""
 import dataclasses
+import json
+import pathlib
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -164,6 +168,16 @@ def test_splash_under_a_mesh_runs_per_shard():
   sees = reads_any(visibility, 2, sq)
   np.testing.assert_allclose(got[sees], attention.attend(query, key, value, visibility, "reference")[sees],
                              atol=1e-5)
+
+
+def test_splash_split_over_batch_and_heads_equals_the_reference():
+  """On 4 CPU devices (a subprocess): splash under shard_map, inputs split 2 x 2, values and gradients."""
+  out = subprocess.run([sys.executable, "-m", "tests.models.splash_sharding_check"], capture_output=True,
+                       text=True, timeout=900, cwd=pathlib.Path(__file__).parents[2], check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  differences = json.loads(out.stdout.strip().splitlines()[-1])
+  assert set(differences) == {"causal packed", "frames"}
+  assert max(differences.values()) < 1e-5, differences
 
 
 def test_auto_picks_by_platform_dtype_and_shape(monkeypatch):
