@@ -20,7 +20,6 @@ No kernel drops attention probabilities: with attention dropout active (training
 computes reference. A query that may read nothing gets a finite average of the values on every path (never
 NaN); callers that need it to read nothing zero it (`cross_attention.GatedCrossAttention`).
 """
-import functools
 import math
 
 import flax.linen as nn
@@ -146,7 +145,6 @@ def splash_attention(query: Array, key: Array, value: Array, visibility: Visibil
   return out.transpose(0, 2, 1, 3)[:, :num_queries]
 
 
-@functools.lru_cache(maxsize=64)
 def _splash_kernel(q_len: int, kv_len: int, heads: int, order: str, window: int,
                    interpret: bool) -> splash_attention_kernel.SplashAttentionKernel:
   """A splash kernel for one padded shape. order '': segments only; 'causal': key <= query (static; with
@@ -162,9 +160,9 @@ def _splash_kernel(q_len: int, kv_len: int, heads: int, order: str, window: int,
   bq, bkv = _block(q_len), _block(kv_len)
   sizes = splash.BlockSizes(block_q=bq, block_kv=bkv, block_kv_compute=bkv, block_q_dkv=bq, block_kv_dkv=bkv,
                             block_kv_dkv_compute=bkv, block_q_dq=bq, block_kv_dq=bkv)
-  with jax.ensure_compile_time_eval():  # concrete mask arrays, so the cached kernel outlives this trace
-    return splash.make_splash_mha(splash.MultiHeadMask([mask] * heads), block_sizes=sizes, head_shards=1,
-                                  q_seq_shards=1, interpret=interpret)
+  # Built per trace (block metadata is numpy work, staged as constants of the trace).
+  return splash.make_splash_mha(splash.MultiHeadMask([mask] * heads), block_sizes=sizes, head_shards=1,
+                                q_seq_shards=1, interpret=interpret)
 
 
 def _with_last_key(kernel: splash_attention_kernel.SplashAttentionKernel,
