@@ -25,10 +25,10 @@ DECODER = dict(vocab_size=640, hidden_size=48, num_layers=3, num_heads=6, ffn_di
                layer_norm_affine=False, activation="gelu", dropout_rate=0.25, attention_dropout_rate=0.125,
                init_std=0.5, cross_attention_layers=(0, 2), cross_attention_heads=3, cross_attention_ffn_dim=40,
                gate_init=0.5, cross_attention_query_scale=2.0, dtype="bfloat16", param_dtype="bfloat16",
-               remat=True)
+               remat=True, attention="xla")
 VIDEO = dict(two_stream=False, motion_downsample=4, width=40, num_layers=3, num_heads=5, mlp_dim=80,
              temporal_window=2, max_frames=12, grid_size=49, position_init_std=0.5, coordinate_channels=False,
-             dropout_rate=0.25, dtype="bfloat16", param_dtype="bfloat16")
+             dropout_rate=0.25, dtype="bfloat16", param_dtype="bfloat16", attention="reference")
 BACKBONE = dict(stage_sizes=(1, 2, 1), bottleneck=False, width=16, norm="group", num_groups=8, stem_pool=False,
                 projection_dim=24, dtype="bfloat16", param_dtype="bfloat16")
 

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lrr_jax.models import attention as attention_lib
 from lrr_jax.models import cross_attention
 from lrr_jax.models import layers
 
@@ -51,6 +52,7 @@ class DecoderConfig:
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
   remat: bool = False  # rematerialise each decoder layer in the backward pass
+  attention: str = "auto"  # self- and cross-attention implementation (`attention.IMPLEMENTATIONS`)
 
   @property
   def embed_dim(self) -> int:
@@ -63,6 +65,9 @@ class DecoderConfig:
   def __post_init__(self):
     if self.hidden_size % self.num_heads:
       raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}.")
+    if self.attention not in attention_lib.IMPLEMENTATIONS:
+      raise ValueError(f"DecoderConfig.attention={self.attention!r}; expected one of "
+                       f"{attention_lib.IMPLEMENTATIONS}.")
     bad = [i for i in self.cross_attention_layers if not 0 <= i < self.num_layers]
     if bad:
       raise ValueError(f"cross_attention_layers {bad} are outside [0, {self.num_layers}).")
@@ -105,12 +110,14 @@ def init_cache(config: DecoderConfig, batch_size: int, max_length: int, num_visu
           "visual_segment_ids": jnp.zeros((batch_size, num_visual_tokens), jnp.int32)}
 
 
-def causal_segment_mask(query_slots: Array, key_slots: Array, query_segments: Array,
-                        key_segments: Array) -> Array:
-  """bool[B, 1, S, K]: causal in slot order, within the same packed example."""
-  causal = key_slots[None, None, :] <= query_slots[None, :, None]
-  same = query_segments[:, :, None] == key_segments[:, None, :]
-  return (causal & same)[:, None]
+def self_visibility(segment_ids: Array, cache_segments: Array | None = None,
+                    cache_index: Array | None = None) -> attention_lib.Visibility:
+  """Causal in slot order, within the same packed example. segment_ids: int[B, S] of the queries; with a
+  cache, the keys are its slots (cache_segments int[B, K]) and the queries sit at slots cache_index + s."""
+  if cache_segments is None:
+    return attention_lib.Visibility(segment_ids, segment_ids, causal=True)
+  slots = (cache_index + jnp.arange(segment_ids.shape[1], dtype=jnp.int32))[None]
+  return attention_lib.Visibility(segment_ids, cache_segments, last_key=slots)
 
 
 class DecoderLayer(nn.Module):
@@ -118,15 +125,16 @@ class DecoderLayer(nn.Module):
   config: DecoderConfig
 
   @nn.compact
-  def __call__(self, hidden: Array, mask: Array, kv_cache: Cache | None, cache_index: Array | None,
-               deterministic: bool) -> tuple[Array, Cache | None]:
+  def __call__(self, hidden: Array, visibility: attention_lib.Visibility, kv_cache: Cache | None,
+               cache_index: Array | None, deterministic: bool) -> tuple[Array, Cache | None]:
     cfg = self.config
     kwargs = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
     kernel_init = nn.initializers.normal(cfg.init_std)
     norm = lambda name: layers.layer_norm(name=name, affine=cfg.layer_norm_affine, **kwargs)
-    attention = layers.MultiHeadAttention(
+    attention = attention_lib.MultiHeadAttention(
         cfg.num_heads, cfg.head_dim, cfg.hidden_size, use_bias=cfg.enable_bias,
-        dropout_rate=cfg.attention_dropout_rate, kernel_init=kernel_init, name="self_attn", **kwargs)
+        dropout_rate=cfg.attention_dropout_rate, implementation=cfg.attention, kernel_init=kernel_init,
+        name="self_attn", **kwargs)
     dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
 
     residual = hidden
@@ -139,7 +147,7 @@ class DecoderLayer(nn.Module):
       values = jax.lax.dynamic_update_slice_in_dim(
           kv_cache["values"], values.astype(kv_cache["values"].dtype), cache_index, axis=1)
       kv_cache = {"keys": keys, "values": values}
-    hidden = attention.attend(attention.queries(hidden), keys, values, mask, deterministic)
+    hidden = attention.attend(attention.queries(hidden), keys, values, visibility, deterministic)
     hidden = residual + dropout(hidden)
     if not cfg.layer_norm_before:
       hidden = norm("self_attn_layer_norm")(hidden)
@@ -183,7 +191,7 @@ class Decoder(nn.Module):
         i: cross_attention.GatedCrossAttention(
             cfg.hidden_size, cfg.cross_attention_heads or cfg.num_heads,
             cfg.cross_attention_ffn_dim or cfg.ffn_dim, cfg.activation, cfg.dropout_rate, cfg.gate_init,
-            cfg.cross_attention_query_scale, name=f"cross_attention_{i}", **kwargs)
+            cfg.cross_attention_query_scale, cfg.attention, name=f"cross_attention_{i}", **kwargs)
         for i in cfg.cross_attention_layers}
 
   def __call__(self, tokens: Array, positions: Array, segment_ids: Array, *,
@@ -205,15 +213,12 @@ class Decoder(nn.Module):
     hidden = hidden + self.embed_positions(positions + POSITION_OFFSET)
     hidden = self.embed_dropout(hidden, deterministic=deterministic)
 
-    query_slots = jnp.arange(tokens.shape[1])
     if cache is None:
-      mask = causal_segment_mask(query_slots, query_slots, segment_ids, segment_ids)
+      visibility = self_visibility(segment_ids)
       new_cache = None
     else:
-      query_slots = query_slots + cache_index
       cache_segments = jax.lax.dynamic_update_slice_in_dim(cache["segment_ids"], segment_ids, cache_index, 1)
-      mask = causal_segment_mask(query_slots, jnp.arange(cache_segments.shape[1]), segment_ids,
-                                 cache_segments)
+      visibility = self_visibility(segment_ids, cache_segments, cache_index)
       new_cache = dict(cache, segment_ids=cache_segments, self_attention={})
 
     visual_kv, new_cache = self._visual_keys_values(visual, new_cache)
@@ -221,16 +226,16 @@ class Decoder(nn.Module):
       frame_index = jnp.full_like(tokens, -1) if frame_index is None else frame_index
       source = visual if visual is not None else cross_attention.VisualMemory(
           None, new_cache["visual_frame_index"], new_cache["visual_segment_ids"])
-      cross_mask = cross_attention.frame_visibility_mask(frame_index, segment_ids, source.frame_index,
-                                                         source.segment_ids)
+      cross_visibility = cross_attention.frame_visibility(frame_index, segment_ids, source.frame_index,
+                                                          source.segment_ids)
 
     for i, layer in enumerate(self.layers):
       layer_cache = None if cache is None else cache["self_attention"][f"layers_{i}"]
-      hidden, layer_cache = layer(hidden, mask, layer_cache, cache_index, deterministic)
+      hidden, layer_cache = layer(hidden, visibility, layer_cache, cache_index, deterministic)
       if new_cache is not None:
         new_cache["self_attention"][f"layers_{i}"] = layer_cache
       if i in self.cross_attention and visual_kv is not None:
-        hidden = self.cross_attention[i](hidden, *visual_kv[i], cross_mask, deterministic)
+        hidden = self.cross_attention[i](hidden, *visual_kv[i], cross_visibility, deterministic)
 
     if cfg.layer_norm_before and not cfg.remove_final_layer_norm:
       hidden = self.final_layer_norm(hidden)

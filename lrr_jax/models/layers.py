@@ -1,4 +1,5 @@
-"""Building blocks shared by the model parts: partitioned dense/norm layers and masked multi-head attention.
+"""Building blocks shared by the model parts: partitioned dense/norm layers and the reference masked attention
+(`attention.py` builds the multi-head module and the kernel paths on it).
 
 Logical axis names used for parameters (mapped onto mesh axes by the rules in the training config):
 `vocab`, `embed`, `word_embed`, `positions`, `heads` (heads x head_dim, fused), `mlp`, `norm`, `conv_height`,
@@ -65,59 +66,6 @@ def masked_attention(query: Array, key: Array, value: Array, mask: Array | None,
   if shared:
     return jnp.einsum("bhqk,khd->bqhd", weights.astype(value.dtype), value[0])
   return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
-
-
-class MultiHeadAttention(nn.Module):
-  """Multi-head attention with separate q/k/v/out projections (named as OPT names them).
-
-  Projections are exposed as methods so that callers can cache keys and values (decoder KV cache,
-  cross-attention over a video encoded once).
-  """
-  num_heads: int
-  head_dim: int
-  out_features: int
-  use_bias: bool = True
-  dropout_rate: float = 0.0
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
-  query_init_scale: float = 1.0  # >1: sharper attention at initialisation (query kernel std times this)
-
-  def setup(self):
-    # Projections are 2-D kernels over the fused heads x head_dim axis ('heads'), as OPT stores them; a
-    # multi-dimensional DenseGeneral kernel is initialised flat, which per-parameter sharding rejects.
-    kwargs = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=self.use_bias,
-                  kernel_init=self.kernel_init)
-    width = self.num_heads * self.head_dim
-    query_init = self.kernel_init if self.query_init_scale == 1.0 else nn.initializers.variance_scaling(
-        self.query_init_scale ** 2, "fan_in", "truncated_normal")
-    self.q_proj = dense(width, ("embed", "heads"), name="q_proj", **{**kwargs, "kernel_init": query_init})
-    self.k_proj = dense(width, ("embed", "heads"), name="k_proj", **kwargs)
-    self.v_proj = dense(width, ("embed", "heads"), name="v_proj", **kwargs)
-    self.out_proj = dense(self.out_features, ("heads", "embed"), name="out_proj", **kwargs)
-
-  def _split_heads(self, x: Array) -> Array:
-    return x.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
-
-  def queries(self, inputs: Array) -> Array:
-    """[B, S, E] -> scaled queries [B, S, H, D]. OPT scales after the bias is added, as here."""
-    return self._split_heads(self.q_proj(inputs)) * (self.head_dim ** -0.5)
-
-  def keys_values(self, inputs: Array) -> tuple[Array, Array]:
-    """[B, S, E] -> keys, values [B, S, H, D]."""
-    return self._split_heads(self.k_proj(inputs)), self._split_heads(self.v_proj(inputs))
-
-  def attend(self, query: Array, key: Array, value: Array, mask: Array | None,
-             deterministic: bool = True) -> Array:
-    """Scaled queries over keys/values -> [B, Sq, out_features]."""
-    rng = None if deterministic or self.dropout_rate == 0.0 else self.make_rng("dropout")
-    attended = masked_attention(query, key, value, mask, dropout_rng=rng, dropout_rate=self.dropout_rate)
-    return self.out_proj(attended.reshape(*attended.shape[:-2], -1))
-
-  def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Array | None,
-               deterministic: bool = True) -> Array:
-    key, value = self.keys_values(inputs_kv)
-    return self.attend(self.queries(inputs_q), key, value, mask, deterministic)
 
 
 class FeedForward(nn.Module):

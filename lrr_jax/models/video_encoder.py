@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lrr_jax.models import attention as attention_lib
 from lrr_jax.models import layers
 from lrr_jax.models import resnet
 
@@ -41,8 +42,12 @@ class VideoEncoderConfig:
   dropout_rate: float = 0.0
   dtype: str = "float32"
   param_dtype: str = "float32"
+  attention: str = "auto"  # space-time attention implementation (`attention.IMPLEMENTATIONS`)
 
   def __post_init__(self):
+    if self.attention not in attention_lib.IMPLEMENTATIONS:
+      raise ValueError(f"VideoEncoderConfig.attention={self.attention!r}; expected one of "
+                       f"{attention_lib.IMPLEMENTATIONS}.")
     if self.width % self.num_heads:
       raise ValueError(f"VideoEncoderConfig.width={self.width} is not divisible by num_heads={self.num_heads}.")
 
@@ -62,14 +67,9 @@ def frame_positions(frame_segment_ids: Array) -> Array:
   return t - segment_start
 
 
-def temporal_mask(frame_segment_ids: Array, window: int) -> Array:
-  """bool[B, 1, T, T]: frame q reads frame k <= q of its own example (and q - k < window if window)."""
-  t = jnp.arange(frame_segment_ids.shape[1])
-  allowed = t[None, :] <= t[:, None]
-  if window:
-    allowed &= t[:, None] - t[None, :] < window
-  same = frame_segment_ids[:, :, None] == frame_segment_ids[:, None, :]
-  return (allowed[None] & same)[:, None]
+def temporal_visibility(frame_segment_ids: Array, window: int) -> attention_lib.Visibility:
+  """Frame q reads frame k <= q of its own example (and q - k < window if window). int[B, T] -> [B, T, T]."""
+  return attention_lib.Visibility(frame_segment_ids, frame_segment_ids, causal=True, window=window)
 
 
 def with_coordinates(frames: Array) -> Array:
@@ -98,16 +98,17 @@ class SpaceTimeBlock(nn.Module):
   config: VideoEncoderConfig
 
   @nn.compact
-  def __call__(self, x: Array, time_mask: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, time_visibility: attention_lib.Visibility, deterministic: bool) -> Array:
     cfg = self.config
     b, t, n, d = x.shape
     kwargs = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
-    attention = lambda name: layers.MultiHeadAttention(cfg.num_heads, d // cfg.num_heads, d,
-                                                       dropout_rate=cfg.dropout_rate, name=name, **kwargs)
+    attention = lambda name: attention_lib.MultiHeadAttention(
+        cfg.num_heads, d // cfg.num_heads, d, dropout_rate=cfg.dropout_rate, implementation=cfg.attention,
+        name=name, **kwargs)
     h = layers.layer_norm(name="temporal_norm", **kwargs)(x)
     h = h.transpose(0, 2, 1, 3).reshape(b * n, t, d)
-    mask = jnp.repeat(time_mask, n, axis=0)
-    h = attention("temporal_attention")(h, h, mask, deterministic)
+    per_cell = jax.tree.map(lambda ids: jnp.repeat(ids, n, axis=0), time_visibility)  # rows b * n + cell
+    h = attention("temporal_attention")(h, h, per_cell, deterministic)
     x = x + h.reshape(b, n, t, d).transpose(0, 2, 1, 3)
 
     h = layers.layer_norm(name="spatial_norm", **kwargs)(x).reshape(b * t, n, d)
@@ -159,7 +160,7 @@ class VideoEncoder(nn.Module):
     x = x + spatial[None, None, :gh * gw] + temporal[frame_positions(frame_segment_ids)][:, :, None]
     x = x.astype(kwargs["dtype"])
 
-    time_mask = temporal_mask(frame_segment_ids, cfg.temporal_window)
+    time_visibility = temporal_visibility(frame_segment_ids, cfg.temporal_window)
     for i in range(cfg.num_layers):
-      x = SpaceTimeBlock(cfg, name=f"block_{i}")(x, time_mask, deterministic)
+      x = SpaceTimeBlock(cfg, name=f"block_{i}")(x, time_visibility, deterministic)
     return layers.layer_norm(name="output_norm", **kwargs)(x)
