@@ -31,6 +31,7 @@ from lrr_jax.inference import search
 from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
+from lrr_jax.train import metrics as metrics_lib
 
 RUN_FILE = "run.json"
 ConfigDict = ml_collections.ConfigDict
@@ -260,6 +261,26 @@ def latest_checkpoint(workdir: str | pathlib.Path) -> int | None:
   step = checkpointer.latest_step()
   checkpointer.close()
   return step
+
+
+def results_file(workdir: str | pathlib.Path):
+  """`<workdir>/results.json` (this process's)."""
+  return workdir / distributed.process_file_name("results.json")
+
+
+def earlier_results(workdir) -> list[dict]:
+  """Every results.json the workdir had, oldest first: the current one and those it kept."""
+  path = results_file(files.as_path(workdir))
+  if not path.is_file():
+    return []
+  earlier = files.read_json(path, expect=dict)
+  return earlier.pop("earlier_results", []) + [earlier]
+
+
+def last_train_metrics(workdir, step: int) -> dict[str, float]:
+  """The train metrics a finished run logged at `step` (metrics.jsonl), for a run stopped before results.json."""
+  rows = [row for row in metrics_lib.read_jsonl(workdir) if row["step"] == step and "loss" in row]
+  return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
 
 
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:

@@ -27,7 +27,6 @@ from lrr_jax.evaluation import sharding
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
 from lrr_jax.train import loop
-from lrr_jax.train import metrics as metrics_lib
 
 config_flags.DEFINE_config_file("config", "configs/cater.py", "Experiment config file.")
 flags.DEFINE_string("workdir", "workdirs/cater_demo", "Where the tokenizer and results are written.")
@@ -58,25 +57,6 @@ def print_results(config: ml_collections.ConfigDict, results: dict) -> None:
   print(f"\nFirst eval response: {results['example_response']}")
 
 
-def results_file(workdir):
-  return workdir / distributed.process_file_name("results.json")
-
-
-def earlier_results(workdir) -> list[dict]:
-  """Every results.json the workdir had, oldest first: the current one and those it kept."""
-  path = results_file(workdir)
-  if not path.is_file():
-    return []
-  earlier = files.read_json(path, expect=dict)
-  return earlier.pop("earlier_results", []) + [earlier]
-
-
-def last_train_metrics(workdir, step: int) -> dict[str, float]:
-  """The train metrics a finished run logged at `step` (metrics.jsonl), for a run stopped before results.json."""
-  rows = [row for row in metrics_lib.read_jsonl(workdir) if row["step"] == step and "loss" in row]
-  return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
-
-
 def evaluate_finished(config: ml_collections.ConfigDict, workdir, model, evaluator,
                       step: int, earlier: dict | None) -> dict:
   """Results of a run whose checkpoint is at (or past) config.num_steps: its checkpoint evaluated again, the
@@ -85,7 +65,7 @@ def evaluate_finished(config: ml_collections.ConfigDict, workdir, model, evaluat
         "evaluating it again, training nothing.", flush=True)
   params, _ = checkpoint.restore_params(workdir / "ckpt", experiment.param_shapes(model), step)
   scores, responses = evaluator(params)
-  train = earlier["train"] if earlier and earlier.get("train") else last_train_metrics(workdir, step)
+  train = earlier["train"] if earlier and earlier.get("train") else experiment.last_train_metrics(workdir, step)
   return {"train": train, "eval": scores, "params_checksum": loop.params_checksum(params),
           "example_response": responses[0], "evaluated_records": sharding.my_records(len(responses))}
 
@@ -113,7 +93,7 @@ def main(argv):
   previous_config = None if previous is None else experiment.run_config(previous).to_dict()
   changes = config_checks.check_resume(config, previous_config, step, workdir)  # before any work
   finished = step is not None and step >= config.num_steps
-  kept = earlier_results(workdir)
+  kept = experiment.earlier_results(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
   train_data, test_source, tokenizer = experiment.build_data(config, workdir)
@@ -128,7 +108,7 @@ def main(argv):
     results = train_and_evaluate(config, workdir, model, train_data, evaluator)
   results.update(step=step if finished else config.num_steps, minutes=(time.time() - start) / 60,
                  config=config.to_dict(), earlier_results=kept)  # nothing lost
-  results_file(workdir).write_text(json.dumps(results, indent=2))
+  experiment.results_file(workdir).write_text(json.dumps(results, indent=2))
   print_results(config, results)
 
 
