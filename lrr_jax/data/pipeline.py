@@ -53,13 +53,15 @@ def fit_frames(frames: np.ndarray, num_frames: int, resolution: int, source: str
 class EncodeRecord(grain.transforms.Map):
   """(record index, record) -> the arrays of one example (see `encoding.encode_example`) plus its video."""
 
-  def __init__(self, config: PipelineConfig, source_name: str):
+  def __init__(self, config: PipelineConfig, source_name: str, shards: Sequence[tuple[int, str]] = ()):
+    """shards: (first record, file) of each file of the source, so that errors name the record's file."""
     self.config = config
     self.source_name = source_name
+    self.shards = list(shards)
 
   def map(self, element: tuple[int, int, dict[str, Any]]) -> dict[str, np.ndarray]:
     index, draw, record = element  # the record's index in its source; the draw's index over all epochs
-    cfg, source = self.config, f"{self.source_name} record {index}"
+    cfg, source = self.config, f"{self.source_name} record {index}{_in_file(self.shards, index)}"
     video, kept = fit_frames(np.asarray(record["frames"]), cfg.num_frames, cfg.resolution, source)
     example = records.read_example(record, cfg.variant, source)
     arrays = encoding.encode_example(example, _tokenizer(cfg.tokenizer_path), cfg.max_length, source)
@@ -75,11 +77,18 @@ class EncodeRecord(grain.transforms.Map):
     return arrays
 
 
+def _in_file(shards: Sequence[tuple[int, str]], index: int) -> str:
+  """' (in <file>)' for the shard holding record `index`, or '' when the files are unknown."""
+  files = [name for first, name in shards if first <= index]
+  return f" (in {files[-1]})" if files else ""
+
+
 class NamedSource:
-  """A data source whose failed reads raise an error naming the dataset, its files and the record."""
+  """A data source whose failed reads raise an error naming the dataset, the record and its file."""
 
   def __init__(self, source: Any, name: str, files: Sequence[str] = ()):
     self.source, self.name = source, name
+    self.shards = _shards(source)
     info = getattr(source, "dataset_info", None)
     self.files = list(files) or ([f"{info.data_dir} ({getattr(source, 'split', '?')} split)"] if info else [])
 
@@ -90,7 +99,20 @@ class NamedSource:
     try:
       return self.source[index]
     except Exception as e:  # array_record and TFDS raise many kinds, none naming the file
-      raise ValueError(f"{self.name}: record {index} could not be read from {self.files}: {e}") from e
+      where = _in_file(self.shards, index) or f" (in {self.files})"
+      raise ValueError(f"{self.name}: record {index} could not be read{where}: {e}") from e
+
+
+def _shards(source: Any) -> list[tuple[int, str]]:
+  """(first record, file) of each ArrayRecord file behind a TFDS or Grain source (read from array_record's
+  read instructions; [] where a source does not expose them)."""
+  reader = getattr(source, "data_source", source)
+  instructions = getattr(reader, "_read_instructions", None) or []
+  shards, first = [], 0
+  for instruction in instructions:
+    shards.append((first, str(instruction.filename)))
+    first += int(instruction.num_records)
+  return shards
 
 
 def open_array_record(paths: Sequence[str], name: str) -> NamedSource:
@@ -114,7 +136,7 @@ def _one_source(source: Any, name: str, config: PipelineConfig, process_index: i
   if config.shuffle:
     dataset = dataset.shuffle(seed=config.seed)  # each epoch in another order
   dataset = dataset.repeat(config.num_epochs)
-  return dataset[process_index::process_count].map(EncodeRecord(config, name))
+  return dataset[process_index::process_count].map(EncodeRecord(config, name, source.shards))
 
 
 def make_dataset(sources: Sequence[tuple[str, Any, float]], config: PipelineConfig, process_index: int = 0,

@@ -128,6 +128,21 @@ def test_truncated_array_record_file_fails_loudly_and_names_the_file(cater, tmp_
   assert original.stat().st_size > truncated.stat().st_size  # the written data is untouched
 
 
+def test_a_damaged_tfds_file_is_named_with_the_record(cater, tmp_path):
+  """Through a TFDS source (as runs read it), the error names the very file of the failing record."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  _, tokenizer_path, data_dir = cater
+  copy = tmp_path / "tfds"
+  shutil.copytree(data_dir, copy)
+  train = sorted(copy.rglob("*train.array_record-*"))[0]
+  train.write_bytes(train.read_bytes()[:int(train.stat().st_size * 0.95)])
+  source = prepare.builder_for("generated_cater", "tiny", str(copy), num_train=64, num_test=8).as_data_source("train")
+  batches = iter(pipeline.make_dataset([("clips", source, 1.0)], config(tokenizer_path, shuffle=False)))
+  with pytest.raises(ValueError, match=f"clips: record \\d+ could not be read \\(in {train}\\)"):
+    for _ in range(8):
+      next(batches)
+
+
 def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
   import pathlib, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
   script = pathlib.Path(__file__).with_name("pipeline_workers.py")

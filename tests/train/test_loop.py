@@ -35,3 +35,17 @@ def test_train_loop_evaluates_through_its_callable_and_resumes(tmp_path):
   resumed, _ = loop.train(config, model, train_data, tmp_path, evaluate)  # nothing left to do
   assert int(resumed.step) == 3 and len(calls) == 1
   assert loop.params_checksum(resumed.params) == loop.params_checksum(state.params)
+
+
+def test_sigterm_is_seen_by_preemption_and_stops_an_evaluation():
+  """main hands `Preemption.agreed` to the final evaluation as `should_stop`: a SIGTERM ends it at a batch."""
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  previous = signal.getsignal(signal.SIGTERM)
+  try:
+    preemption = loop.Preemption()
+    assert not preemption.agreed()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert preemption.agreed()  # one process: its own flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
