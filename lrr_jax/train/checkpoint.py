@@ -1,10 +1,11 @@
 """Verified orbax checkpoints of the train state and the Grain iterator (local or gs://): resume, fallback.
 
 This file alone knows the layout. A step directory `<directory>/<step>/` holds three items: `state` (params,
-optimizer state, step and RNG: a `TrainState`), `data_iter` (the iterator's JSON state, so a resumed run sees the
-batches an uninterrupted run would) and `digest` (JSON: a 32-bit fingerprint of every array of `state`, computed on
-device when saving, and a hash of `data_iter`). Restoring recomputes the fingerprints and compares: orbax checks
-only its index files, so flipped bytes in a data file would otherwise restore silently as wrong numbers.
+BatchNorm statistics, optimizer state, step and RNG: a `TrainState`), `data_iter` (the iterator's JSON state, so a
+resumed run sees the batches an uninterrupted run would) and `digest` (JSON: a 32-bit fingerprint of every array of
+`state`, computed on device when saving, and a hash of `data_iter`). Restoring recomputes the fingerprints and
+compares: orbax checks only its index files, so flipped bytes in a data file would otherwise restore silently as
+wrong numbers.
 
 Saves are asynchronous every `save_every` steps and at the end; orbax keeps the last `max_to_keep`, deleting older
 ones only after a new save has committed. `Checkpointer.restore` takes the newest step that reads and verifies;
