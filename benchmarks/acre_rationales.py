@@ -35,8 +35,8 @@ def main() -> None:
   args = parser.parse_args()
   run = experiment.load_run(args.workdir)
   source = experiment.test_source(run)
-  scores, responses = experiment.make_evaluator(run.config, run.model, source, run.tokenizer)(run.params,
-                                                                                       args.num_examples)
+  evaluator = experiment.make_evaluator(run.config, run.model, source, run.tokenizer)
+  scores, responses = evaluator(run.variables, args.num_examples)
   truths = [records.read_example(source[i], "full", f"test record {i}").response_text
             for i in range(len(responses))]
   panel_right, light_right, claims_true, truth_found = [], [], [], []

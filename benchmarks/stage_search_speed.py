@@ -48,7 +48,7 @@ def build(size: str, tokenizer: tokenizer_lib.Tokenizer):
   video = np.random.default_rng(0).integers(0, 256, (frames, resolution, resolution, 3), dtype=np.uint8)
   tokens = np.ones((1, 4), np.int32)
   variables = jax.jit(model.init)(jax.random.key(0), tokens, tokens, tokens, tokens, video[None])
-  return model, {"params": nn.unbox(variables)["params"]}, video
+  return model, nn.unbox(variables), video
 
 
 def release_style(generator, tokenizer, variables, video, prompt, num_candidates, step_tokens, rng):

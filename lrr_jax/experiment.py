@@ -32,6 +32,7 @@ from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
 from lrr_jax.train import metrics as metrics_lib
+from lrr_jax.train import trainer
 
 RUN_FILE = "run.json"
 ConfigDict = ml_collections.ConfigDict
@@ -150,10 +151,16 @@ def text_positions_error(config: ConfigDict, model: lrr.LRRConfig) -> str:
 
 def param_shapes(model: lrr.LRRModel) -> Any:
   """The shape of every parameter of `model` (a pytree of tuples), computed without allocating them."""
+  return variable_shapes(model)["params"]
+
+
+def variable_shapes(model: lrr.LRRModel) -> dict[str, Any]:
+  """{"params": shapes, "batch_stats": shapes ({} without BatchNorm)}: `model`'s variables as pytrees of shape
+  tuples, computed without allocating them."""
   tokens = np.zeros((1, 2), np.int32)
   video = np.zeros((1, 2, 32, 32, 3), np.uint8)
-  abstract = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens, tokens + 1, tokens, video)
-  return jax.tree.map(lambda x: tuple(x.shape), nn.unbox(abstract)["params"])
+  abstract = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), tokens, tokens, tokens + 1, tokens, video))
+  return {c: jax.tree.map(lambda x: tuple(x.shape), dict(abstract.get(c, {}))) for c in ("params", "batch_stats")}
 
 
 # Evaluation and inference.
@@ -202,10 +209,14 @@ class Run:
   workdir: pathlib.Path
   config: ConfigDict
   model: lrr.LRRModel
-  params: Any
+  variables: dict[str, Any]  # what `model.apply` takes: {"params": ..., "batch_stats": ... with BatchNorm}
   tokenizer: tokenizer_lib.Tokenizer
   step: int
   data_dir: str
+
+  @property
+  def params(self) -> Any:
+    return self.variables["params"]
 
 
 def run_file(workdir: str | pathlib.Path):
@@ -293,8 +304,9 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
   config = run_config(meta)
   tokenizer = tokenizer_lib.load(meta["tokenizer"])
   model = lrr.LRRModel(model_config(config, tokenizer.vocab_size))
-  params, step = checkpoint.restore_params(workdir / "ckpt", param_shapes(model), step)
-  return Run(workdir, config, model, params, tokenizer, step, meta["data_dir"])
+  variables, step = checkpoint.restore_variables(workdir / "ckpt", variable_shapes(model), step)
+  variables = trainer.model_variables(variables["params"], variables["batch_stats"])
+  return Run(workdir, config, model, variables, tokenizer, step, meta["data_dir"])
 
 
 def test_source(run: Run):

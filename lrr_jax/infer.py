@@ -57,7 +57,7 @@ def main(argv):
     note = "  -> below the cutoff: back to the previous stage" if step.backtracked else ""
     print(f"[{step.name}] kept {step.kept[0] + 1} of {len(step.candidates)}{scores}: {kept}{note}")
 
-  result = searcher({"params": run.params}, example["video"], example["prompt"], example["frames"],
+  result = searcher(run.variables, example["video"], example["prompt"], example["frames"],
                     example["question"], on_step=show)
   parsed = rationales.parse_response(result.text)
   for note in result.notes:  # budgets cut to fit the model's positions, judge texts shortened, early ends

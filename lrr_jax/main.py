@@ -27,6 +27,7 @@ from lrr_jax.evaluation import sharding
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
 from lrr_jax.train import loop
+from lrr_jax.train import trainer
 
 config_flags.DEFINE_config_file("config", "configs/cater.py", "Experiment config file.")
 flags.DEFINE_string("workdir", "workdirs/cater_demo", "Where the tokenizer and results are written.")
@@ -63,10 +64,10 @@ def evaluate_finished(config: ml_collections.ConfigDict, workdir, model, evaluat
   train metrics those of the `earlier` results (or of metrics.jsonl if the run stopped before writing any)."""
   print(f"{workdir} is finished: its checkpoint is at step {step} (config.num_steps={config.num_steps}); "
         "evaluating it again, training nothing.", flush=True)
-  params, _ = checkpoint.restore_params(workdir / "ckpt", experiment.param_shapes(model), step)
-  scores, responses = evaluator(params)
+  variables, _ = checkpoint.restore_variables(workdir / "ckpt", experiment.variable_shapes(model), step)
+  scores, responses = evaluator(trainer.model_variables(variables["params"], variables["batch_stats"]))
   train = earlier["train"] if earlier and earlier.get("train") else experiment.last_train_metrics(workdir, step)
-  return {"train": train, "eval": scores, "params_checksum": loop.params_checksum(params),
+  return {"train": train, "eval": scores, "params_checksum": loop.params_checksum(variables["params"]),
           "example_response": responses[0], "evaluated_records": sharding.my_records(len(responses))}
 
 
@@ -75,9 +76,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, model, train_
   with the scores so far (`partial`)."""
   preemption = loop.Preemption()
   state, train_metrics = loop.train(config, model, train_data, workdir,
-                                    lambda params, count: evaluator(params, count, preemption.agreed)[0],
+                                    lambda variables, count: evaluator(variables, count, preemption.agreed)[0],
                                     preemption)
-  scores, responses = evaluator(state.params, should_stop=preemption.agreed)
+  scores, responses = evaluator(state.variables, should_stop=preemption.agreed)
   return {"train": train_metrics, "eval": scores, "params_checksum": loop.params_checksum(state.params),
           "example_response": responses[0], "evaluated_records": sharding.my_records(len(responses))}
 

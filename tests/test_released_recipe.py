@@ -78,3 +78,37 @@ def test_a_tokenizer_larger_than_the_opt_vocabulary_is_a_clear_error(release, tm
   out = main(release, tmp_path, "opt_small_vocab")
   assert out.returncode != 0
   assert f"has {vocab_size} tokens, more than the model's vocabulary of 97 (the OPT at config.model.init_from)" in out.stderr, out.stderr[-2000:]
+
+
+def test_the_recipe_with_pretrained_batch_norm_resnets_trains_resumes_and_keeps_their_statistics(release, tmp_path):
+  """The released structure scaled down in width and depth only: BatchNorm ResNets on both streams loaded from a
+  Hugging Face ResNet (its running statistics included), cross-attention in every other OPT layer."""
+  from lrr_jax.convert import resnet_weights  # pylint: disable=g-import-not-at-top
+  from tests.convert.test_resnet_convert import TINY, save_hf_resnet  # pylint: disable=g-import-not-at-top
+  release, _ = release
+  save_hf_resnet(tmp_path / "resnet", **TINY)
+  workdir = tmp_path / "run"
+  backbone = ["--config.model.video.coordinate_channels=False", "--config.model.decoder.cross_attention_layers=(1,)"]
+  for stream in ("static", "motion"):
+    backbone += [f"--config.model.video.{stream}_backbone.{key}" for key in (
+        "stage_sizes=(1,1)", "width=8", "bottleneck=False", "norm=batch", "stem_pool=True")]
+    backbone.append(f"--config.model.video.{stream}_init_from={tmp_path / 'resnet'}")
+  out = main(release, workdir, "opt", "--config.eval.every=0", *backbone)
+  assert out.returncode == 0, out.stderr[-3000:]
+  out = main(release, workdir, "opt", "--config.eval.every=0", "--config.num_steps=3",
+             "--config.resume_with_changes=True", *backbone)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "top5" in json.loads((workdir / "results.json").read_text())["eval"]
+  run = experiment.load_run(workdir)
+  assert run.step == 3
+  _, pretrained = resnet_weights.load_resnet(tmp_path / "resnet", run.model.config.video.static_backbone)
+  expected = flax.traverse_util.flatten_dict(pretrained["batch_stats"])
+  for stream in ("static_stream", "motion_stream"):
+    found = flax.traverse_util.flatten_dict(run.variables["batch_stats"]["video_encoder"][stream])
+    assert found.keys() == expected.keys()
+    for path, value in expected.items():
+      np.testing.assert_array_equal(np.asarray(found[path]), value, err_msg=f"{stream}/{'/'.join(path)}")
+  out = subprocess.run([sys.executable, "-m", "lrr_jax.infer", f"--workdir={workdir}", "--strategy=greedy",
+                        "--max_new_tokens=8"], capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "Answer:" in out.stdout

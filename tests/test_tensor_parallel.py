@@ -7,7 +7,9 @@ import sys
 
 from lrr_jax.data import tokenizer as tokenizer_lib
 from tests.conftest import save_tiny_hf_opt
-from tests.test_released_recipe import release  # pylint: disable=unused-import  # the CATER release fixture
+from tests import test_released_recipe
+
+release = test_released_recipe.release  # the CATER release fixture (a module fixture: this module's own copy)
 
 
 def test_tensor_8_trains_the_grown_vocabulary_opt(release, tmp_path):  # pylint: disable=redefined-outer-name

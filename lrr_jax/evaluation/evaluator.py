@@ -81,17 +81,18 @@ class Evaluator:
                                                                   for c in self.candidates)
                            if self.candidates else 0)
 
-  def __call__(self, params, num_examples: int | None = None,
+  def __call__(self, variables, num_examples: int | None = None,
                should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, float], list[str]]:
     """(scores, responses) over the first `num_examples` test records (all when None).
 
-    With several processes each generates for every P-th record (`sharding.my_records`) with the whole params
+    variables: the model's ({"params": ..., and "batch_stats" for BatchNorm backbones}).
+    With several processes each generates for every P-th record (`sharding.my_records`) with the whole variables
     (gathered if sharded across hosts) and all get every response and score; all must call this.
     should_stop: called after each batch (by every process, in step); True ends the evaluation there, with
     `num_examples` (records done) and `partial` (1) added to the scores.
     """
     count = len(self.source) if not num_examples else min(num_examples, len(self.source))
-    params = sharding.local_params(params)
+    variables = sharding.local_params(variables)
     mine = sharding.my_records(count)
     rows = {i: self.source[i] for i in mine}
     examples = {i: records.read_example(rows[i], self.variant, f"test record {i}") for i in mine}
@@ -103,10 +104,10 @@ class Evaluator:
         video = np.stack([self._video(rows[i], i) for i in batch])
         prompts = [encoding.encode_prompt(examples[i], self.tokenizer) for i in batch]
         self._check_batch(prompts, batch, video.shape[1], first=start == 0)
-        tokens, texts = self._generate({"params": params}, video, prompts)
+        tokens, texts = self._generate(variables, video, prompts)
         responses += texts
         if self.candidates:
-          logprobs.append(self._rank({"params": params}, video, [examples[i] for i in batch], prompts, tokens))
+          logprobs.append(self._rank(variables, video, [examples[i] for i in batch], prompts, tokens))
       if should_stop is not None and start + self.batch_size < per_process and should_stop():
         logging.warning("Evaluation stopped by should_stop after %d of %d records.",
                         start + self.batch_size, per_process)

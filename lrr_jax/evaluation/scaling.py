@@ -39,8 +39,7 @@ def evaluate_strategy(run: experiment.Run, source, config: search.SearchConfig, 
     raise ValueError(f"The scaling table scores generated CATER runs; {run.workdir} trained on "
                      f"{run.config.data.dataset!r}.")
   searcher = experiment.make_searcher(run, config, scorer)
-  variables = {"params": run.params}
-  call = lambda e: searcher(variables, e["video"], e["prompt"], e["frames"], e["question"])
+  call = lambda e: searcher(run.variables, e["video"], e["prompt"], e["frames"], e["question"])
   call(experiment.read_test_example(run, source, 0))  # compile outside the measurement
   responses, labels, sampled, judged, seconds = [], [], [], [], []
   for index in tqdm.trange(1, num_examples + 1, desc=config.strategy, unit="example"):

@@ -1,10 +1,11 @@
 """Verified orbax checkpoints of the train state and the Grain iterator (local or gs://): resume, fallback.
 
 This file alone knows the layout. A step directory `<directory>/<step>/` holds three items: `state` (params,
-optimizer state, step and RNG: a `TrainState`), `data_iter` (the iterator's JSON state, so a resumed run sees the
-batches an uninterrupted run would) and `digest` (JSON: a 32-bit fingerprint of every array of `state`, computed on
-device when saving, and a hash of `data_iter`). Restoring recomputes the fingerprints and compares: orbax checks
-only its index files, so flipped bytes in a data file would otherwise restore silently as wrong numbers.
+BatchNorm statistics, optimizer state, step and RNG: a `TrainState`), `data_iter` (the iterator's JSON state, so a
+resumed run sees the batches an uninterrupted run would) and `digest` (JSON: a 32-bit fingerprint of every array of
+`state`, computed on device when saving, and a hash of `data_iter`). Restoring recomputes the fingerprints and
+compares: orbax checks only its index files, so flipped bytes in a data file would otherwise restore silently as
+wrong numbers.
 
 Saves are asynchronous every `save_every` steps and at the end; orbax keeps the last `max_to_keep`, deleting older
 ones only after a new save has committed. `Checkpointer.restore` takes the newest step that reads and verifies;
@@ -203,16 +204,26 @@ class Checkpointer:
 
 def restore_params(directory: str | pathlib.Path, expected_shapes: Any, step: int | None = None
                    ) -> tuple[Any, int]:
-  """Params of checkpoint `step` as host numpy arrays, whatever mesh or process count saved them.
+  """`restore_variables` of the params alone: (params, step); `expected_shapes` is the params' shapes."""
+  variables, step = restore_variables(directory, {"params": expected_shapes}, step)
+  return variables["params"], step
+
+
+def restore_variables(directory: str | pathlib.Path, expected_shapes: dict[str, Any], step: int | None = None
+                      ) -> tuple[dict[str, Any], int]:
+  """The model's variables (params, BatchNorm statistics) in checkpoint `step` as host numpy arrays, whatever
+  mesh or process count saved them.
 
   Args:
     directory: a run's checkpoint directory (`<workdir>/ckpt`).
-    expected_shapes: the model's params as a pytree of shape tuples (or of anything with `.shape`).
+    expected_shapes: {collection: pytree of shape tuples (or of anything with `.shape`)} for each collection of
+      the model ("params", maybe "batch_stats"), each a field of the saved `TrainState`. A collection without
+      arrays (a GroupNorm model's batch_stats) restores as {}.
     step: the step to read; None: the newest intact one (damaged newer steps are logged and skipped).
   Returns:
-    (params, step), params verified against the digest saved with them (unverified, with a warning, if none).
+    (variables, step), verified against the digest saved with them (unverified, with a warning, if none).
   Raises:
-    MissingFile: no such directory or step. ShapeMismatch: params of another model. Corrupted: `step` is
+    MissingFile: no such directory or step. ShapeMismatch: variables of another model. Corrupted: `step` is
     damaged. NoIntactCheckpoint: `step` is None and no step is intact.
   """
   directory = files.as_path(directory)
@@ -224,34 +235,37 @@ def restore_params(directory: str | pathlib.Path, expected_shapes: Any, step: in
     raise MissingFile(f"No checkpoint {'at all' if step is None else f'for step {step}'} in {directory} "
                       f"(steps: {steps}).")
   is_shape = lambda x: isinstance(x, tuple) and all(isinstance(d, int) for d in x)
-  expected = {f"params/{name}": tuple(getattr(x, "shape", x))
+  expected = {name: tuple(getattr(x, "shape", x))
               for name, x in _leaves_by_path(expected_shapes, is_leaf=is_shape).items()}
-  read = lambda step: _read_params(manager, directory / str(step), expected)
+  read = lambda step: _read_variables(manager, directory / str(step), expected, tuple(expected_shapes))
   try:
     if step is not None:
       return read(step), step
-    found, params, _ = _newest_intact(directory, steps, read)
-    return params, found
+    found, variables, _ = _newest_intact(directory, steps, read)
+    return variables, found
   finally:
     manager.close()
 
 
-def _read_params(manager: ocp.CheckpointManager, path: pathlib.Path, expected: dict[str, tuple]) -> Any:
-  """The params of step directory `path` as numpy arrays, checked for files, shapes and digest."""
+def _read_variables(manager: ocp.CheckpointManager, path: pathlib.Path, expected: dict[str, tuple],
+                    collections: tuple[str, ...]) -> dict[str, Any]:
+  """{collection: arrays} of step directory `path` as numpy arrays, checked for files, shapes and digest."""
   _check_files(path, REQUIRED_FILES[:1])
-  metadata = _check_shapes(path, expected, prefix="params/")
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata["params"])
-  items = {"state": ocp.args.PyTreeRestore(item={"params": metadata["params"]},
-                                           restore_args={"params": as_numpy}, partial_restore=True)}
+  prefixes = tuple(f"{c}/" for c in collections)
+  metadata = _check_shapes(path, expected, prefix=prefixes)
+  present = [c for c in collections if any(name.startswith(f"{c}/") for name in expected)]
+  item = {c: metadata[c] for c in present}
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+  items = {"state": ocp.args.PyTreeRestore(item=item, restore_args=as_numpy, partial_restore=True)}
   if (path / "digest").is_dir():
     items["digest"] = ocp.args.JsonRestore()
   restored = _read_or_raise(path, lambda: manager.restore(int(path.name), args=ocp.args.Composite(**items)))
   digest = restored.get("digest")
   if digest is not None:
-    digest = {**digest, "state": {k: v for k, v in digest["state"].items() if k.startswith("params/")}}
+    digest = {**digest, "state": {k: v for k, v in digest["state"].items() if k.startswith(prefixes)}}
   with jax.default_device(_host_device()):
     _verify(path, digest, fingerprint(restored["state"]))
-  return restored["state"]["params"]
+  return {c: restored["state"][c] if c in present else {} for c in collections}
 
 
 def _newest_intact(directory: pathlib.Path, steps: Any, read: Callable[[int], T]
@@ -284,9 +298,9 @@ def _check_files(path: pathlib.Path, required: tuple[str, ...]) -> None:
       raise MissingFile(f"Checkpoint {path}: {name} is missing.")
 
 
-def _check_shapes(path: pathlib.Path, expected: dict[str, tuple], prefix: str = "") -> Any:
+def _check_shapes(path: pathlib.Path, expected: dict[str, tuple], prefix: str | tuple[str, ...] = "") -> Any:
   """The orbax metadata tree of `path`'s state, after checking that its arrays under `prefix` have the
-  `expected` {path: shape}."""
+  `expected` {path: shape} (`prefix`: one or a tuple of them)."""
   handler = ocp.PyTreeCheckpointHandler()
   try:
     metadata = _read_or_raise(path, lambda: handler.metadata(path / "state"))

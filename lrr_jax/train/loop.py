@@ -30,7 +30,7 @@ from lrr_jax.train import metrics as metrics_lib
 from lrr_jax.train import partitioning
 from lrr_jax.train import trainer
 
-# evaluate(params, num_examples or None for all) -> scores by name
+# evaluate(variables ({"params", maybe "batch_stats"}), num_examples or None for all) -> scores by name
 Evaluate = Callable[[Any, int | None], dict[str, float]]
 
 params_norm = jax.jit(optax.tree.norm)  # jitted: op by op, the first call costs seconds on a CPU
@@ -68,17 +68,19 @@ def stop_not_finite(what: str, checkpointer: checkpoint.Checkpointer, state: Any
 def initial_state(config: ml_collections.ConfigDict, init: Callable[..., Any], shardings: Any) -> Any:
   """A fresh train state; with `config.model.init_from`, its decoder is the local Hugging Face OPT's; with
   `config.model.video.static_init_from` / `motion_init_from`, that video stream's params are the pretrained
-  ResNet's (its BatchNorm statistics wait for a `batch_stats` collection in the state)."""
+  ResNet's, and so are its BatchNorm running statistics (`batch_stats`)."""
   state = init(jax.random.key(config.seed))
   params = state.params
   if config.model.get("init_from"):
     _, pretrained = hf_opt.load_hf_opt(config.model.init_from)
     logging.info("Decoder initialised from %s", config.model.init_from)
     params = hf_opt.insert_pretrained(params, pretrained)
-  params = resnet_weights.insert_pretrained_backbones({"params": params}, config)["params"]
-  if params is state.params:
+  variables = resnet_weights.insert_pretrained_backbones(
+      {"params": params, "batch_stats": state.batch_stats}, config)
+  if variables["params"] is state.params and variables["batch_stats"] is state.batch_stats:
     return state
-  return state.replace(params=jax.device_put(params, shardings.params))
+  return state.replace(params=jax.device_put(variables["params"], shardings.params),
+                       batch_stats=jax.device_put(variables["batch_stats"], shardings.batch_stats))
 
 
 def host_arrays(tree: Any) -> Any:
@@ -97,13 +99,13 @@ def params_checksum(params: Any) -> str:
   return digest.hexdigest()
 
 
-def evaluate_during_training(config: ml_collections.ConfigDict, evaluate: Evaluate, params: Any, step: int,
+def evaluate_during_training(config: ml_collections.ConfigDict, evaluate: Evaluate, variables: Any, step: int,
                              writer: metrics_lib.MetricWriter) -> None:
   """Every `config.eval.every` steps (0: never), the task's scores on `config.eval.num_examples` test records
   (0: all), as `eval/<metric>` in TensorBoard and metrics.jsonl."""
   if not config.eval.get("every", 0) or step % config.eval.every or step == config.num_steps:
     return
-  scores = evaluate(params, config.eval.get("num_examples", 0) or None)
+  scores = evaluate(variables, config.eval.get("num_examples", 0) or None)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
   logging.info("Step %d eval: %s", step, ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
 
@@ -168,7 +170,7 @@ def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: An
       writer.close()
       raise SystemExit(f"SIGTERM: saved step {step + 1} to {checkpointer.directory}; exiting.")
     if evaluate is not None:
-      evaluate_during_training(config, evaluate, state.params, step + 1, writer)
+      evaluate_during_training(config, evaluate, state.variables, step + 1, writer)
   files.append_lines(batch_log, logged)
   checkpointer.close()
   writer.close()

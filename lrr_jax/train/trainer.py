@@ -2,6 +2,10 @@
 
 Batch (all int32[B, S] unless noted): inputs, targets, positions, segment_ids, frame_index, loss_mask, and
 video uint8[B, T, H, W, 3]. The loss is the mean cross-entropy over tokens with loss_mask = 1.
+
+BatchNorm is frozen: a model with BatchNorm backbones (`norm="batch"`) normalises with the running statistics
+in `TrainState.batch_stats` (the pretrained backbone's), which no step changes and the optimizer never sees;
+its scale and bias train like any parameter.
 """
 import re
 from typing import Any, Callable
@@ -25,6 +29,17 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array  # raw uint32 key data (checkpointable)
+  batch_stats: Any = flax.struct.field(default_factory=dict)  # BatchNorm running statistics ({} without any)
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """What `model.apply` takes."""
+    return model_variables(self.params, self.batch_stats)
+
+
+def model_variables(params: Any, batch_stats: Any) -> dict[str, Any]:
+  """{"params": params, "batch_stats": batch_stats}, without an empty `batch_stats` (a GroupNorm model)."""
+  return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -70,7 +85,7 @@ def init_boxed_state(model: lrr.LRRModel, optimizer: optax.GradientTransformatio
                          batch["frame_index"], batch["video"])
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                    rng=jax.random.key_data(state_rng))
+                    rng=jax.random.key_data(state_rng), batch_stats=dict(variables.get("batch_stats", {})))
 
 
 def init_train_state(model: lrr.LRRModel, optimizer: optax.GradientTransformation, batch: Batch,
@@ -79,11 +94,11 @@ def init_train_state(model: lrr.LRRModel, optimizer: optax.GradientTransformatio
   return nn.unbox(init_boxed_state(model, optimizer, batch, rng))
 
 
-def loss_and_metrics(params: Any, model: lrr.LRRModel, batch: Batch, dropout_rng: jax.Array | None
-                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Masked token cross-entropy and accuracy."""
-  logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
-                       batch["frame_index"], batch["video"], deterministic=dropout_rng is None,
+def loss_and_metrics(params: Any, model: lrr.LRRModel, batch: Batch, dropout_rng: jax.Array | None,
+                     batch_stats: Any = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Masked token cross-entropy and accuracy; `batch_stats`: the (frozen) BatchNorm statistics, if any."""
+  logits = model.apply(model_variables(params, batch_stats), batch["inputs"], batch["positions"],
+                       batch["segment_ids"], batch["frame_index"], batch["video"], deterministic=dropout_rng is None,
                        rngs=None if dropout_rng is None else {"dropout": dropout_rng})
   mask = batch["loss_mask"].astype(jnp.float32)
   token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
@@ -101,16 +116,17 @@ def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation
   weighted by its share of the loss tokens: the update equals the one of the whole batch at 1/k the memory.
   """
 
-  def micro_gradients(params, batch: Batch, dropout_rng):
+  def micro_gradients(params, batch_stats, batch: Batch, dropout_rng):
     grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
     if accumulation_steps == 1:
-      return grad_fn(params, model, batch, dropout_rng)
+      return grad_fn(params, model, batch, dropout_rng, batch_stats)
     micro = jax.tree.map(lambda x: x.reshape(accumulation_steps, -1, *x.shape[1:]), batch)
     total_tokens = jnp.maximum(batch["loss_mask"].sum().astype(jnp.float32), 1.0)
 
     def add(carry, inputs):
       index, micro_batch = inputs
-      (_, metrics), grads = grad_fn(params, model, micro_batch, jax.random.fold_in(dropout_rng, index))
+      (_, metrics), grads = grad_fn(params, model, micro_batch, jax.random.fold_in(dropout_rng, index),
+                                      batch_stats)
       weight = metrics["num_tokens"] / total_tokens
       grads = jax.tree.map(lambda total, g: total + weight * g, carry[0], grads)
       sums = {k: carry[1][k] + (v if k == "num_tokens" else weight * v) for k, v in metrics.items()}
@@ -123,7 +139,7 @@ def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
     dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    (_, metrics), grads = micro_gradients(state.params, batch, dropout_rng)
+    (_, metrics), grads = micro_gradients(state.params, state.batch_stats, batch, dropout_rng)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))

@@ -278,6 +278,8 @@ def test_initial_state_starts_the_video_streams_from_the_checkpoints(streams):
   for stream, (_, torch_model) in streams.items():
     ours = state.params["video_encoder"][f"{stream}_stream"]
     jax.tree.map(np.testing.assert_array_equal, ours, converted(streams, model, stream)["params"])
+    jax.tree.map(np.testing.assert_array_equal, state.batch_stats["video_encoder"][f"{stream}_stream"],
+                 converted(streams, model, stream)["batch_stats"])  # the running statistics too
     stem = torch_model.embedder.embedder.convolution.weight.detach().numpy()
     np.testing.assert_array_equal(ours["stem"]["conv"]["kernel"], stem.transpose(2, 3, 1, 0))
   for path, value in flax.traverse_util.flatten_dict(state.params).items():

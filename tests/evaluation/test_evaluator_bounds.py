@@ -29,7 +29,7 @@ def test_a_budget_past_the_positions_is_an_error_at_construction(run):
 def test_a_prompt_past_max_length_is_an_error_naming_the_record(run):
   evaluator = make_evaluator(run, max_length=8)
   with pytest.raises(ValueError, match=r"Test record 0: a prompt of \d+ tokens \(config.data.max_length 8\)"):
-    evaluator(run.params)
+    evaluator(run.variables)
 
 
 def test_a_batch_past_memory_is_refused_before_it_runs(run):
@@ -38,16 +38,16 @@ def test_a_batch_past_memory_is_refused_before_it_runs(run):
   with pytest.raises(ValueError, match=r"config.eval.batch_size=2: 2 rows of 204 cache slots \(config.data.max_length"
                                        r" \+ config.eval.max_new_tokens\) need [\d.]+ GiB \([\d,]+ bytes\).*"
                                        r"\(memory_limit_bytes\)"):
-    evaluator(run.params)
+    evaluator(run.variables)
 
 
 def test_should_stop_after_the_first_batch_gives_that_batchs_scores_marked_partial(run):
   evaluator = make_evaluator(run)
   asked = []
-  scores, responses = evaluator(run.params, should_stop=lambda: asked.append(True) or True)
+  scores, responses = evaluator(run.variables, should_stop=lambda: asked.append(True) or True)
   assert len(asked) == 1 and len(responses) == 2
   assert scores.pop("partial") == 1 and scores.pop("num_examples") == 2
-  first_batch, first_responses = evaluator(run.params, num_examples=2)  # the same records, evaluated whole
+  first_batch, first_responses = evaluator(run.variables, num_examples=2)  # the same records, evaluated whole
   assert responses == first_responses and scores == first_batch
-  complete, _ = evaluator(run.params, num_examples=2, should_stop=lambda: pytest.fail("asked after the last batch"))
+  complete, _ = evaluator(run.variables, num_examples=2, should_stop=lambda: pytest.fail("asked after the last batch"))
   assert "partial" not in complete

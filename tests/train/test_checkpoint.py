@@ -219,3 +219,21 @@ def test_fingerprint_matches_numpy_and_catches_a_swap():
                                           "b/1": numpy_fingerprint(tree["b"][1])}
   swapped = tree["b"][0][[1, 0, 2, 3, 4, 5, 6]]
   assert checkpoint.fingerprint(swapped) != checkpoint.fingerprint(tree["b"][0])
+
+
+def test_restore_variables_reads_the_batch_norm_statistics_and_checks_their_shapes(tmp_path):
+  state = small_state(3)
+  stats = {"norm": {"mean": jnp.arange(4.0), "var": jnp.linspace(0.5, 2.0, 4)}}
+  state = state.replace(batch_stats=stats)
+  saver = checkpoint.Checkpointer(tmp_path / "ckpt", save_every=1)
+  assert saver.maybe_save(3, state, FakeIterator(3))
+  saver.close()
+  shapes = {"params": jax.tree.map(lambda x: tuple(x.shape), state.params),
+            "batch_stats": {"norm": {"mean": (4,), "var": (4,)}}}
+  variables, step = checkpoint.restore_variables(tmp_path / "ckpt", shapes)
+  assert step == 3 and isinstance(variables["batch_stats"]["norm"]["var"], np.ndarray)
+  assert_trees_equal(variables, {"params": state.params, "batch_stats": stats})
+  with pytest.raises(checkpoint.ShapeMismatch, match=r"batch_stats/norm/var has shape \(4,\), the model \(5,\)"):
+    checkpoint.restore_variables(tmp_path / "ckpt", {**shapes, "batch_stats": {"norm": {"mean": (4,), "var": (5,)}}})
+  with pytest.raises(checkpoint.ShapeMismatch, match=r"batch_stats/norm/mean is not in the model"):
+    checkpoint.restore_variables(tmp_path / "ckpt", {**shapes, "batch_stats": {}})  # a GroupNorm model's

@@ -27,7 +27,7 @@ def test_train_loop_evaluates_through_its_callable_and_resumes(tmp_path):
   state, metrics = loop.train(config, model, train_data, tmp_path, evaluate)
   assert int(state.step) == 3 and np.isfinite(metrics["loss"])
   assert [count for _, count in calls] == [3]  # at step 2 only: the final evaluation is the caller's
-  assert calls[0][0] == jax.tree.structure(state.params)
+  assert calls[0][0] == jax.tree.structure(state.variables)  # what the model is applied with
   lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [line["step"] for line in lines if "eval/top1" in line] == [2]
   assert sorted(int(p.name) for p in (tmp_path / "ckpt").iterdir() if p.name.isdigit()) == [2, 3]

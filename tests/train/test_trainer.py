@@ -124,3 +124,43 @@ def test_freezing_by_path_patterns_trains_only_the_matches():
   assert not any(k.startswith("decoder/layers_") for k in trained)
   with pytest.raises(ValueError, match="'cross_atention' matches no parameter"):
     one_step(ml_collections.ConfigDict(dict(OPTIMIZER.to_dict(), trainable=("cross_atention",))))
+
+
+def batch_norm_model() -> lrr.LRRModel:
+  """The tiny LRR with both video streams' ResNets on (frozen) BatchNorm, its gates open (the video counts)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from lrr_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  config = lrr.lrr_config("tiny", gate_init=1.0)
+  backbone = dataclasses.replace(resnet.RESNET_CONFIGS["tiny"], norm="batch")
+  video = dataclasses.replace(config.video, static_backbone=backbone, motion_backbone=backbone, two_stream=True)
+  return lrr.LRRModel(dataclasses.replace(config, video=video))
+
+
+def test_batch_norm_backbones_train_with_their_running_statistics_frozen():
+  model = batch_norm_model()
+  optimizer = trainer.make_optimizer(OPTIMIZER)
+  batch = fixed_batch()
+  state = trainer.init_train_state(model, optimizer, batch, jax.random.key(0))
+  assert set(state.batch_stats["video_encoder"]) == {"static_stream", "motion_stream"}
+  # Statistics unlike the init's (mean 0, var 1), as a pretrained backbone's are.
+  rng = np.random.default_rng(1)
+  stats = jax.tree.map(lambda x: jax.numpy.asarray(rng.uniform(0.5, 2.0, x.shape), x.dtype), state.batch_stats)
+  state = state.replace(batch_stats=stats)
+  loss, _ = trainer.loss_and_metrics(state.params, model, batch, None, state.batch_stats)
+  other, _ = trainer.loss_and_metrics(state.params, model, batch, None,
+                                      jax.tree.map(lambda x: x * 3, state.batch_stats))
+  assert float(loss) != float(other)  # the statistics are used
+  grads = jax.grad(lambda p: trainer.loss_and_metrics(p, model, batch, None, state.batch_stats)[0])(state.params)
+  stem_norm = grads["video_encoder"]["static_stream"]["stem"]["norm"]
+  assert np.abs(stem_norm["scale"]).sum() > 0 and np.abs(stem_norm["bias"]).sum() > 0
+  for accumulation_steps in (1, 2):
+    step = jax.jit(trainer.make_train_step(model, optimizer, trainer.learning_rate_schedule(OPTIMIZER),
+                                           accumulation_steps))
+    after = state
+    for _ in range(2):
+      after, metrics = step(after, batch)
+    assert np.isfinite(float(metrics["loss"]))
+    jax.tree.map(np.testing.assert_array_equal, after.batch_stats, stats)
+    moved = after.params["video_encoder"]["static_stream"]["stem"]["norm"]["scale"]
+    assert np.abs(np.asarray(moved) - np.asarray(state.params["video_encoder"]["static_stream"]["stem"]["norm"]
+                                                  ["scale"])).max() > 0
