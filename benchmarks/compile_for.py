@@ -119,9 +119,10 @@ def compile_step(config, devices: list[Any]) -> dict[str, Any]:
   # Model FLOPs: one device's rows through the forward pass, lowered unsharded for the host (HLO cost analysis).
   rows = config.batch_size // len(devices)
   local_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype), batch)
-  params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
-  forward = jax.jit(lambda p, b: trainer.loss_and_metrics(p, model, b, None)[0], backend="cpu"
-                    ).lower(params, local_batch)
+  params, batch_stats = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                     (state.params, state.batch_stats))
+  forward = jax.jit(lambda p, s, b: trainer.loss_and_metrics(p, model, b, None, s)[0], backend="cpu"
+                    ).lower(params, batch_stats, local_batch)
   compiled = lowered.compile()
   seconds = time.time() - start
   memory, cost = compiled.memory_analysis(), compiled.cost_analysis()
