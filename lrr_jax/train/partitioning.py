@@ -40,15 +40,15 @@ DEFAULT_RULES = (
 )
 
 
-def _resolve(sizes: dict[str, int], num_devices: int, what: str) -> list[int]:
+def _resolve(sizes: dict[str, int], num_devices: int) -> list[int]:
   """Sizes of the mesh axes with one -1 resolved to the devices left; an error names the sizes."""
   values = [int(sizes[axis]) for axis in MESH_AXES]
   fixed = math.prod(v for v in values if v != -1)
   if values.count(-1) > 1 or fixed <= 0 or (-1 in values and num_devices % fixed):
-    raise ValueError(f"Mesh {what} {sizes} cannot be laid over {num_devices} devices.")
+    raise ValueError(f"Mesh {sizes} cannot be laid over {num_devices} devices.")
   values = [num_devices // fixed if v == -1 else v for v in values]
   if math.prod(values) != num_devices:
-    raise ValueError(f"Mesh {what} {dict(zip(MESH_AXES, values))} has {math.prod(values)} devices, but there "
+    raise ValueError(f"Mesh {dict(zip(MESH_AXES, values))} has {math.prod(values)} devices, but there "
                      f"are {num_devices}: set config.mesh so that data x fsdp x tensor = {num_devices}.")
   return values
 
@@ -79,7 +79,7 @@ def _ici_and_dcn(shape: dict[str, Any], num_devices: int) -> tuple[list[int], li
   num_slices = math.prod(dcn)
   if num_slices <= 0 or num_devices % num_slices:
     raise ValueError(f"Mesh dcn sizes {dict(zip(dcn_axes, dcn))} do not divide {num_devices} devices.")
-  return _resolve({axis: shape.get(axis, 1) for axis in MESH_AXES}, num_devices // num_slices, "shape"), dcn
+  return _resolve({axis: shape.get(axis, 1) for axis in MESH_AXES}, num_devices // num_slices), dcn
 
 
 def mesh_sizes(shape: dict[str, Any], num_devices: int) -> dict[str, int]:
