@@ -141,12 +141,13 @@ def flatten(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-  """{key: (old value, new value)} where two configs differ; an absent key equals None (a preset's value)."""
+  """{key: (old value, new value)} where two configs differ; an absent key equals None (a preset's value) or
+  an empty value (a key added since, such as an unset path)."""
   old, new = flatten(old), flatten(new)
   changes = {}
   for key in sorted(set(old) | set(new)):
     before, after = old.get(key), new.get(key)
-    if before != after:
+    if before != after and not (key not in old and after in ("", (), [])):
       changes[key] = (old.get(key, _ABSENT), new.get(key, _ABSENT))
   return changes
 
