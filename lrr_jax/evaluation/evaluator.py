@@ -30,6 +30,7 @@ from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.evaluation import sharding
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.inference import ranking
+from lrr_jax.train import distributed
 
 CATER_DATASETS = ("generated_cater", "cater")
 GROUP_KEYS = {"generated_acre": ("split", "query_type"), "acre": ("split", "query_type"), "star": ("question_type",)}
@@ -92,7 +93,7 @@ class Evaluator:
     `num_examples` (records done) and `partial` (1) added to the scores.
     """
     count = len(self.source) if not num_examples else min(num_examples, len(self.source))
-    variables = sharding.local_params(variables)
+    variables = distributed.whole_arrays(variables)
     mine = sharding.my_records(count)
     rows = {i: self.source[i] for i in mine}
     examples = {i: records.read_example(rows[i], self.variant, f"test record {i}") for i in mine}
@@ -115,9 +116,10 @@ class Evaluator:
         break
     done = sharding.my_records(count)
     responses = sharding.gather_texts(responses[:len(done)], count)
-    labels = np.array([int(self.source[i]["label"]) for i in range(count)])
-    everything = [self.source[i] for i in range(count)]
-    scores = self._scores(responses, [records.read_example(r, self.variant, f"test record {i}")
+    everything = [rows[i] if i in rows else self.source[i] for i in range(count)]  # each record read once
+    labels = np.array([int(r["label"]) for r in everything])
+    scores = self._scores(responses, [examples[i] if i in examples else
+                                      records.read_example(r, self.variant, f"test record {i}")
                                       for i, r in enumerate(everything)],
                           labels, [records.read_metadata(r) for r in everything])
     if self.candidates:

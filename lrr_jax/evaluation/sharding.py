@@ -1,20 +1,11 @@
 """Evaluation over several processes: each takes every P-th record, and the results are gathered in order.
+Params sharded across hosts are first gathered whole (`distributed.whole_arrays`).
 
 Every process calls these the same number of times (they are collectives when there is more than one).
 """
-from typing import Any
-
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
-
-
-def local_params(params: Any) -> Any:
-  """Params this process can compute with alone: as they are when every array is addressable here, else
-  gathered whole from all processes (FSDP or data parallel across hosts) as host arrays."""
-  if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in jax.tree.leaves(params)):
-    return params
-  return multihost_utils.process_allgather(params, tiled=True)
 
 
 def my_records(count: int) -> list[int]:

@@ -59,3 +59,12 @@ def primary_first(fn: Callable[[], T]) -> T:
   result = fn() if jax.process_index() == 0 else None
   multihost_utils.sync_global_devices("lrr_jax.primary_first")
   return result if jax.process_index() == 0 else fn()
+
+
+def whole_arrays(tree: Any) -> Any:
+  """`tree` with every leaf whole on this process: as it is when every array is addressable here, else
+  gathered from all processes (FSDP or data parallel across hosts; every process must call this), never
+  fetched from devices this process cannot address."""
+  if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in jax.tree.leaves(tree)):
+    return tree
+  return multihost_utils.process_allgather(tree, tiled=True)

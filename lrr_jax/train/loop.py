@@ -83,18 +83,10 @@ def initial_state(config: ml_collections.ConfigDict, init: Callable[..., Any], s
                        batch_stats=jax.device_put(variables["batch_stats"], shardings.batch_stats))
 
 
-def host_arrays(tree: Any) -> Any:
-  """Every leaf of `tree` whole on this host: arrays sharded across processes (FSDP over hosts) are gathered
-  from all of them (every process must call this), never fetched from devices it cannot address."""
-  if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree.leaves(tree)):
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree.map(np.asarray, tree)
-
-
 def params_checksum(params: Any) -> str:
   """A digest of every parameter's bytes, to compare runs exactly (every process must call it)."""
   digest = hashlib.sha256()
-  for leaf in jax.tree.leaves(host_arrays(params)):
+  for leaf in jax.tree.leaves(distributed.whole_arrays(params)):
     digest.update(np.asarray(leaf).tobytes())
   return digest.hexdigest()
 
