@@ -73,8 +73,14 @@ def localize(path: PathLike) -> pathlib.Path:
   if not remote.exists():
     raise FileNotFoundError(f"{remote} is missing.")
   local = cache_root() / hashlib.sha256(str(remote).encode()).hexdigest()[:16] / remote.name
-  if local.exists():
-    return local
+  if not local.exists():
+    fetch(remote, local)
+  return local
+
+
+def fetch(remote: epath.Path, local: pathlib.Path) -> None:
+  """Copy `remote` (a file or folder) to `local` whole or not at all: into a partial copy beside it, renamed
+  when complete (another process on this machine may win the race; its copy is kept)."""
   partial = local.with_name(local.name + f".partial-{os.getpid()}")
   shutil.rmtree(partial, ignore_errors=True)
   copy_tree(remote, epath.Path(partial))
@@ -82,7 +88,6 @@ def localize(path: PathLike) -> pathlib.Path:
     partial.rename(local)
   except OSError:  # another process on this host finished its copy first
     shutil.rmtree(partial, ignore_errors=True)
-  return local
 
 
 def copy_tree(source: epath.Path, destination: epath.Path) -> None:

@@ -6,9 +6,7 @@
 TFDS shows progress bars while it generates and shuffles; the tokenizer is trained on the train split's text.
 """
 import hashlib
-import os
 import pathlib
-import shutil
 
 from absl import app
 from absl import flags
@@ -73,13 +71,8 @@ def local_builder(dataset: str, config: str, data_dir: str, **sizes):
   if files.is_remote(data_dir):
     remote = _remote_directory(builder, local, data_dir)
     local_dir = pathlib.Path(builder.data_dir)
-    if (remote / UPLOADED).exists() and not local_dir.exists():  # copied beside, renamed when complete
-      partial = local_dir.with_name(f"{local_dir.name}.partial-{os.getpid()}")
-      files.copy_tree(remote, files.as_path(partial))
-      try:
-        partial.rename(local_dir)
-      except OSError:  # another process on this machine fetched it first
-        shutil.rmtree(partial, ignore_errors=True)
+    if (remote / UPLOADED).exists() and not local_dir.exists():
+      files.fetch(remote, local_dir)
       builder = builder_for(dataset, config, local, **sizes)  # re-read: now it is prepared
   return builder
 
