@@ -1,8 +1,10 @@
 """Two local JAX processes on one global mesh (CPU, gloo) train exactly as one process with two devices on the
-same global batch; a failing process stops the others; `--dry-run` prints each process's command."""
+same global batch, also when one of them is sent SIGTERM mid-run and the run is started again; a failing process
+stops the others; `--dry-run` prints each process's command."""
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +42,31 @@ def start(command: list[str]) -> subprocess.Popen:
   return subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def interrupt_one_of_two(workdir: pathlib.Path, data: pathlib.Path, mesh: list[str]) -> int:
+  """Start two processes, SIGTERM process 1 only once its train loop has started: both must save the same step
+  (the flag is agreed by all-gather) and exit. Returns that step."""
+  commands = local_multiprocess.process_commands(2, local_multiprocess.free_port(), "configs/cater.py",
+                                                 str(workdir), [f"--config.data.data_dir={data}", *FLAGS, *mesh])
+  logs = [workdir.parent / f"{workdir.name}.p{i}.log" for i in range(2)]
+  processes = [subprocess.Popen(c, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+               for c, log in zip(commands, logs)]
+  start_time = time.time()
+  while "train:" not in logs[1].read_text():  # tqdm's bar: the SIGTERM handler is installed, step 1 not done
+    assert all(p.poll() is None for p in processes), logs[1].read_text()[-4000:]
+    assert time.time() - start_time < 600
+    time.sleep(0.05)
+  processes[1].send_signal(signal.SIGTERM)
+  saved = []
+  for process, log in zip(processes, logs):
+    process.wait(timeout=600)
+    text = log.read_text()
+    assert process.returncode != 0 and "SIGTERM: saved step " in text, text[-4000:]
+    saved.append(int(text.split("SIGTERM: saved step ")[1].split()[0]))
+  assert saved[0] == saved[1] and 1 <= saved[0] < 4, saved
+  assert [int(s.name) for s in (workdir / "ckpt").iterdir() if s.name.isdigit()] == [saved[0]]
+  return saved[0]
+
+
 def finish(process: subprocess.Popen) -> str:
   stdout, stderr = process.communicate(timeout=900)
   assert process.returncode == 0, stderr[-4000:]
@@ -47,9 +74,11 @@ def finish(process: subprocess.Popen) -> str:
 
 
 @pytest.mark.parametrize("mesh", [["--config.mesh.data=-1"], ["--config.mesh.data=1", "--config.mesh.fsdp=-1"]],
-                         ids=["data_parallel", "fsdp"])
+                         ids=["data_parallel", "fsdp_sigterm_to_one_process"])
 def test_two_processes_train_as_one_process_with_two_devices(tmp_path, mesh):
-  """With fsdp=2 every parameter is split across the two processes: the checksum and the evaluation gather them."""
+  """With fsdp=2 every parameter is split across the two processes: the checksum and the evaluation gather them.
+  The fsdp run is first stopped by a SIGTERM to process 1 only; started again, it ends as the uninterrupted
+  single-process run does."""
   data = tmp_path / "data"
   single, multi = tmp_path / "single", tmp_path / "multi"
   one = start([sys.executable, "-m", "lrr_jax.main", f"--workdir={single}", f"--config.data.data_dir={data}",
@@ -59,6 +88,8 @@ def test_two_processes_train_as_one_process_with_two_devices(tmp_path, mesh):
     assert one.poll() is None, one.communicate()[1][-4000:]
     assert time.time() - start_time < 300
     time.sleep(0.2)
+  if "--config.mesh.fsdp=-1" in mesh:
+    interrupt_one_of_two(multi, data, mesh)
   two = start([sys.executable, "launch/local_multiprocess.py", "--num_processes=2", f"--workdir={multi}",
                f"--config.data.data_dir={data}", *FLAGS, *mesh])
   out = finish(two)
