@@ -49,7 +49,8 @@ def example_batch(batch: int, tokens: int, frames: int, resolution: int, vocab: 
   rng = np.random.default_rng(0)
   text = rng.integers(4, vocab, (batch, tokens + 1)).astype(np.int32)
   frame_index = np.minimum(np.arange(tokens) * frames // tokens, frames - 1)
-  return dict(inputs=text[:, :-1], targets=text[:, 1:], positions=np.tile(np.arange(tokens, dtype=np.int32), (batch, 1)),
+  positions = np.tile(np.arange(tokens, dtype=np.int32), (batch, 1))
+  return dict(inputs=text[:, :-1], targets=text[:, 1:], positions=positions,
               segment_ids=np.ones((batch, tokens), np.int32), loss_mask=np.ones((batch, tokens), np.int32),
               frame_index=np.tile(frame_index.astype(np.int32), (batch, 1)),
               video=rng.integers(0, 256, (batch, frames, resolution, resolution, 3)).astype(np.uint8))
@@ -132,7 +133,8 @@ def main(argv=None) -> dict[str, Any]:
     result["bf16_over_f32_step_time"] = (result["train_step_bf16"]["step_time_s"]
                                          / result["train_step_f32"]["step_time_s"])
   bf16 = result.get("train_step_bf16", {})
-  common.write_result(args.out, result, f"device_check: {jax.devices()[0].device_kind} step {bf16.get('step_time_s')} s, "
+  kind = jax.devices()[0].device_kind
+  common.write_result(args.out, result, f"device_check: {kind} step {bf16.get('step_time_s')} s, "
                       f"{bf16.get('tflops_per_device')} TFLOP/s per device, MFU {bf16.get('mfu')}, "
                       f"bf16/f32 {result.get('bf16_over_f32_step_time')}")
   return result
