@@ -40,6 +40,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                           final_fraction=0.05, clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01,
                           trainable=())  # regexes over param paths; () trains all
   config.log_every = 50
+  # Throughput: MFU against this bf16 peak FLOP/s per device (0: from the device kind, `train.throughput`;
+  # on a device it does not know, a CPU, MFU is not reported). A jax.profiler trace of num_steps updates from
+  # start_step under <workdir>/profile (0: none). A persistent XLA compilation cache ('': off): a rerun of the
+  # same program on the same devices loads its compiled step instead of compiling it again.
+  config.peak_flops_per_device = 0.0
+  config.profile = dict(start_step=10, num_steps=0)
+  config.compilation_cache_dir = ""
   config.mesh = common.mesh_section(data=-1, fsdp=1, tensor=1)  # -1: all remaining devices
   config.checkpoint = dict(every=400, keep=2)  # async orbax saves (with the data iterator) under <workdir>/ckpt
   # Greedy generation on the test split at the end, and every `every` steps on `num_examples` of it (0: all).

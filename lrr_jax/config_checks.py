@@ -24,7 +24,8 @@ ConfigDict = ml_collections.ConfigDict
 # eval.max_new_tokens is free unless it changes the positions of a model trained from scratch
 # (`experiment.max_positions`).
 FREE_ON_RESUME = ("log_every", "checkpoint.every", "checkpoint.keep", "eval", "search", "distributed", "mesh",
-                  "grad_accum_steps", "model.decoder.remat", "resume_with_changes")
+                  "grad_accum_steps", "model.decoder.remat", "resume_with_changes", "profile",
+                  "peak_flops_per_device", "compilation_cache_dir")
 _ABSENT = "<absent>"
 
 

@@ -40,6 +40,18 @@ ConfigDict = ml_collections.ConfigDict
 
 # Data.
 
+def enable_compilation_cache(config: ConfigDict, min_compile_seconds: float = 1.0) -> str:
+  """Turn on JAX's persistent compilation cache at `config.compilation_cache_dir` ('' or absent: off, returns
+  ''); before the first compile. Programs that compiled in `min_compile_seconds` or more are stored (JAX's
+  default 1 s leaves out the many small ones), and a later process compiling the same program on the same
+  kind of devices loads it. Local or gs:// (shared by the hosts of a pod)."""
+  directory = str(config.get("compilation_cache_dir", "") or "")
+  if directory:
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+  return directory
+
+
 def data_dir(config: ConfigDict, workdir: str | pathlib.Path) -> str:
   """Where the run's dataset is written: `data.data_dir`, else `<workdir>/data` (either may be gs://)."""
   return str(files.as_path(config.data.data_dir or files.as_path(workdir) / "data"))

@@ -87,6 +87,7 @@ def main(argv):
   del argv
   config = flags.FLAGS.config
   distributed.initialize(config.distributed)  # before any other JAX call, or multi-host runs hang
+  experiment.enable_compilation_cache(config)  # before the first compile
   config_checks.check(config, jax.device_count(), jax.process_count())
   workdir = files.as_path(flags.FLAGS.workdir)  # local or gs://
   previous = experiment.read_run_file(experiment.run_file(workdir))

@@ -5,6 +5,7 @@ import pathlib
 
 from absl import flags
 import jax
+import ml_collections
 from ml_collections import config_flags
 import numpy as np
 import pytest
@@ -119,3 +120,33 @@ def test_padding_rows_are_never_predicted():
   padded = lrr.LRRModel(dataclasses.replace(config, num_predicted_tokens=100)).apply(variables, *args)
   np.testing.assert_array_equal(padded[..., :100], full[..., :100])
   assert np.all(np.asarray(padded[..., 100:]) == np.finfo(np.float32).min)
+
+
+COMPILE_TWICE = """
+import json, sys
+import jax, jax.numpy as jnp, ml_collections
+from lrr_jax import experiment
+events = []
+jax.monitoring.register_event_listener(lambda event, **kwargs: events.append(event))
+config = ml_collections.ConfigDict(dict(compilation_cache_dir=sys.argv[1]))
+experiment.enable_compilation_cache(config, min_compile_seconds=0.0)
+jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((32, 16))).block_until_ready()
+print(json.dumps({e: events.count(e) for e in ("/jax/compilation_cache/cache_hits",
+                                               "/jax/compilation_cache/cache_misses")}))
+"""
+
+
+def test_a_second_process_compiles_from_the_persistent_cache(tmp_path):
+  """config.compilation_cache_dir: the first process compiles and stores, an identical second one loads."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(__file__).parents[1]
+  runs = [json.loads(subprocess.run([sys.executable, "-c", COMPILE_TWICE, str(tmp_path / "xla")], cwd=root,
+                                    check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+          for _ in range(2)]
+  assert runs[0]["/jax/compilation_cache/cache_misses"] > 0 and runs[0]["/jax/compilation_cache/cache_hits"] == 0
+  assert runs[1]["/jax/compilation_cache/cache_hits"] == runs[0]["/jax/compilation_cache/cache_misses"]
+  assert runs[1]["/jax/compilation_cache/cache_misses"] == 0
+  assert list((tmp_path / "xla").iterdir())
+  assert experiment.enable_compilation_cache(ml_collections.ConfigDict(dict(compilation_cache_dir=""))) == ""

@@ -8,6 +8,10 @@ Bounds: `config.data.max_length + config.eval.max_new_tokens` must fit the model
 construction); each batch's prompts, budget and answer ranking are checked before it runs, and its decode state
 against memory, each with an error naming the record or the config keys.
 
+Compilations: prompts are padded to a multiple of `PROMPT_WIDTH_MULTIPLE` tokens and a last, partial batch
+to the batch's rows (repeating its last record; the repeats are dropped), so the programs compiled are bounded
+by the prompt widths, not one per batch.
+
 Stopping: `should_stop() -> bool` (e.g. a SIGTERM flag) is called after each batch; when it returns True while
 records remain, the evaluation ends there and the scores cover the records done, with `num_examples` and
 `partial: 1` added (keys present only on a partial evaluation).
@@ -33,6 +37,9 @@ from lrr_jax.inference import ranking
 from lrr_jax.train import distributed
 
 CATER_DATASETS = ("generated_cater", "cater")
+# Prompts are left-padded to a multiple of this many tokens (at most config.data.max_length), and every batch of
+# one evaluation to the same number of rows, so an evaluation compiles a few programs, not one per batch.
+PROMPT_WIDTH_MULTIPLE = 64
 GROUP_KEYS = {"generated_acre": ("split", "query_type"), "acre": ("split", "query_type"), "star": ("question_type",)}
 
 
@@ -99,16 +106,19 @@ class Evaluator:
     examples = {i: records.read_example(rows[i], self.variant, f"test record {i}") for i in mine}
     responses, logprobs = [], []
     per_process = -(-count // jax.process_count())
+    rows_per_batch = min(self.batch_size, max(per_process, 1))  # every batch of this evaluation: one shape
     for start in tqdm.trange(0, per_process, self.batch_size, desc="evaluate", unit="batch", leave=False):
       batch = mine[start:start + self.batch_size]  # empty on a process with fewer records: it still keeps step
       if batch:
-        video = np.stack([self._video(rows[i], i) for i in batch])
-        prompts = [encoding.encode_prompt(examples[i], self.tokenizer) for i in batch]
-        self._check_batch(prompts, batch, video.shape[1], first=start == 0)
+        padded = batch + batch[-1:] * (rows_per_batch - len(batch))  # a partial batch: its last record repeated
+        video = np.stack([self._video(rows[i], i) for i in padded])
+        prompts = [encoding.encode_prompt(examples[i], self.tokenizer) for i in padded]
+        self._check_batch(prompts, padded, video.shape[1], first=start == 0)
         tokens, texts = self._generate(variables, video, prompts)
-        responses += texts
+        responses += texts[:len(batch)]
         if self.candidates:
-          logprobs.append(self._rank(variables, video, [examples[i] for i in batch], prompts, tokens))
+          ranked = self._rank(variables, video, [examples[i] for i in padded], prompts, tokens)
+          logprobs.append(ranked[:len(batch)])
       if should_stop is not None and start + self.batch_size < per_process and should_stop():
         logging.warning("Evaluation stopped by should_stop after %d of %d records.",
                         start + self.batch_size, per_process)
@@ -157,7 +167,8 @@ class Evaluator:
 
   def _generate(self, variables, video: np.ndarray, prompts) -> tuple[list[list[int]], list[str]]:
     """The greedy responses' tokens (without the final `</s>`) and texts; prompts as `encode_prompt` gives."""
-    prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], self.tokenizer.pad_id)
+    prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], self.tokenizer.pad_id,
+                                   PROMPT_WIDTH_MULTIPLE, self.max_length)
     sampled = generate_lib.generate(self.generator, variables, prompt, video, [[self.tokenizer.eos_id]],
                                     self.max_new_tokens)
     tokens = []

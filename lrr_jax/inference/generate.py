@@ -57,10 +57,13 @@ class Sampled(NamedTuple):
 
 
 def left_pad(prompts: Sequence[Sequence[int]], frames: Sequence[Sequence[int]], pad_id: int,
-             multiple: int = 1) -> dict[str, np.ndarray]:
+             multiple: int = 1, max_width: int = 0) -> dict[str, np.ndarray]:
   """Left-padded tokens, positions, segment_ids and frame_index, int32[B, P], P a multiple of `multiple`
-  (fewer distinct shapes, fewer compilations)."""
-  width = -(-max(len(p) for p in prompts) // multiple) * multiple
+  (fewer distinct shapes, fewer compilations) but at most `max_width` (if > 0) unless a prompt is longer."""
+  longest = max(len(p) for p in prompts)
+  width = -(-longest // multiple) * multiple
+  if max_width > 0:
+    width = max(min(width, max_width), longest)
   batch = {k: np.zeros((len(prompts), width), np.int32) for k in ("tokens", "positions", "segment_ids")}
   batch["tokens"][:] = pad_id
   batch["frame_index"] = np.full((len(prompts), width), -1, np.int32)

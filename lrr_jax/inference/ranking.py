@@ -17,6 +17,7 @@ import numpy as np
 from lrr_jax.inference import generate as generate_lib
 
 ROWS_PER_CALL = 256  # examples x candidates scored together (bounds the repeated caches' memory)
+WIDTH_MULTIPLE = 64  # prompts, continuations and caches are padded to multiples of this: few compiled shapes
 
 
 def answer_prefix(response: Sequence[int], markers: Sequence[Sequence[int]]) -> list[int]:
@@ -56,12 +57,13 @@ def candidate_logprobs(generator: generate_lib.Generator, variables, video: np.n
   """
   check_positions(generator.max_positions, prompts, continuations, candidates)
   scores = []
-  chunk = max(1, ROWS_PER_CALL // len(candidates))
+  chunk = min(max(1, ROWS_PER_CALL // len(candidates)), len(prompts))
   for start in range(0, len(prompts), chunk):
-    rows = slice(start, start + chunk)
-    scores.append(_score_chunk(generator, variables, video[rows], prompts[rows], continuations[rows],
-                               candidates, pad_id, memory_limit_bytes))
-  return np.concatenate(scores)
+    rows = list(range(start, min(start + chunk, len(prompts))))
+    rows += rows[-1:] * (chunk - len(rows))  # a last, partial chunk: its last example repeated (one shape)
+    scores.append(_score_chunk(generator, variables, video[rows], [prompts[i] for i in rows],
+                               [continuations[i] for i in rows], candidates, pad_id, memory_limit_bytes))
+  return np.concatenate(scores)[:len(prompts)]
 
 
 def check_positions(max_positions: int, prompts: Sequence[tuple[list[int], list[int]]],
@@ -80,10 +82,10 @@ def check_positions(max_positions: int, prompts: Sequence[tuple[list[int], list[
 def _score_chunk(generator, variables, video, prompts, continuations, candidates, pad_id,
                  memory_limit_bytes) -> np.ndarray:
   last_frame = video.shape[1] - 1
-  prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], pad_id, multiple=16)
-  after = generate_lib.left_pad(continuations, [[0] * len(c) for c in continuations], pad_id, multiple=16)
+  prompt = generate_lib.left_pad([p for p, _ in prompts], [f for _, f in prompts], pad_id, WIDTH_MULTIPLE)
+  after = generate_lib.left_pad(continuations, [[0] * len(c) for c in continuations], pad_id, WIDTH_MULTIPLE)
   cache_length = prompt["tokens"].shape[1] + after["tokens"].shape[1] + max(len(c) for c in candidates) + 1
-  cache_length = -(-cache_length // 16) * 16
+  cache_length = -(-cache_length // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
   rows = len(prompts) * len(candidates)
   visual_rows = 1 if len(prompts) == 1 else rows  # `select_rows` shares one video, repeats several
   config = generator.model.config

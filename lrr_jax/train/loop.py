@@ -8,7 +8,6 @@ parameters before they are saved. Evaluation is handed in as a callable, so trai
 import hashlib
 import json
 import signal
-import time
 from typing import Any, Callable
 
 from absl import logging
@@ -28,6 +27,8 @@ from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
 from lrr_jax.train import metrics as metrics_lib
 from lrr_jax.train import partitioning
+from lrr_jax.train import profiling
+from lrr_jax.train import throughput
 from lrr_jax.train import trainer
 
 # evaluate(variables ({"params", maybe "batch_stats"}), num_examples or None for all) -> scores by name
@@ -92,21 +93,52 @@ def params_checksum(params: Any) -> str:
 
 
 def evaluate_during_training(config: ml_collections.ConfigDict, evaluate: Evaluate, variables: Any, step: int,
-                             writer: metrics_lib.MetricWriter) -> None:
+                             writer: metrics_lib.MetricWriter) -> bool:
   """Every `config.eval.every` steps (0: never), the task's scores on `config.eval.num_examples` test records
-  (0: all), as `eval/<metric>` in TensorBoard and metrics.jsonl."""
+  (0: all), as `eval/<metric>` in TensorBoard and metrics.jsonl. Returns whether it evaluated."""
   if not config.eval.get("every", 0) or step % config.eval.every or step == config.num_steps:
-    return
+    return False
   scores = evaluate(variables, config.eval.get("num_examples", 0) or None)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
   logging.info("Step %d eval: %s", step, ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+  return True
 
 
-def _log_step(config, writer, progress, step: int, metrics, seconds: float) -> None:
-  progress.set_postfix(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['token_accuracy']):.3f}")
-  writer.write_scalars(step, {
-      **{k: v for k, v in metrics.items() if k != "num_tokens"}, "step_time_s": seconds,
-      "examples_per_s": config.batch_size / seconds, "tokens_per_s": float(metrics["num_tokens"]) / seconds})
+class Throughput:
+  """Step time (the first, compiling, step and evaluations excluded), tokens/s, TFLOP/s per device and MFU."""
+
+  def __init__(self, config: ml_collections.ConfigDict, model: lrr.LRRModel, example: dict[str, Any]):
+    self.batch_size, self.timer = config.batch_size, throughput.StepTimer()
+    frames, height, width = example["video"].shape[1:4]
+    self.model_flops = throughput.analytic_train_flops(model.config, config.batch_size, example["inputs"].shape[1],
+                                                       frames, height, width) / jax.device_count()
+    self.flops = None
+    kind = jax.devices()[0].device_kind
+    self.peak = throughput.peak_flops_per_device(kind, config.get("peak_flops_per_device", 0.0))
+    if self.peak is None:
+      logging.info("No peak FLOP/s known for device kind %r: MFU is not reported (set "
+                   "config.peak_flops_per_device to report it).", kind)
+
+  def count_flops(self, step_fn: Callable, state: Any, batch: Any) -> None:
+    """FLOPs per device of the step, from its compiled program (compiled here; the first call reuses it)."""
+    self.flops, source = throughput.step_flops(step_fn.lower(state, batch).compile(), self.model_flops)
+    logging.info("Step FLOPs per device: %.4g (%s; model FLOPs %.4g), peak %s FLOP/s per device.",
+                 self.flops, source, self.model_flops, "unknown" if self.peak is None else f"{self.peak:.4g}")
+
+  def scalars(self, step: int, metrics: dict[str, Any]) -> dict[str, float]:
+    seconds = self.timer.per_step(step)
+    if seconds is None:
+      return {}
+    return throughput.step_metrics(seconds, self.batch_size, float(metrics["num_tokens"]), self.flops, self.peak)
+
+
+def _log_step(writer, progress, step: int, metrics, speed: dict[str, float]) -> None:
+  postfix = dict(loss=f"{float(metrics['loss']):.3f}", acc=f"{float(metrics['token_accuracy']):.3f}")
+  if speed:
+    postfix.update(s_per_step=f"{speed['step_time_s']:.3g}", tok_s=f"{speed['tokens_per_s']:.4g}")
+    postfix.update({k: f"{speed[k]:.3g}" for k in ("tflops_per_device", "mfu") if k in speed})
+  progress.set_postfix(**postfix)
+  writer.write_scalars(step, {**{k: v for k, v in metrics.items() if k != "num_tokens"}, **speed})
 
 
 def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: Any, workdir: Any,
@@ -132,7 +164,8 @@ def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: An
   state = initial_state(config, init, shardings) if state is None else state
   logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params, include_stats=False))
   writer = metrics_lib.MetricWriter(workdir)
-  last_time, last_step = time.time(), start
+  speed = Throughput(config, model, example)
+  profiler = profiling.StepProfiler(config.get("profile"), workdir)
   progress = tqdm.trange(start, config.num_steps, initial=start, total=config.num_steps, desc="train", unit="step")
   metrics = {}
   batch_log = workdir / distributed.process_file_name("batches.jsonl")  # this process's rows, every step
@@ -140,15 +173,21 @@ def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: An
   for step in progress:
     batch = next(data)
     logged.append(json.dumps({"step": step, "record_index": batch.pop("record_index").tolist()}))
-    state, metrics = step_fn(state, partitioning.global_batch(batch, mesh))
+    batch = partitioning.global_batch(batch, mesh)
+    if step == start:
+      speed.count_flops(step_fn, state, batch)
+    profiler.before(step)
+    state, metrics = step_fn(state, batch)
+    profiler.after(step, metrics)
+    if step == start:  # compiled and run: timing starts here
+      jax.block_until_ready(metrics)
+      speed.timer.restart(step + 1)
     preempted = preemption.agreed()
     if (step + 1) % config.log_every == 0 or step + 1 == config.num_steps or preempted:
       loss = float(metrics["loss"])
       if not np.isfinite(loss):
         stop_not_finite(f"Loss is {loss} at step {step + 1}", checkpointer, state, abstract)
-      seconds = (time.time() - last_time) / max(step + 1 - last_step, 1)
-      last_time, last_step = time.time(), step + 1
-      _log_step(config, writer, progress, step + 1, metrics, seconds)
+      _log_step(writer, progress, step + 1, metrics, speed.scalars(step + 1, metrics))
     force = step + 1 == config.num_steps or preempted
     saving = checkpointer.save_due(step + 1, force)
     if saving and not np.isfinite(float(params_norm(state.params))):
@@ -158,11 +197,13 @@ def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: An
       logged = []
     checkpointer.maybe_save(step + 1, state, data, force=force)
     if preempted:
+      profiler.stop(state)
       checkpointer.close()
       writer.close()
       raise SystemExit(f"SIGTERM: saved step {step + 1} to {checkpointer.directory}; exiting.")
-    if evaluate is not None:
-      evaluate_during_training(config, evaluate, state.variables, step + 1, writer)
+    if evaluate is not None and evaluate_during_training(config, evaluate, state.variables, step + 1, writer):
+      speed.timer.restart(step + 1)  # step time excludes evaluations
+  profiler.stop(state)
   files.append_lines(batch_log, logged)
   checkpointer.close()
   writer.close()

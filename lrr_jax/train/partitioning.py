@@ -149,4 +149,9 @@ def jit_sharded(fn: Callable, mesh: Mesh, rules: Sequence[tuple[str, Any]], in_s
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return jitted(*args)
 
+  def lower(*args):  # ahead of time, e.g. for `.compile().cost_analysis()`; a later call reuses the compile
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return jitted.lower(*args)
+
+  call.lower = lower
   return call

@@ -51,3 +51,18 @@ def test_should_stop_after_the_first_batch_gives_that_batchs_scores_marked_parti
   assert responses == first_responses and scores == first_batch
   complete, _ = evaluator(run.variables, num_examples=2, should_stop=lambda: pytest.fail("asked after the last batch"))
   assert "partial" not in complete
+
+
+def test_an_evaluation_compiles_per_shape_not_per_batch(run):
+  """Prompts padded to fixed widths and a partial last batch to the batch's rows: 3 records in batches of 2
+  and 1 compile the video encoder and the decode loop once, and 4 other records compile nothing new."""
+  evaluator = make_evaluator(run)
+  generator = evaluator.generator
+  jitted = dict(encode_video=generator.encode_video, start=generator._jit_start,  # pylint: disable=protected-access
+                extend=generator._jit_extend, sample=generator._jit_sample)  # pylint: disable=protected-access
+  _, responses = evaluator(run.variables, num_examples=3)
+  sizes = {name: fn._cache_size() for name, fn in jitted.items()}  # pylint: disable=protected-access
+  assert len(responses) == 3 and sizes["encode_video"] == 1 and sizes["sample"] == 1
+  assert sizes["start"] <= 2 and sizes["extend"] <= 2  # generation's and the ranking's
+  evaluator(run.variables, num_examples=4)
+  assert {name: fn._cache_size() for name, fn in jitted.items()} == sizes  # pylint: disable=protected-access

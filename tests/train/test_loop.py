@@ -8,6 +8,7 @@ import numpy as np
 from configs import cater
 from lrr_jax import experiment
 from lrr_jax.train import loop
+from lrr_jax.train import throughput
 
 
 def test_train_loop_evaluates_through_its_callable_and_resumes(tmp_path):
@@ -16,6 +17,7 @@ def test_train_loop_evaluates_through_its_callable_and_resumes(tmp_path):
   config.data.update(num_train=16, num_eval=4)
   config.checkpoint.every = 2
   config.eval.update(every=2, num_examples=3)
+  config.update(peak_flops_per_device=2e11, profile=dict(start_step=1, num_steps=1))
   train_data, _, tokenizer = experiment.build_data(config, tmp_path)
   model = experiment.make_model(config, tokenizer)
   calls = []
@@ -31,10 +33,28 @@ def test_train_loop_evaluates_through_its_callable_and_resumes(tmp_path):
   lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [line["step"] for line in lines if "eval/top1" in line] == [2]
   assert sorted(int(p.name) for p in (tmp_path / "ckpt").iterdir() if p.name.isdigit()) == [2, 3]
+  check_throughput(lines, config, model)
+  assert list((tmp_path / "profile").glob("plugins/profile/*/*.xplane.pb"))  # step 2's trace
 
   resumed, _ = loop.train(config, model, train_data, tmp_path, evaluate)  # nothing left to do
   assert int(resumed.step) == 3 and len(calls) == 1
   assert loop.params_checksum(resumed.params) == loop.params_checksum(state.params)
+
+
+def check_throughput(lines, config, model) -> None:
+  """Step 1 (which compiles) has no step time; step 2 has step time, tokens/s, TFLOP/s per device and, as a peak
+  is given, MFU; the FLOPs per step they imply are the compiled count, within 0.9-3x of the analytic model
+  FLOPs. The evaluation after step 2 is not timed: step 3 is timed from its end."""
+  rows = {line["step"]: line for line in lines if "loss" in line}
+  assert "step_time_s" not in rows[1] and all("step_time_s" in rows[s] for s in (2, 3))
+  for row in (rows[2], rows[3]):
+    assert row["tokens_per_s"] > 0 and row["examples_per_s"] == config.batch_size / row["step_time_s"]
+    flops = row["tflops_per_device"] * 1e12 * row["step_time_s"]
+    frames, resolution = experiment.video_shape(config)
+    model_flops = throughput.analytic_train_flops(model.config, config.batch_size, config.data.max_length,
+                                                  frames, resolution, resolution)
+    assert 0.9 * model_flops <= flops < 3 * model_flops
+    np.testing.assert_allclose(row["mfu"], row["tflops_per_device"] * 1e12 / 2e11, rtol=1e-6)
 
 
 def test_sigterm_is_seen_by_preemption_and_stops_an_evaluation():
@@ -49,3 +69,4 @@ def test_sigterm_is_seen_by_preemption_and_stops_an_evaluation():
     assert preemption.agreed()  # one process: its own flag
   finally:
     signal.signal(signal.SIGTERM, previous)
+
