@@ -18,16 +18,23 @@ import sys
 import time
 from typing import Any
 
-# Chips: bf16 peak FLOP/s, HBM bytes and bandwidth per JAX device. v4 and v5p devices are TensorCores when a
-# topology lists one device per core (megacore off); `devices_per_chip` says how the table divides.
+# Chips: HBM bytes and bandwidth per JAX device; bf16 peak FLOP/s from the train loop's own table
+# (`throughput.PEAK_FLOPS`, keyed by device kind), so MFU here and in a run's metrics use the same peaks.
 CHIPS = {
-    "v4": dict(flops=275e12, hbm=32 * 2**30, bandwidth=1.2e12),
-    "v5e": dict(flops=197e12, hbm=16 * 2**30, bandwidth=819e9),
-    "v5p": dict(flops=459e12, hbm=95 * 2**30, bandwidth=2.765e12),
-    "v6e": dict(flops=918e12, hbm=32 * 2**30, bandwidth=1.64e12),
-    "h100": dict(flops=989e12, hbm=80 * 10**9, bandwidth=3.35e12),
-    "h200": dict(flops=989e12, hbm=141 * 10**9, bandwidth=4.8e12),
+    "v4": dict(kind="tpu v4", hbm=32 * 2**30, bandwidth=1.2e12),
+    "v5e": dict(kind="tpu v5e", hbm=16 * 2**30, bandwidth=819e9),
+    "v5p": dict(kind="tpu v5p", hbm=95 * 2**30, bandwidth=2.765e12),
+    "v6e": dict(kind="tpu v6e", hbm=32 * 2**30, bandwidth=1.64e12),
+    "h100": dict(kind="h100", hbm=80 * 10**9, bandwidth=3.35e12),
+    "h200": dict(kind="h200", hbm=141 * 10**9, bandwidth=4.8e12),
 }
+
+
+def chip_figures(generation: str) -> dict[str, float]:
+  """Peak FLOP/s, HBM bytes and bandwidth per device of a chip generation named in `CHIPS`."""
+  from lrr_jax.train import throughput  # pylint: disable=g-import-not-at-top  (after the devices are set)
+  chip = CHIPS[generation]
+  return dict(flops=throughput.peak_flops_per_device(chip["kind"]), hbm=chip["hbm"], bandwidth=chip["bandwidth"])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -159,7 +166,8 @@ def main(argv=None) -> None:
     raise SystemExit(f"No peak figures for {generation!r}; pass --chip= one of {sorted(CHIPS)}.")
   config = run_config(args, len(devices))
   figures = compile_step(config, devices)
-  figures.update(utilisation(figures, CHIPS[generation]), topology=args.topology, chip=generation,
+  chip = chip_figures(generation)
+  figures.update(utilisation(figures, chip), topology=args.topology, chip=generation,
                  shape=dict(frames=args.frames, resolution=args.resolution, tokens=args.tokens,
                             per_device_batch=args.per_device_batch, lm=args.lm),
                  overrides=args.override)
@@ -169,7 +177,7 @@ def main(argv=None) -> None:
   print(f"compile: {figures['compile_s']:.0f} s")
   print(f"per device: arguments {gib(figures['argument_bytes']):.2f} GiB, temporaries "
         f"{gib(figures['temp_bytes']):.2f} GiB, peak {gib(figures['peak_bytes']):.2f} GiB "
-        f"(HBM {gib(CHIPS[generation]['hbm']):.1f} GiB)")
+        f"(HBM {gib(chip['hbm']):.1f} GiB)")
   print(f"per device: compiler FLOPs {figures['flops']:.3g}, model FLOPs {figures['model_flops']:.3g}, bytes "
         f"accessed {figures['bytes_accessed']:.3g}, optimal_seconds {figures['optimal_seconds']:.3g}")
   if figures["est_mfu"] is None:
