@@ -30,7 +30,7 @@ def builder_for(dataset: str, config: str, data_dir: str, **sizes):
         world=generated.acre.AcreConfig(split=config), **sizes)
     return generated.GeneratedAcre(config=builder_config, data_dir=data_dir, file_format="array_record")
   released = _released_builders()
-  if dataset == "something_else":  # its box configs take their bins from the name (`boxes<N>`)
+  if dataset == "something_else" and config not in ("default", "boxes"):  # bins from the name (`boxes<N>`)
     from lrr_jax.data.builders import something_else  # pylint: disable=g-import-not-at-top
     config = something_else.builder_config(config)
   if dataset in released:
