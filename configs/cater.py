@@ -52,9 +52,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
+ENCODER_WINDOWS = (2, 4)  # look-back windows tau swept (the demo's videos have 8 frames)
+
+
 def sweep(add, arg=None):
-  """The LRR rationale ablation on both cameras: direct answer vs no surrogate tasks vs no stage tags vs full."""
+  """The LRR rationale ablation on both cameras: direct answer vs no surrogate tasks vs no stage tags vs full;
+  then the video encoder's on the full rationale, static camera: one stream, and tau in ENCODER_WINDOWS."""
   del arg
   for camera in ("static", "moving"):
     for variant in ("direct", "no_surrogate", "no_tags", "full"):
       add(config_arg=f"variant={variant},camera={camera}")
+  for overrides in common.encoder_ablations(ENCODER_WINDOWS):
+    add(config_arg="variant=full,camera=static", **overrides)

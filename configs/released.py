@@ -75,7 +75,13 @@ def get_config(arg: str | None = None):
   return config
 
 
+ENCODER_WINDOWS = (4, 8)  # look-back windows tau swept (CATER and STAR clips: 16 frames)
+
+
 def sweep(add, arg=None):
-  """The rationale ablation on one released dataset (arg: as get_config's)."""
+  """The rationale ablation on one released dataset or mixture (arg: as get_config's), then the video
+  encoder's on the full rationale: the static stream alone, and tau in ENCODER_WINDOWS."""
   for variant in ("direct", "no_surrogate", "full"):
     add(config_arg=",".join(filter(None, [arg, f"variant={variant}"])))
+  for overrides in common.encoder_ablations(ENCODER_WINDOWS):
+    add(config_arg=",".join(filter(None, [arg, "variant=full"])), **overrides)
