@@ -7,17 +7,20 @@ Tables:
   cater_static, cater_moving: LRR's rationale ablation on generated CATER (direct answer, rationale without
     surrogate tasks, without stage tags, full), one camera each; the LLaVA-o1 training comparison
     (direct vs no stage tags vs stage tags) is the same runs' direct / no_tags / full rows.
+  cater_encoder: the video encoder's ablation on the full rationale, static camera: two streams vs the static
+    stream alone, and temporal attention over all earlier frames vs only the previous tau (configs/cater.py).
   acre: the ablation (direct, no surrogate tasks, full) on the three generated ACRE splits.
   search: greedy vs best-of-N vs sentence-level vs stage-level beam search on the full CATER (static) run.
 Runs live under --sweep_dir (finished runs are reused); results go to --out as JSON, Markdown and PNGs.
 Every run uses the config's seed (0) for its data, initialisation and data order.
 """
 import argparse
+import dataclasses
 import json
 import pathlib
 import subprocess
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import matplotlib
 matplotlib.use("Agg")
@@ -28,11 +31,33 @@ from lrr_jax.data.worlds import acre  # pylint: disable=g-import-not-at-top,wron
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-TABLES = {  # name -> (config file, the sweep's runs kept, row label keys, metrics shown)
-    "cater_static": ("configs/cater.py", "camera=static", ("variant",), ("top1", "top5", "l1", "well_formed")),
-    "cater_moving": ("configs/cater.py", "camera=moving", ("variant",), ("top1", "top5", "l1", "well_formed")),
-    "acre": ("configs/acre.py", "", ("split", "variant"),
-             ("accuracy", *(f"query_type/{q}" for q in acre.QUERY_TYPES), "well_formed")),  # the evaluator's names
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+  config: str  # the config file whose sweep has the runs
+  keep: Callable[[dict[str, str]], bool]  # which of the sweep's runs, by their labels (`labels`)
+  keys: tuple[str, ...]  # the labels that name a row
+  metrics: tuple[str, ...]  # the evaluator's names; the first is the plotted headline
+  defaults: dict[str, str] = dataclasses.field(default_factory=dict)  # a key a run's name lacks
+
+
+def rationale_run(camera: str) -> Callable[[dict[str, str]], bool]:
+  """The rationale ablation's runs with this camera (no encoder overrides)."""
+  return lambda run: run.get("camera") == camera and not any(k.startswith("model.") for k in run)
+
+
+CATER_METRICS = ("top1", "top5", "l1", "well_formed")
+TABLES = {
+    "cater_static": Table("configs/cater.py", rationale_run("static"), ("variant",), CATER_METRICS),
+    "cater_moving": Table("configs/cater.py", rationale_run("moving"), ("variant",), CATER_METRICS),
+    # The video encoder's ablation on the full rationale, static camera: both streams and all earlier frames
+    # (the full run of cater_static), the static stream alone, temporal attention over only tau frames back.
+    "cater_encoder": Table("configs/cater.py",
+                           lambda run: (run.get("variant"), run.get("camera")) == ("full", "static"),
+                           ("model.video.two_stream", "model.video.temporal_window"), CATER_METRICS,
+                           {"model.video.two_stream": "True", "model.video.temporal_window": "0"}),
+    "acre": Table("configs/acre.py", lambda run: True, ("split", "variant"),
+                  ("accuracy", *(f"query_type/{q}" for q in acre.QUERY_TYPES), "well_formed")),  # the evaluator's
 }
 
 
@@ -43,13 +68,15 @@ def labels(name: str) -> dict[str, str]:
 
 def train_table(table: str, sweep_dir: pathlib.Path, extra: Sequence[str], python: str) -> list[dict[str, Any]]:
   """Train (or reuse) the table's runs; one row per run with its label keys and eval scores."""
-  config, keep, keys, metrics = TABLES[table]
-  runs = [r for r in sweep.expand(config, sweep_dir / pathlib.Path(config).stem) if keep in r.name]
+  spec = TABLES[table]
+  runs = [r for r in sweep.expand(spec.config, sweep_dir / pathlib.Path(spec.config).stem)
+          if spec.keep(labels(r.name))]
   failed = sweep.run_locally(runs, extra, python)
   rows = []
   for row in sweep.summarize(runs, failed):
-    rows.append({**{k: labels(row["name"]).get(k) for k in keys}, "status": row["status"],
-                 "minutes": row["minutes"], **{m: row["eval"].get(m) for m in metrics}})
+    named = {**spec.defaults, **labels(row["name"])}
+    rows.append({**{k: named.get(k) for k in spec.keys}, "status": row["status"],
+                 "minutes": row["minutes"], **{m: row["eval"].get(m) for m in spec.metrics}})
   return rows
 
 
@@ -73,11 +100,11 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 def plot(rows: Sequence[dict[str, Any]], table: str, path: pathlib.Path) -> None:
   """Bars of the table's first metric per run (the headline: top-1 or accuracy), with chance marked."""
-  config, _, keys, metrics = TABLES[table]
-  metric = metrics[0]
+  spec = TABLES[table]
+  config, keys, metric = spec.config, spec.keys, spec.metrics[0]
   fig = figure.Figure(figsize=(1.2 + 0.9 * len(rows), 3.2))
   ax = fig.subplots()
-  names = ["\n".join(str(r[k]) for k in keys) for r in rows]
+  names = ["\n".join(f"{k.rsplit('.', 1)[1]}={r[k]}" if "." in k else str(r[k]) for k in keys) for r in rows]
   ax.bar(names, [r[metric] or 0.0 for r in rows], color="tab:blue")
   ax.axhline(1 / 36 if "cater" in table else 1 / 3, color="gray", linestyle="--", label="chance")
   ax.set_ylabel(metric)

@@ -23,9 +23,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
                       contain_prob=0.4, moving_camera=args["camera"] == "moving")
   # tokenizer: a local tokenizer.json (or HF model directory) instead of a BPE trained on the data (vocab_size).
+  # mixture: joint training, ((dataset, builder config, weight), ...) in place of dataset / builder_config,
+  # batches drawn by weight, evaluated per dataset (e.g. "(('generated_cater','tiny',1.0),('generated_acre',
+  # 'iid',1.0))"); `sources.<dataset>.manual_dir` / `.eval_split` where a dataset needs its own.
   config.data = dict(dataset="generated_cater", builder_config="tiny", data_dir="", num_train=4096, num_eval=128,
                      variant=args["variant"], max_length=192, vocab_size=512, tokenizer="", eval_split="test",
-                     brightness_jitter=0.0, worker_count=0)
+                     brightness_jitter=0.0, worker_count=0, mixture=())
   # From scratch: no dropout, open cross-attention gates (tanh(1) = 0.76), sharper queries, CoordConv channels.
   # Every DecoderConfig / VideoEncoderConfig / ResNetConfig field is a key here (None: the `size` preset's).
   # init_from: a local Hugging Face OPT directory whose weights (and architecture) the decoder starts from.
@@ -56,9 +59,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
+ENCODER_WINDOWS = (2, 4)  # look-back windows tau swept (the demo's videos have 8 frames)
+
+
 def sweep(add, arg=None):
-  """The LRR rationale ablation on both cameras: direct answer vs no surrogate tasks vs no stage tags vs full."""
+  """The LRR rationale ablation on both cameras: direct answer vs no surrogate tasks vs no stage tags vs full;
+  then the video encoder's on the full rationale, static camera: one stream, and tau in ENCODER_WINDOWS."""
   del arg
   for camera in ("static", "moving"):
     for variant in ("direct", "no_surrogate", "no_tags", "full"):
       add(config_arg=f"variant={variant},camera={camera}")
+  for overrides in common.encoder_ablations(ENCODER_WINDOWS):
+    add(config_arg="variant=full,camera=static", **overrides)

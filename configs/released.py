@@ -6,7 +6,9 @@ OPT-1.3B, a ResNet-101 static stream, gated cross-attention after every other de
   python -m lrr_jax.main --config=configs/released.py:dataset=cater,lm=opt-125m --workdir=~/runs/cater125m \
       --config.data.manual_dir=~/CATER --config.data.data_dir=~/lrr_data --config.model.init_from=~/opt-125m
 Args: dataset (cater | acre | something_else | star), lm (opt-125m | opt-1.3b), variant
-(full | no_tags | no_surrogate | direct), split (ACRE: iid | compositional | systematic).
+(full | no_tags | no_surrogate | direct), split (ACRE: iid | compositional | systematic), mixture (joint
+training: datasets joined by '+', each with an optional ':weight', e.g. `mixture=cater+something_else:2`;
+replaces `dataset`; each dataset's files go in `data.sources.<dataset>.manual_dir`; evaluated per dataset).
 `model.init_from` is a local Hugging Face OPT directory (config.json, weights, tokenizer.json); its
 tokenizer is the run's. The paper gives no optimiser settings: these (AdamW, lr 1e-4, warmup, cosine,
 global batch 64) are ours. On a pod, raise `mesh.fsdp` for OPT-1.3B (params and Adam state sharded).
@@ -24,18 +26,41 @@ DATASETS = {
 }
 
 
+def parse_mixture(spec: str, split: str) -> tuple[tuple[str, str, float], ...]:
+  """'cater+something_else:2' -> data.mixture's (dataset, builder config, weight) entries (ACRE's config:
+  `split`)."""
+  entries = []
+  for part in spec.split("+"):
+    name, _, weight = part.partition(":")
+    if name not in DATASETS:
+      raise ValueError(f"Unknown dataset {name!r} in mixture={spec!r}; expected datasets of {sorted(DATASETS)} "
+                       "joined by '+', each with an optional ':weight'.")
+    entries.append((name, split if name == "acre" else DATASETS[name]["builder_config"], float(weight or 1)))
+  return tuple(entries)
+
+
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg, dataset="cater", lm="opt-125m", variant="full", split="compositional")
+  args = common.parse_arg(arg, dataset="cater", lm="opt-125m", variant="full", split="compositional", mixture="")
+  mixture = parse_mixture(args["mixture"], args["split"]) if args["mixture"] else ()
+  if mixture:
+    args["dataset"] = mixture[0][0]
   if args["dataset"] not in DATASETS or args["lm"] not in ("opt-125m", "opt-1.3b"):
     raise ValueError(f"Unknown dataset or lm in {arg!r}; datasets {sorted(DATASETS)}, lm opt-125m | opt-1.3b.")
   dataset = dict(DATASETS[args["dataset"]])
   if args["dataset"] == "acre":
     dataset["builder_config"] = args["split"]
+  if mixture:  # every dataset's frames fitted to the longest clip; top-5 over Something-Else's classes
+    dataset["num_frames"] = max(DATASETS[name]["num_frames"] for name, _, _ in mixture)
+    dataset["num_classes"] = max(DATASETS[name]["num_classes"] for name, _, _ in mixture)
   config = cater.get_config(f"variant={args['variant']}")
   del config["world"]
   config.data.update(dataset=args["dataset"], builder_config=dataset["builder_config"], manual_dir="",
                      num_frames=dataset["num_frames"], resolution=dataset["resolution"],
                      eval_split=dataset["eval_split"], max_length=1024, worker_count=4)
+  if mixture:
+    config.data.mixture = mixture
+    config.data.sources = {name: dict(manual_dir="", eval_split=DATASETS[name]["eval_split"])
+                           for name, _, _ in mixture}
   # The pretrained LM starts as itself: gates at 0 (tanh(0) = 0), the video enters as they open.
   config.model = common.model_section(args["lm"], decoder_values=dict(dropout_rate=0.1, gate_init=0.0))
   config.batch_size = 64
@@ -50,7 +75,13 @@ def get_config(arg: str | None = None):
   return config
 
 
+ENCODER_WINDOWS = (4, 8)  # look-back windows tau swept (CATER and STAR clips: 16 frames)
+
+
 def sweep(add, arg=None):
-  """The rationale ablation on one released dataset (arg: as get_config's)."""
+  """The rationale ablation on one released dataset or mixture (arg: as get_config's), then the video
+  encoder's on the full rationale: the static stream alone, and tau in ENCODER_WINDOWS."""
   for variant in ("direct", "no_surrogate", "full"):
     add(config_arg=",".join(filter(None, [arg, f"variant={variant}"])))
+  for overrides in common.encoder_ablations(ENCODER_WINDOWS):
+    add(config_arg=",".join(filter(None, [arg, "variant=full"])), **overrides)

@@ -6,6 +6,7 @@ together); it needs no data and compiles nothing. `check_resume` compares the co
 with the one resuming it and refuses any change but those of `FREE_ON_RESUME`, unless
 `config.resume_with_changes`.
 """
+import json
 import math
 import pathlib
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import ml_collections
 
 from lrr_jax import experiment
+from lrr_jax.data import prepare
 from lrr_jax.train import partitioning
 
 ConfigDict = ml_collections.ConfigDict
@@ -50,7 +52,7 @@ def _is_number(value: Any) -> bool:
 def _positive_keys(config: ConfigDict) -> list[str]:
   keys = ["num_steps", "batch_size", "grad_accum_steps", "log_every", "optimizer.lr", "optimizer.clip_norm",
           "data.max_length", "eval.batch_size", "eval.max_new_tokens", "checkpoint.keep"]
-  if config.data.dataset.startswith("generated_"):
+  if experiment.frames_from_world(config):
     keys += ["data.num_train", "data.num_eval", "world.num_frames", "world.resolution"]
   else:
     keys += ["data.num_frames", "data.resolution"]
@@ -113,9 +115,40 @@ def position_errors(config: ConfigDict) -> list[str]:
   return [error] if error else []
 
 
+def mixture_errors(config: ConfigDict) -> list[str]:
+  """`data.mixture`'s entries must be (dataset, builder config, weight > 0) of datasets this library writes,
+  each once, all generated or all released (their frames come from one place); `data.sources` may only name
+  datasets of the mixture."""
+  mixture = config.data.get("mixture") or ()
+  errors, seen, generated = [], set(), set()
+  for i, entry in enumerate(mixture):
+    key = f"config.data.mixture[{i}]"
+    if not (isinstance(entry, (tuple, list)) and len(entry) == 3):
+      errors.append(f"{key}={entry!r} must be a (dataset, builder config, weight) triple.")
+      continue
+    dataset, builder_config, weight = entry
+    problem = prepare.builder_config_error(str(dataset), str(builder_config))
+    if problem:
+      errors.append(f"{key}: {problem}.")
+    if not (_is_number(weight) and weight > 0):
+      errors.append(f"{key}: the weight {weight!r} of {dataset}/{builder_config} must be > 0.")
+    if (dataset, builder_config) in seen:
+      errors.append(f"{key}: {dataset}/{builder_config} is in the mixture twice.")
+    seen.add((dataset, builder_config))
+    generated.add(str(dataset).startswith("generated_"))
+  if len(generated) > 1:
+    errors.append("config.data.mixture mixes generated and released datasets; their frames are read from "
+                  "config.world and config.data respectively: train on one kind.")
+  unknown = sorted(set(config.data.get("sources") or {}) - {d for d, *_ in seen})
+  if unknown:
+    errors.append(f"config.data.sources names {unknown}, not in config.data.mixture.")
+  return errors
+
+
 def validate(config: ConfigDict, num_devices: int, num_processes: int = 1) -> list[str]:
   """Every error of `config` for a run over `num_devices` devices in `num_processes` processes (none: [])."""
-  errors = range_errors(config) + batch_errors(config, num_devices, num_processes)
+  errors = (mixture_errors(config) + range_errors(config)
+            + batch_errors(config, num_devices, num_processes))
   if not errors:  # the model needs sane sizes to be built
     errors = position_errors(config)
   return errors
@@ -131,13 +164,14 @@ def check(config: ConfigDict, num_devices: int, num_processes: int = 1) -> None:
 # Resuming.
 
 def flatten(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  """A nested config dict as {'optimizer.lr': 0.001, ...}; tuples as lists (as JSON holds them)."""
+  """A nested config dict as {'optimizer.lr': 0.001, ...}; tuples as lists, nested ones too (as JSON holds
+  them, e.g. data.mixture's entries)."""
   flat = {}
   for key, value in section.items():
     if isinstance(value, (dict, ConfigDict)):
       flat.update(flatten(dict(value), f"{prefix}{key}."))
     else:
-      flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+      flat[f"{prefix}{key}"] = json.loads(json.dumps(value)) if isinstance(value, tuple) else value
   return flat
 
 

@@ -25,6 +25,7 @@ from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.builders import video_files
 from lrr_jax.evaluation import evaluator as evaluator_lib
+from lrr_jax.evaluation import mixture as mixture_eval
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.inference import scorers
 from lrr_jax.inference import search
@@ -52,6 +53,44 @@ def enable_compilation_cache(config: ConfigDict, min_compile_seconds: float = 1.
   return directory
 
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """One dataset of a run. name: its key in the scores (`<name>/<metric>` for a mixture): the dataset, or
+  `<dataset>/<builder config>` where a mixture holds the dataset twice."""
+  name: str
+  dataset: str
+  builder_config: str
+  weight: float  # its share of the training batches, relative to the others'
+  manual_dir: str  # where a released dataset's files are ('' : written already, or generated)
+  eval_split: str
+
+
+def sources(config: ConfigDict) -> list[Source]:
+  """The run's datasets: `data.mixture`'s (dataset, builder config, weight) entries, or else `data.dataset`
+  with `data.builder_config`. A mixture entry's manual_dir and eval_split are `data.sources.<dataset>.*` where
+  set, else `data.manual_dir`, `data.eval_split` (`lrr_jax.config_checks` checks the entries)."""
+  data = config.data
+  manual_dir, eval_split = data.get("manual_dir") or "", data.get("eval_split", "test")
+  mixture = data.get("mixture") or ()
+  if not mixture:
+    return [Source(data.dataset, data.dataset, data.get("builder_config", "tiny"), 1.0, manual_dir, eval_split)]
+  names = [dataset for dataset, _, _ in mixture]
+  result = []
+  for dataset, builder_config, weight in mixture:
+    own = (data.get("sources") or {}).get(dataset) or {}
+    name = dataset if names.count(dataset) == 1 else f"{dataset}/{builder_config}"
+    result.append(Source(name, dataset, builder_config, float(weight), own.get("manual_dir") or manual_dir,
+                         own.get("eval_split") or eval_split))
+  return result
+
+
+def frames_from_world(config: ConfigDict) -> bool:
+  """Whether the run's frames are a generated world's (`config.world`), not `data.num_frames` / `resolution`."""
+  mixture = config.data.get("mixture") or ()
+  first = mixture[0][0] if mixture and isinstance(mixture[0], (tuple, list)) else config.data.dataset
+  return str(first).startswith("generated_")
+
+
 def data_dir(config: ConfigDict, workdir: str | pathlib.Path) -> str:
   """Where the run's dataset is written: `data.data_dir`, else `<workdir>/data` (either may be gs://)."""
   return str(files.as_path(config.data.data_dir or files.as_path(workdir) / "data"))
@@ -59,24 +98,27 @@ def data_dir(config: ConfigDict, workdir: str | pathlib.Path) -> str:
 
 def video_shape(config: ConfigDict) -> tuple[int, int]:
   """(num_frames, resolution) of the model's input: a generated world's, or `data.*` for a released dataset."""
-  frames = config.world if config.data.dataset.startswith("generated_") else config.data
+  frames = config.world if frames_from_world(config) else config.data
   return frames.num_frames, frames.resolution
 
 
-def builder_sizes(config: ConfigDict) -> dict[str, Any]:
-  """The dataset builder's keyword arguments: a generated CATER world's fields and sizes; a generated ACRE's
-  sizes (its world is its split, `data.builder_config`); nothing for a released dataset (its manual_dir)."""
-  if not config.data.dataset.startswith("generated_"):
+def builder_sizes(config: ConfigDict, dataset: str | None = None) -> dict[str, Any]:
+  """The keyword arguments of `dataset`'s builder (default: the run's first): a generated CATER world's fields
+  and sizes; a generated ACRE's sizes (its world is its split, the builder config); nothing for a released
+  dataset (its manual_dir)."""
+  dataset = dataset or sources(config)[0].dataset
+  if not dataset.startswith("generated_"):
     return {}
   sizes = dict(num_train=config.data.num_train, num_test=config.data.num_eval, seed=config.seed)
-  return {**config.world.to_dict(), **sizes} if config.data.dataset == "generated_cater" else sizes
+  return {**config.world.to_dict(), **sizes} if dataset == "generated_cater" else sizes
 
 
-def dataset_builder(config: ConfigDict, directory: str):
-  """The TFDS builder of the run's dataset (`data.dataset`, `data.builder_config`) under `directory` (read
-  from a local copy when `directory` is gs://)."""
-  return prepare.local_builder(config.data.dataset, config.data.get("builder_config", "tiny"), directory,
-                               **builder_sizes(config))
+def dataset_builder(config: ConfigDict, directory: str, source: Source | None = None):
+  """The TFDS builder of one of the run's datasets (default: its first) under `directory` (read from a local
+  copy when `directory` is gs://)."""
+  source = source or sources(config)[0]
+  return prepare.local_builder(source.dataset, source.builder_config, directory,
+                               **builder_sizes(config, source.dataset))
 
 
 def pipeline_config(config: ConfigDict, tokenizer_path: str) -> pipeline.PipelineConfig:
@@ -89,22 +131,31 @@ def pipeline_config(config: ConfigDict, tokenizer_path: str) -> pipeline.Pipelin
 
 
 def build_data(config: ConfigDict, workdir: str | pathlib.Path):
-  """Write the dataset if missing (a generated world, or a release from `data.manual_dir`) and its tokenizer
-  (`data.tokenizer` or the OPT's at `model.init_from` if given, else a BPE trained on it); return the train
-  pipeline, the held-out source and the tokenizer."""
+  """Write the run's datasets if missing (generated worlds, or releases from their manual_dir) and a tokenizer
+  (`data.tokenizer` or the OPT's at `model.init_from` if given, else a BPE trained on every dataset's train
+  text); return the train pipeline (a mixture by weight), the held-out sources by name and the tokenizer."""
   directory = data_dir(config, workdir)
   given_tokenizer = config.data.get("tokenizer") or config.model.get("init_from")
+  run_sources = sources(config)
   vocab_size = 0 if given_tokenizer else config.data.vocab_size
-  written = distributed.primary_first(lambda: prepare.prepare(  # written once, by process 0
-      config.data.dataset, config.data.get("builder_config", "tiny"), directory, vocab_size,
-      config.data.get("manual_dir") or None, **builder_sizes(config)))
-  builder = dataset_builder(config, directory)
-  tokenizer_path = given_tokenizer or str(written / "tokenizer.json")
-  train_data = pipeline.make_dataset([(config.data.dataset, builder.as_data_source("train"), 1.0)],
+  own_tokenizer = vocab_size if len(run_sources) == 1 else 0  # a mixture's BPE covers all its datasets
+  written = [distributed.primary_first(lambda s=s: prepare.prepare(  # written once, by process 0
+      s.dataset, s.builder_config, directory, own_tokenizer, s.manual_dir or None,
+      **builder_sizes(config, s.dataset))) for s in run_sources]
+  builders = [dataset_builder(config, directory, s) for s in run_sources]
+  if given_tokenizer:
+    tokenizer_path = given_tokenizer
+  elif len(run_sources) == 1:
+    tokenizer_path = str(written[0] / "tokenizer.json")
+  else:
+    tokenizer_path = str(distributed.primary_first(
+        lambda: prepare.mixture_tokenizer(builders, directory, vocab_size)))
+  train_data = pipeline.make_dataset([(s.name, b.as_data_source("train"), s.weight)
+                                      for s, b in zip(run_sources, builders)],
                                      pipeline_config(config, tokenizer_path), jax.process_index(),
                                      jax.process_count())
-  return train_data, builder.as_data_source(config.data.get("eval_split", "test")), tokenizer_lib.load(
-      tokenizer_path)
+  test_sources = {s.name: b.as_data_source(s.eval_split) for s, b in zip(run_sources, builders)}
+  return train_data, test_sources, tokenizer_lib.load(tokenizer_path)
 
 
 # Model.
@@ -177,12 +228,25 @@ def variable_shapes(model: lrr.LRRModel) -> dict[str, Any]:
 
 # Evaluation and inference.
 
-def make_evaluator(config: ConfigDict, model: lrr.LRRModel, source,
-                   tokenizer: tokenizer_lib.Tokenizer) -> evaluator_lib.Evaluator:
-  """The evaluator a run config describes (`data.*`, `eval.*`) on a held-out source."""
-  return evaluator_lib.Evaluator(model, tokenizer, source, config.data.dataset, config.data.variant,
-                                 config.data.max_length, config.eval.max_new_tokens, config.eval.batch_size,
-                                 config.eval.get("num_classes", 0), frames=video_shape(config))
+def make_evaluator(config: ConfigDict, model: lrr.LRRModel, source, tokenizer: tokenizer_lib.Tokenizer,
+                   dataset: str | None = None) -> evaluator_lib.Evaluator:
+  """The evaluator a run config describes (`data.*`, `eval.*`) on a held-out source of `dataset` (default:
+  the run's first)."""
+  return evaluator_lib.Evaluator(model, tokenizer, source, dataset or sources(config)[0].dataset,
+                                 config.data.variant, config.data.max_length, config.eval.max_new_tokens,
+                                 config.eval.batch_size, config.eval.get("num_classes", 0), frames=video_shape(config))
+
+
+def make_run_evaluator(config: ConfigDict, model: lrr.LRRModel, test_sources: dict[str, Any],
+                       tokenizer: tokenizer_lib.Tokenizer):
+  """The evaluation of a run over its held-out sources by name (`build_data`'s): the one dataset's
+  `Evaluator`, or for a mixture each dataset's, scored per dataset (`evaluation.mixture.PerDataset`)."""
+  run_sources = {s.name: s for s in sources(config)}
+  evaluators = {name: make_evaluator(config, model, source, tokenizer, run_sources[name].dataset)
+                for name, source in test_sources.items()}
+  if len(evaluators) == 1:
+    return next(iter(evaluators.values()))
+  return mixture_eval.PerDataset(evaluators)
 
 
 SCORERS = {"judge": scorers.Judge, "likelihood": scorers.Likelihood}
@@ -322,8 +386,10 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
 
 
 def test_source(run: Run):
-  """The run's held-out split (`data.eval_split`, default test) as a random-access TFDS data source."""
-  return dataset_builder(run.config, run.data_dir).as_data_source(run.config.data.get("eval_split", "test"))
+  """The held-out split (`data.eval_split`, default test) of the run's (first) dataset as a random-access TFDS
+  data source."""
+  first = sources(run.config)[0]
+  return dataset_builder(run.config, run.data_dir, first).as_data_source(first.eval_split)
 
 
 def read_test_example(run: Run, source, index: int) -> dict[str, Any]:

@@ -45,17 +45,42 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def title(config: ml_collections.ConfigDict) -> str:
+  if config.data.get("mixture"):
+    parts = ", ".join(f"{s.name} {s.builder_config} (weight {s.weight:g})" for s in experiment.sources(config))
+    return f"Mixture of {parts} ({config.data.variant})"
   if config.data.dataset == "generated_cater":
     return f"Generated CATER ({config.data.variant}, {'moving' if config.world.moving_camera else 'static'} camera)"
   return f"{config.data.dataset} {config.data.get('builder_config', '')} ({config.data.variant})"
 
 
 def print_results(config: ml_collections.ConfigDict, results: dict) -> None:
+  """The scores as a Markdown table; a mixture's names the dataset of each metric ('all': the summary)."""
   print(f"\n{title(config)}, {results['step']} steps, {results['minutes']:.1f} min")
-  print("| metric | value |\n| --- | --- |")
-  for key, value in results["eval"].items():
-    print(f"| {key} | {value:.3f} |")
+  names = [s.name for s in experiment.sources(config)] if config.data.get("mixture") else []
+  if names:
+    print("| dataset | metric | value |\n| --- | --- | --- |")
+    for key, value in results["eval"].items():
+      name = next((n for n in names if key.startswith(f"{n}/")), "")  # '' for the summary
+      print(f"| {name or 'all'} | {key[len(name) + 1:] if name else key} | {value:.3f} |")
+  else:
+    print("| metric | value |\n| --- | --- |")
+    for key, value in results["eval"].items():
+      print(f"| {key} | {value:.3f} |")
   print(f"\nFirst eval response: {results['example_response']}")
+
+
+def by_dataset(config: ml_collections.ConfigDict, scores: dict[str, float]) -> dict[str, dict[str, float]]:
+  """A mixture's `<dataset>/<metric>` scores as {dataset: {metric: value}}."""
+  return {s.name: {k[len(s.name) + 1:]: v for k, v in scores.items() if k.startswith(f"{s.name}/")}
+          for s in experiment.sources(config)}
+
+
+def response_results(responses: list[str] | dict[str, list[str]]) -> dict:
+  """results.json's example response and this process's evaluated records (by dataset for a mixture)."""
+  if isinstance(responses, dict):
+    return {"example_response": {name: texts[0] for name, texts in responses.items() if texts},
+            "evaluated_records": {name: sharding.my_records(len(texts)) for name, texts in responses.items()}}
+  return {"example_response": responses[0], "evaluated_records": sharding.my_records(len(responses))}
 
 
 def evaluate_finished(config: ml_collections.ConfigDict, workdir, model, evaluator,
@@ -68,7 +93,7 @@ def evaluate_finished(config: ml_collections.ConfigDict, workdir, model, evaluat
   scores, responses = evaluator(trainer.model_variables(variables["params"], variables["batch_stats"]))
   train = earlier["train"] if earlier and earlier.get("train") else experiment.last_train_metrics(workdir, step)
   return {"train": train, "eval": scores, "params_checksum": loop.params_checksum(variables["params"]),
-          "example_response": responses[0], "evaluated_records": sharding.my_records(len(responses))}
+          **response_results(responses)}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, model, train_data, evaluator) -> dict:
@@ -80,7 +105,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, model, train_
                                     preemption)
   scores, responses = evaluator(state.variables, should_stop=preemption.agreed)
   return {"train": train_metrics, "eval": scores, "params_checksum": loop.params_checksum(state.params),
-          "example_response": responses[0], "evaluated_records": sharding.my_records(len(responses))}
+          **response_results(responses)}
 
 
 def main(argv):
@@ -98,18 +123,20 @@ def main(argv):
   kept = experiment.earlier_results(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
-  train_data, test_source, tokenizer = experiment.build_data(config, workdir)
+  train_data, test_sources, tokenizer = experiment.build_data(config, workdir)
   experiment.write_run_file(workdir, config, tokenizer, dict(  # what `lrr_jax.infer` reads
       time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), argv=sys.argv[1:],
       resumed_from=step, changes=changes, evaluated_only=finished))
   model = experiment.make_model(config, tokenizer)
-  evaluator = experiment.make_evaluator(config, model, test_source, tokenizer)
+  evaluator = experiment.make_run_evaluator(config, model, test_sources, tokenizer)
   if finished:
     results = evaluate_finished(config, workdir, model, evaluator, step, kept[-1] if kept else None)
   else:
     results = train_and_evaluate(config, workdir, model, train_data, evaluator)
   results.update(step=step if finished else config.num_steps, minutes=(time.time() - start) / 60,
                  config=config.to_dict(), earlier_results=kept)  # nothing lost
+  if config.data.get("mixture"):
+    results["eval_by_dataset"] = by_dataset(config, results["eval"])
   experiment.results_file(workdir).write_text(json.dumps(results, indent=2))
   print_results(config, results)
 

@@ -26,7 +26,8 @@ def cater_config(**values):
 @pytest.mark.parametrize("config", [
     cater.get_config(), cater.get_config("variant=direct,camera=moving"), acre.get_config("split=systematic"),
     released.get_config("dataset=something_else,lm=opt-125m"), released.get_config("dataset=star,lm=opt-1.3b"),
-], ids=["cater", "cater_direct", "acre", "released_125m", "released_1.3b"])
+    released.get_config("mixture=cater+something_else:2+acre,split=iid"),
+], ids=["cater", "cater_direct", "acre", "released_125m", "released_1.3b", "released_mixture"])
 @pytest.mark.parametrize("num_devices", [1, 8])
 def test_the_shipped_configs_are_valid(config, num_devices):
   assert config_checks.validate(config, num_devices) == []
@@ -143,3 +144,31 @@ def test_check_resume_refuses_unless_told_to_resume_with_changes():
   new.resume_with_changes = True
   assert config_checks.check_resume(new, old, 400, where) == {
       "optimizer.lr": (0.001, 0.01), "eval.every": (400, 7), "resume_with_changes": (False, True)}
+
+
+def test_bad_mixture_entries_are_named_with_their_key():
+  config = released.get_config("mixture=cater+star")
+  config.data.mixture = (("cater", "nope", 1.0), ("stir", "default", 1.0), ("star", "default", 0.0),
+                         ("something_else", "boxes1", 1.0), ("star", "default", 2.0), ("acre",))
+  assert config_checks.validate(config, 1) == [
+      "config.data.mixture[0]: unknown builder config 'nope' of cater; expected one of ['default'].",
+      "config.data.mixture[1]: unknown dataset 'stir'; expected one of ['generated_cater', 'generated_acre', "
+      "'cater', 'acre', 'star', 'something_else'].",
+      "config.data.mixture[2]: the weight 0.0 of star/default must be > 0.",
+      "config.data.mixture[3]: Unknown Something-Else builder config 'boxes1'; expected default, boxes or "
+      "boxes<N> (N bins per side, 2..1000).",
+      "config.data.mixture[4]: star/default is in the mixture twice.",
+      "config.data.mixture[5]=('acre',) must be a (dataset, builder config, weight) triple."]
+  mixed = cater_config(**{"data.mixture": (("generated_cater", "tiny", 1.0), ("cater", "default", 1.0))})
+  assert "mixes generated and released datasets" in config_checks.validate(mixed, 1)[0]
+  with pytest.raises(ValueError, match="Unknown dataset 'stir' in mixture='cater\\+stir'"):
+    released.get_config("mixture=cater+stir")
+
+
+def test_a_mixture_from_json_resumes_as_the_same_config():
+  """run.json holds the mixture's entries as lists: that is no change of the tuples the config file gives."""
+  config = released.get_config("mixture=cater+something_else:2").to_dict()
+  as_json = {**config, "data": {**config["data"], "mixture": [list(e) for e in config["data"]["mixture"]]}}
+  assert config_checks.resume_changes(as_json, config) == {}
+  changed = {**config, "data": {**config["data"], "mixture": (("cater", "default", 1.0),)}}
+  assert list(config_checks.resume_changes(as_json, changed)) == ["data.mixture"]

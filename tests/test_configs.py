@@ -33,3 +33,33 @@ def test_acre_max_length_holds_every_split(problems, tokenizer, variant):
   lengths = [int(encoding.encode_example(e, tokenizer, max_length)["segment_ids"].sum()) for e in examples]
   assert max(lengths) <= max_length
   assert max_length < 4 * max(lengths), "max_length pads every sequence far beyond its need"
+
+
+def test_the_sweeps_add_the_encoder_ablations_to_the_rationale_ablation(tmp_path):
+  """configs/cater.py and configs/released.py: the rationale variants, then on the full rationale one stream
+  only and each look-back window tau; every run's config builds the model those overrides describe."""
+  from launch import sweep  # pylint: disable=g-import-not-at-top
+  from lrr_jax.models import lrr  # pylint: disable=g-import-not-at-top
+  from configs import cater as cater_config  # pylint: disable=g-import-not-at-top
+  from configs import released as released_config  # pylint: disable=g-import-not-at-top
+  cater_runs = sweep.expand("configs/cater.py", tmp_path)
+  assert [r.name for r in cater_runs][8:] == [
+      "variant=full,camera=static,model.video.two_stream=False",
+      "variant=full,camera=static,model.video.temporal_window=2",
+      "variant=full,camera=static,model.video.temporal_window=4"]
+  released_runs = sweep.expand("configs/released.py:mixture=cater+star", tmp_path)
+  assert [(r.config, r.overrides) for r in released_runs] == [
+      *((f"configs/released.py:mixture=cater+star,variant={v}", {}) for v in ("direct", "no_surrogate", "full")),
+      ("configs/released.py:mixture=cater+star,variant=full", {"model.video.two_stream": False}),
+      ("configs/released.py:mixture=cater+star,variant=full", {"model.video.temporal_window": 4}),
+      ("configs/released.py:mixture=cater+star,variant=full", {"model.video.temporal_window": 8})]
+  modules = {"configs/cater.py": cater_config, "configs/released.py": released_config}
+  videos = []
+  for run in cater_runs[8:] + released_runs[3:]:
+    path, _, arg = run.config.partition(":")
+    config = modules[path].get_config(arg)
+    for key, value in run.overrides.items():
+      config.model.video[key.rsplit(".", 1)[1]] = value
+    videos.append(lrr.config_from_dict(config.model.to_dict(), vocab_size=512, max_positions=256).video)
+  assert [(v.two_stream, v.temporal_window) for v in videos] == [(False, 0), (True, 2), (True, 4)] + [
+      (False, 0), (True, 4), (True, 8)]

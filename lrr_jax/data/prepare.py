@@ -6,6 +6,7 @@
 TFDS shows progress bars while it generates and shuffles; the tokenizer is trained on the train split's text.
 """
 import hashlib
+import json
 import pathlib
 
 from absl import app
@@ -29,6 +30,9 @@ def builder_for(dataset: str, config: str, data_dir: str, **sizes):
         world=generated.acre.AcreConfig(split=config), **sizes)
     return generated.GeneratedAcre(config=builder_config, data_dir=data_dir, file_format="array_record")
   released = _released_builders()
+  if dataset == "something_else" and config not in ("default", "boxes"):  # bins from the name (`boxes<N>`)
+    from lrr_jax.data.builders import something_else  # pylint: disable=g-import-not-at-top
+    config = something_else.builder_config(config)
   if dataset in released:
     return released[dataset](config=config, data_dir=data_dir, file_format="array_record")
   raise ValueError(f"Unknown dataset {dataset!r}; expected generated_cater, generated_acre or one of "
@@ -41,15 +45,55 @@ def _released_builders() -> dict:
   return {"cater": cater.Cater, "acre": acre.Acre, "star": star.Star, "something_else": something_else.SomethingElse}
 
 
-def train_tokenizer(source, vocab_size: int) -> tokenizer_lib.Tokenizer:
-  """A BPE over every variant's question and response text of the records in `source`."""
+DATASETS = ("generated_cater", "generated_acre", "cater", "acre", "star", "something_else")
+
+
+def builder_config_error(dataset: str, config: str) -> str:
+  """Why (`dataset`, builder `config`) names no dataset this library writes ('' if it names one)."""
+  if dataset not in DATASETS:
+    return f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}"
+  if dataset == "something_else":
+    from lrr_jax.data.builders import something_else  # pylint: disable=g-import-not-at-top
+    try:
+      something_else.builder_config(config)
+    except ValueError as e:
+      return str(e).rstrip(".")
+    return ""
+  from lrr_jax.data.builders import generated  # pylint: disable=g-import-not-at-top
+  builder = {**_released_builders(), "generated_cater": generated.GeneratedCater,
+             "generated_acre": generated.GeneratedAcre}[dataset]
+  names = [c.name for c in builder.BUILDER_CONFIGS]
+  return "" if config in names else f"unknown builder config {config!r} of {dataset}; expected one of {names}"
+
+
+def _texts(source) -> list[str]:
+  """Every variant's question and response text of the records in `source`."""
   texts = []
   for index in range(len(source)):
     record = source[index]
     for variant in rationales.VARIANTS:
       example = records.read_example(record, variant, f"record {index}")
       texts += [s.text for s in example.question + example.response]
-  return tokenizer_lib.train_bpe(texts, vocab_size)
+  return texts
+
+
+def train_tokenizer(source, vocab_size: int) -> tokenizer_lib.Tokenizer:
+  """A BPE over every variant's question and response text of the records in `source`."""
+  return tokenizer_lib.train_bpe(_texts(source), vocab_size)
+
+
+def mixture_tokenizer(builders, data_dir: str, vocab_size: int):
+  """The path of a BPE trained on the train text of every dataset of a mixture (their prepared `builders`),
+  written once under `<data_dir>/mixtures/<digest of the datasets and vocab_size>/tokenizer.json`."""
+  names = sorted(builder.info.full_name for builder in builders)
+  digest = hashlib.sha256(json.dumps([names, vocab_size]).encode()).hexdigest()[:16]
+  path = files.as_path(data_dir) / "mixtures" / digest / "tokenizer.json"
+  if not path.is_file():
+    texts = [text for builder in sorted(builders, key=lambda b: b.info.full_name)
+             for text in _texts(builder.as_data_source("train"))]
+    tokenizer_lib.train_bpe(texts, vocab_size).save(path)
+    (path.parent / "datasets.json").write_text(json.dumps(names))
+  return path
 
 
 UPLOADED = "_LRR_UPLOAD_COMPLETE"  # written last into a dataset copied to an object store

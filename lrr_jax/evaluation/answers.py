@@ -1,12 +1,16 @@
 """Answer accuracy from generated text, overall and per group (ACRE split and query type, STAR question type).
 
 The answer is read from each response's `<CONCLUSION>` (`rationales.parse_response`) and compared, as text,
-with the reference answer (ACRE: on / off / undetermined; STAR: the option letter).
+with the reference answer (ACRE: on / off / undetermined; STAR: the option letter). STAR's overall accuracy is
+the mean over its question types (`mean_over_group`), as its paper reports it; the pooled accuracy is kept.
 """
 import collections
 from typing import Sequence
 
 from lrr_jax.data import rationales
+
+# STAR's question types, as its question ids begin (the builder keeps them as the record's `question_type`).
+STAR_QUESTION_TYPES = ("Interaction", "Sequence", "Prediction", "Feasibility")
 
 
 def answer_accuracy(responses: Sequence[str], answers: Sequence[str],
@@ -22,3 +26,10 @@ def answer_accuracy(responses: Sequence[str], answers: Sequence[str],
       by_value[value].append(ok)
     scores.update({f"{key}/{value}": sum(oks) / len(oks) for value, oks in sorted(by_value.items())})
   return scores
+
+
+def mean_over_group(scores: dict[str, float], key: str, values: Sequence[str]) -> float:
+  """The mean of `scores['<key>/<value>']` over the `values` present in `scores` (a value with no records has
+  no score and does not count); NaN if none is present."""
+  present = [scores[f"{key}/{value}"] for value in values if f"{key}/{value}" in scores]
+  return sum(present) / len(present) if present else float("nan")

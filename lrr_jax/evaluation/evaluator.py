@@ -1,7 +1,8 @@
 """Evaluate params on held-out records: greedy generation, then each task's metrics from the generated text.
 
 CATER: top-1, top-5 and L1 grid distance of the snitch's cell; Something-Else: top-1 and top-5 of the action
-class; ACRE: accuracy per split and query type; STAR: accuracy per question type. Top-5 ranks the task's
+class; ACRE: accuracy per split and query type; STAR: accuracy per question type, `accuracy` their mean (the
+paper's overall) and `accuracy_pooled` over all questions. Top-5 ranks the task's
 closed answer set by the model's likelihood after its own rationale (`inference.ranking`).
 
 Bounds: `config.data.max_length + config.eval.max_new_tokens` must fit the model's positions (checked at
@@ -187,16 +188,26 @@ class Evaluator:
                                       self.tokenizer.pad_id, self.memory_limit_bytes)
 
   def _scores(self, responses, examples, labels, metadata) -> dict[str, float]:
-    if self.dataset in CATER_DATASETS:
-      return cater_eval.cater_scores(responses, labels)
-    keys = GROUP_KEYS.get(self.dataset, ())
-    groups = {key: [str(m.get(key)) for m in metadata] for key in keys if key in metadata[0]}
-    scores = answers_eval.answer_accuracy(responses, [e.answer for e in examples], groups)
-    if self.dataset == "something_else":
-      scores["top1"] = scores.pop("accuracy")
-    if self.dataset in ("generated_acre", "acre"):
-      scores["chance"] = 1.0 / 3
-    return scores
+    return task_scores(self.dataset, responses, [e.answer for e in examples], labels, metadata)
+
+
+def task_scores(dataset: str, responses: Sequence[str], answers: Sequence[str], labels: np.ndarray,
+                metadata: Sequence[dict[str, Any]]) -> dict[str, float]:
+  """The task's scores of generated `responses` against the reference answers (labels: int classes, CATER's
+  cells), grouped by the records' `metadata` (ACRE's split and query type, STAR's question type)."""
+  if dataset in CATER_DATASETS:
+    return cater_eval.cater_scores(list(responses), labels)
+  keys = GROUP_KEYS.get(dataset, ())
+  groups = {key: [str(m.get(key)) for m in metadata] for key in keys if metadata and key in metadata[0]}
+  scores = answers_eval.answer_accuracy(responses, answers, groups)
+  if dataset == "something_else":
+    scores["top1"] = scores.pop("accuracy")
+  if dataset in ("generated_acre", "acre"):
+    scores["chance"] = 1.0 / 3
+  if dataset == "star":  # the paper's overall: the mean over the question types
+    scores["accuracy_pooled"] = scores["accuracy"]
+    scores["accuracy"] = answers_eval.mean_over_group(scores, "question_type", answers_eval.STAR_QUESTION_TYPES)
+  return scores
 
 
 def answer_ending(example: rationales.Example, tokenizer: tokenizer_lib.Tokenizer) -> list[int]:

@@ -35,3 +35,24 @@ def test_acre_table_shows_every_query_type_the_evaluator_reports(tmp_path):
   assert [(r["split"], r["variant"]) for r in rows][:3] == [("iid", v) for v in ("direct", "no_surrogate", "full")]
   assert len(rows) == 9 and all(r[k] == v for r in rows for k, v in eval_scores.items() if k in r)
   assert all(r[f"query_type/{q}"] is not None for r in rows for q in acre.QUERY_TYPES)
+
+
+def test_the_encoder_table_holds_the_full_run_and_the_encoder_ablations(tmp_path):
+  """cater_encoder: the full static run (two streams, all frames) and the sweep's one-stream and tau runs; the
+  rationale tables leave the encoder runs out."""
+  runs = {"variant=full,camera=static": 0.19, "variant=full,camera=static,model.video.two_stream=False": 0.12,
+          "variant=full,camera=static,model.video.temporal_window=2": 0.15,
+          "variant=full,camera=static,model.video.temporal_window=4": 0.17,
+          "variant=direct,camera=static": 0.05}
+  for name, top1 in runs.items():
+    workdir = tmp_path / "runs" / "cater" / name
+    workdir.mkdir(parents=True)
+    (workdir / "results.json").write_text(json.dumps({"minutes": 1.0, "eval": {"top1": top1, "l1": 2.0}}))
+  reproduce.main(["--tables=cater_encoder", f"--sweep_dir={tmp_path / 'runs'}", f"--out={tmp_path / 'out'}"])
+  rows = json.loads((tmp_path / "out" / "cater_encoder.json").read_text())["rows"]
+  assert [(r["model.video.two_stream"], r["model.video.temporal_window"], r["top1"], r["status"]) for r in rows] == [
+      ("True", "0", 0.19, "done"), ("False", "0", 0.12, "done"), ("True", "2", 0.15, "done"),
+      ("True", "4", 0.17, "done")]
+  static = reproduce.TABLES["cater_static"].keep
+  assert [name for name in runs if static(reproduce.labels(name))] == ["variant=full,camera=static",
+                                                                      "variant=direct,camera=static"]

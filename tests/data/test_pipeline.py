@@ -8,6 +8,8 @@ import pytest
 
 from lrr_jax.data import pipeline
 from lrr_jax.data import prepare
+from lrr_jax.data import rationales
+from lrr_jax.data import records
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,34 @@ def test_mixture_and_fitting_frames_keeps_text_and_frames_aligned(cater, tmp_pat
   lengths = batch["segment_ids"].sum(1)
   assert len(set(lengths.tolist())) > 1  # both sources (CATER ~190 tokens, ACRE ~330)
   assert acre_dir.is_dir()
+
+
+def constant_records(value: int, count: int) -> list[dict]:
+  """`count` records whose frames are all `value` (which tells a mixture's sources apart in a batch)."""
+  example = lambda v: rationales.staged_example([rationales.Segment("Q?", 0)], [rationales.Segment("s", 0)],
+                                                [rationales.Segment("c", 0)], [rationales.Segment("r", 0)],
+                                                "So", "1", 0, v)
+  return [records.make_record(np.full((2, 8, 8, 3), value, np.uint8), {v: example(v) for v in rationales.VARIANTS})
+          for _ in range(count)]
+
+
+def test_a_mixture_draws_its_sources_by_weight_and_resumes_exactly(cater):
+  _, tokenizer_path, _ = cater
+  cfg = config(tokenizer_path, batch_size=4, num_frames=2, resolution=8, max_length=64)
+  dataset = pipeline.make_dataset([("dark", constant_records(0, 5), 1.0), ("light", constant_records(255, 3), 3.0)],
+                                  cfg)
+  iterator = iter(dataset)
+  batches = [next(iterator) for _ in range(25)]
+  light = np.concatenate([b["video"].reshape(4, -1).mean(1) for b in batches]) == 255
+  assert light.mean() == pytest.approx(0.75, abs=0.02)  # 3:1 over 100 examples
+  assert all(0.5 <= (b["video"].reshape(4, -1).mean(1) == 255).mean() <= 1 for b in batches)  # mixed in each batch
+  state = iterator.get_state()
+  expected = [next(iterator) for _ in range(6)]
+  resumed = iter(dataset)
+  resumed.set_state(json.loads(json.dumps(state)))
+  for want, got in zip(expected, (next(resumed) for _ in range(6))):
+    for key in want:
+      np.testing.assert_array_equal(want[key], got[key], err_msg=key)
 
 
 def test_fit_frames_maps_frames_and_rejects_bad_shapes():

@@ -208,3 +208,17 @@ def test_bad_something_else_files_are_named(tmp_path, damage, message):
   damage(manual)
   with pytest.raises((ValueError, FileNotFoundError), match=message):
     build_something_else(manual, tmp_path / "data")
+
+
+def test_something_else_boxes_config_writes_quantised_corners(tmp_path):
+  """`boxes<N>` through prepare: each detection is the box's corners in N bins (96x64 frames, 12 bins)."""
+  from lrr_jax.data import boxes  # pylint: disable=g-import-not-at-top
+  from lrr_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  manual = tmp_path / "se"
+  release_fixtures.write_something_else_release(manual)
+  prepare.prepare("something_else", "boxes12", str(tmp_path / "data"), 0, str(manual))
+  builder = prepare.builder_for("something_else", "boxes12", str(tmp_path / "data"))
+  record = builder.as_data_source("validation")[0]
+  caption = rationales.parse_response(records.read_example(record, "full").response_text).stages["CAPTION"]
+  assert caption.startswith("frame 0: <detect> box (0,5,1,6); hand (0,7,1,11).")  # x 4..12, y 28..36 / 40..60
+  assert all(max(b) < 12 for _, b in boxes.parse_boxes(caption))

@@ -6,8 +6,10 @@ Expected layout in manual_dir:
   annotations/bounding_box_smthsmth*.json   {video id: [{name: '<id>/0001.jpg', labels: [{box2d: {x1, x2, y1,
                                          y2}, category, standard_category}], ...} per frame]}
   frames/<video id>/<0001.jpg ...>      the videos as frames (Something-Else's boxes refer to these)
-The rationale detects the hand and the objects on each kept frame (grid cells of their box centres, 6x6),
-tracks each object from first to last frame, and names the action; answer = the class id.
+The rationale detects the hand and the objects on each kept frame, tracks each object from first to last
+frame, and names the action; answer = the class id. A box is written as the 6x6 grid cell of its centre
+(config `default`) or as its corners `(x1,y1,x2,y2)` quantised to `box_bins` bins per side (`boxes`: 32 bins;
+`boxes<N>`: N bins; `lrr_jax.data.boxes` reads them back).
 """
 import dataclasses
 import pathlib
@@ -15,6 +17,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from lrr_jax.data import boxes as boxes_lib
 from lrr_jax.data import files
 from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
@@ -23,11 +26,25 @@ from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
 
 GRID = 6
+BOX_BINS = 32  # the `boxes` config's bins per side
 
 
 @dataclasses.dataclass
 class SomethingElseConfig(release.ReleaseConfig):
   num_frames: int = 8  # frames kept, evenly spaced over the video
+  box_bins: int = 0  # >0: boxes as quantised (x1,y1,x2,y2), this many bins per side; 0: the cell of the centre
+
+
+def builder_config(name: str) -> SomethingElseConfig:
+  """`default` (boxes as cells), `boxes` (corners in BOX_BINS bins) or `boxes<N>` (N bins, 2 <= N <= 1000)."""
+  if name == "default":
+    return SomethingElseConfig(name="default")
+  bins = BOX_BINS if name == "boxes" else int(name[5:]) if name[5:].isdigit() and name.startswith("boxes") else 0
+  if not 2 <= bins <= 1000:
+    raise ValueError(f"Unknown Something-Else builder config {name!r}; expected default, boxes or boxes<N> "
+                     "(N bins per side, 2..1000).")
+  return SomethingElseConfig(name=name, box_bins=bins,
+                             description=f"boxes as (x1,y1,x2,y2) quantised to {bins} bins per side")
 
 
 def box_cell(box: dict, width: int, height: int) -> tuple[int, int]:
@@ -37,9 +54,18 @@ def box_cell(box: dict, width: int, height: int) -> tuple[int, int]:
   return int(np.clip(y * GRID, 0, GRID - 1)), int(np.clip(x * GRID, 0, GRID - 1))
 
 
+def box_place(box: dict, width: int, height: int, box_bins: int = 0) -> str:
+  """A box in rationale text: its corners quantised to `box_bins` bins ('(x1,y1,x2,y2)') or, with 0, the
+  6x6 cell of its centre ('row,col')."""
+  if box_bins:
+    return boxes_lib.box_text(boxes_lib.quantize(box, width, height, box_bins))
+  return "{},{}".format(*box_cell(box, width, height))
+
+
 def something_else_example(video: dict, class_id: int, frame_boxes: list[list[dict]], size: tuple[int, int],
-                           variant: str) -> rationales.Example:
-  """Per kept frame the boxes as detections; the objects tracked first to last; the action class."""
+                           variant: str, box_bins: int = 0) -> rationales.Example:
+  """Per kept frame the boxes as detections; the objects tracked first to last; the action class.
+  box_bins: as SomethingElseConfig's (0: cells)."""
   width, height = size
   last = len(frame_boxes) - 1
   question = [rationales.question_segment("What action does the hand perform?", last, variant)]
@@ -48,12 +74,11 @@ def something_else_example(video: dict, class_id: int, frame_boxes: list[list[di
   for t, boxes in enumerate(frame_boxes):
     seen = []
     for label in boxes:
-      r, c = box_cell(label["box2d"], width, height)
-      tracks.setdefault(label["category"], []).append((t, r, c))
-      seen.append(f"{label['category']} {r},{c}")
+      place = box_place(label["box2d"], width, height, box_bins)
+      tracks.setdefault(label["category"], []).append(place)
+      seen.append(f"{label['category']} {place}")
     caption.append(rationales.frame_segment(t, f"<detect> {'; '.join(seen) or 'nothing'}. "))
-  track_text = "; ".join(f"{name} {path[0][1]},{path[0][2]} -> {path[-1][1]},{path[-1][2]}"
-                         for name, path in tracks.items())
+  track_text = "; ".join(f"{name} {path[0]} -> {path[-1]}" for name, path in tracks.items())
   reasoning = [rationales.Segment(f"<track> {track_text or 'nothing moves'}. ", last)]
   if variant == "no_surrogate":
     caption = [rationales.Segment("A hand acts on some objects.", 0)]
@@ -66,7 +91,7 @@ def something_else_example(video: dict, class_id: int, frame_boxes: list[list[di
 class SomethingElse(release.ReleaseBuilder):
   """Something-Else from its released annotations, boxes and frames."""
   MANUAL_DOWNLOAD_INSTRUCTIONS = "Put annotations/ (split, labels, boxes) and frames/ in manual_dir."
-  BUILDER_CONFIGS = [SomethingElseConfig(name="default")]
+  BUILDER_CONFIGS = [builder_config("default"), builder_config("boxes")]
 
   def _split_generators(self, dl_manager):
     manual = pathlib.Path(dl_manager.manual_dir)
@@ -97,6 +122,7 @@ class SomethingElse(release.ReleaseBuilder):
       by_name = {entry["name"].split("/")[-1]: entry.get("labels", []) for entry in boxes.get(video_id, [])}
       frame_boxes = [by_name.get(frame_files[i].name, []) for i in kept]
       class_id = int(labels[template])
-      examples = {v: something_else_example(video, class_id, frame_boxes, size, v) for v in rationales.VARIANTS}
+      examples = {v: something_else_example(video, class_id, frame_boxes, size, v, cfg.box_bins)
+                  for v in rationales.VARIANTS}
       yield video_id, records.make_record(frames, examples, class_id, template=template,
                                           placeholders=video.get("placeholders", []))
