@@ -1,4 +1,4 @@
-"""Boxes in rationale text: `(x1,y1,x2,y2)` quantised to `bins` steps per side of the frame, and read back.
+"""Boxes in rationale text: `(x1,y1,x2,y2)` quantised to `bins` steps per side of the frame, read back, scored.
 
 A coordinate becomes the index of its bin, an integer in [0, bins - 1] (x over the width, y over the
 height); reading back gives the bin's centre as a fraction of the side, within half a bin of the original.
@@ -42,3 +42,21 @@ def iou(a: Box, b: Box) -> float:
   inter = width(max(a[0], b[0]), min(a[2], b[2])) * width(max(a[1], b[1]), min(a[3], b[3]))
   union = width(a[0], a[2]) * width(a[1], a[3]) + width(b[0], b[2]) * width(b[1], b[3]) - inter
   return inter / union if union else 0.0
+
+
+def detection_iou(response: str, reference: str) -> float | None:
+  """Mean IoU of the reference text's boxes against the response's: the k-th box of a name in the reference is
+  matched with the k-th box of that name in the response (a missing one scores 0; extra ones are ignored).
+  None when the reference holds no boxes (a cell-format dataset)."""
+  wanted = parse_boxes(reference)
+  if not wanted:
+    return None
+  found: dict[str, list[Box]] = {}
+  for name, box in parse_boxes(response):
+    found.setdefault(name, []).append(box)
+  seen: dict[str, int] = {}
+  total = 0.0
+  for name, box in wanted:
+    k = seen[name] = seen.get(name, -1) + 1
+    total += iou(box, found[name][k]) if k < len(found.get(name, ())) else 0.0
+  return total / len(wanted)

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 import tqdm
 
+from lrr_jax.data import boxes
 from lrr_jax.data import encoding
 from lrr_jax.data import pipeline
 from lrr_jax.data import rationales
@@ -188,13 +189,16 @@ class Evaluator:
                                       self.tokenizer.pad_id, self.memory_limit_bytes)
 
   def _scores(self, responses, examples, labels, metadata) -> dict[str, float]:
-    return task_scores(self.dataset, responses, [e.answer for e in examples], labels, metadata)
+    return task_scores(self.dataset, responses, [e.answer for e in examples], labels, metadata,
+                       [e.response_text for e in examples])
 
 
 def task_scores(dataset: str, responses: Sequence[str], answers: Sequence[str], labels: np.ndarray,
-                metadata: Sequence[dict[str, Any]]) -> dict[str, float]:
+                metadata: Sequence[dict[str, Any]], references: Sequence[str] = ()) -> dict[str, float]:
   """The task's scores of generated `responses` against the reference answers (labels: int classes, CATER's
-  cells), grouped by the records' `metadata` (ACRE's split and query type, STAR's question type)."""
+  cells), grouped by the records' `metadata` (ACRE's split and query type, STAR's question type); with the
+  reference rationales of a dataset written with boxes (Something-Else's `boxes` configs), `box_iou`: the
+  detections' mean IoU (`boxes.detection_iou`)."""
   if dataset in CATER_DATASETS:
     return cater_eval.cater_scores(list(responses), labels)
   keys = GROUP_KEYS.get(dataset, ())
@@ -202,6 +206,9 @@ def task_scores(dataset: str, responses: Sequence[str], answers: Sequence[str], 
   scores = answers_eval.answer_accuracy(responses, answers, groups)
   if dataset == "something_else":
     scores["top1"] = scores.pop("accuracy")
+    ious = [boxes.detection_iou(r, ref) for r, ref in zip(responses, references)]
+    if ious and all(i is not None for i in ious):
+      scores["box_iou"] = float(np.mean(ious))
   if dataset in ("generated_acre", "acre"):
     scores["chance"] = 1.0 / 3
   if dataset == "star":  # the paper's overall: the mean over the question types

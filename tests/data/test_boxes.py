@@ -52,3 +52,17 @@ def test_something_else_builder_configs_name_their_bins():
   for bad in ("boxes1", "boxesx", "cells"):
     with pytest.raises(ValueError, match="Unknown Something-Else builder config"):
       something_else.builder_config(bad)
+
+
+def test_detection_iou_matches_boxes_by_name_and_order_and_the_evaluator_reports_it():
+  reference = "frame 0: <detect> cup (0,0,1,1); hand (2,2,3,3). frame 1: <detect> cup (1,0,2,1); hand (2,2,3,3)."
+  assert boxes.detection_iou(reference, reference) == 1.0
+  shifted = "frame 0: <detect> hand (2,2,3,3); cup (1,0,2,1). frame 1: <detect> cup (1,0,2,1)."
+  # cup#0 2/6, hand#0 1, cup#1 1, hand#1 missing 0
+  assert boxes.detection_iou(shifted, reference) == pytest.approx((2 / 6 + 1 + 1 + 0) / 4)
+  assert boxes.detection_iou("no boxes", "frame 0: <detect> cup 1,2.") is None  # cells: no box score
+  from lrr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  scores = evaluator.task_scores("something_else", [reference, shifted], ["3", "3"], np.zeros(2, int), [{}, {}],
+                                 [reference, reference])
+  assert scores["box_iou"] == pytest.approx((1 + (2 / 6 + 2) / 4) / 2)
+  assert "box_iou" not in evaluator.task_scores("something_else", ["a"], ["3"], np.zeros(1, int), [{}], ["b 1,2"])
