@@ -23,9 +23,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
                       contain_prob=0.4, moving_camera=args["camera"] == "moving")
   # tokenizer: a local tokenizer.json (or HF model directory) instead of a BPE trained on the data (vocab_size).
+  # Reading: worker_count Grain worker processes (0: none; each prepares worker_buffer batches ahead), each
+  # with read_threads threads reading prefetch_buffer batches ahead.
   config.data = dict(dataset="generated_cater", builder_config="tiny", data_dir="", num_train=4096, num_eval=128,
                      variant=args["variant"], max_length=192, vocab_size=512, tokenizer="", eval_split="test",
-                     brightness_jitter=0.0, worker_count=0)
+                     brightness_jitter=0.0, worker_count=0, worker_buffer=1, read_threads=2, prefetch_buffer=4)
   # From scratch: no dropout, open cross-attention gates (tanh(1) = 0.76), sharper queries, CoordConv channels.
   # Every DecoderConfig / VideoEncoderConfig / ResNetConfig field is a key here (None: the `size` preset's).
   # init_from: a local Hugging Face OPT directory whose weights (and architecture) the decoder starts from.

@@ -80,7 +80,7 @@ def test_mixture_and_fitting_frames_keeps_text_and_frames_aligned(cater, tmp_pat
 
 
 def test_fit_frames_maps_frames_and_rejects_bad_shapes():
-  frames = np.arange(6)[:, None, None, None] * np.ones((6, 8, 8, 3), np.uint8)
+  frames = (np.arange(6)[:, None, None, None] * np.ones((6, 8, 8, 3))).astype(np.uint8)
   fitted, kept = pipeline.fit_frames(frames, 3, 4, "x")
   assert fitted.shape == (3, 4, 4, 3) and kept.tolist() == [0, 2, 5] and fitted[:, 0, 0, 0].tolist() == [0, 2, 5]
   with pytest.raises(ValueError, match=r"clip record 3: frames have shape \(6, 8, 8\)"):

@@ -18,7 +18,6 @@ from PIL import Image
 from lrr_jax.data import files
 from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
-from lrr_jax.data import records
 from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
 
@@ -98,5 +97,5 @@ class SomethingElse(release.ReleaseBuilder):
       frame_boxes = [by_name.get(frame_files[i].name, []) for i in kept]
       class_id = int(labels[template])
       examples = {v: something_else_example(video, class_id, frame_boxes, size, v) for v in rationales.VARIANTS}
-      yield video_id, records.make_record(frames, examples, class_id, template=template,
+      yield video_id, self.make_record(frames, examples, class_id, template=template,
                                           placeholders=video.get("placeholders", []))
