@@ -14,6 +14,7 @@ batch 1; per chip, for `--chip` at `--mfu`.
 """
 import pathlib
 import tempfile
+import time
 
 from absl import app
 from absl import flags
@@ -104,17 +105,20 @@ def train_step_need(chip: str, mfu: float) -> dict[str, float]:
               recipe_batch=config.batch_size, step_s_at_recipe_batch_on_8_chips=config.batch_size / (8 * per_chip))
 
 
-def examples_per_s(source, tokenizer_path: str, workers: int, f) -> float:
-  """Steady-state examples/s: the buffers filled and drained first (a warm-up of 2 x `batches`), then medians
-  of `repetitions` x `batches`."""
+def examples_per_s(source, tokenizer_path: str, workers: int, f) -> tuple[float, float]:
+  """Steady-state examples/s (the buffers filled and drained first: a warm-up of 2 x `batches`, then medians
+  of `repetitions` x `batches`) and this process's CPU seconds per example (all its threads: with 0 workers,
+  the whole pipeline's cost, which machine load does not inflate)."""
   config = pipeline.PipelineConfig(tokenizer_path=tokenizer_path, max_length=MAX_LENGTH, num_frames=FRAMES,
                                    resolution=RESOLUTION, batch_size=f.batch_size, worker_count=workers,
                                    brightness_jitter=0.2, contrast_jitter=0.2)
   iterator = iter(pipeline.make_dataset([("cater", source, 1.0)], config))
   for _ in range(2 * f.batches):
     next(iterator)
+  cpu = time.process_time()
   seconds = common.median_seconds(lambda: [next(iterator) for _ in range(f.batches)], f.repetitions)
-  return f.batches * f.batch_size / seconds
+  cpu_per_example = (time.process_time() - cpu) / (f.repetitions * f.batches * f.batch_size)
+  return f.batches * f.batch_size / seconds, cpu_per_example
 
 
 def main(argv):
@@ -132,15 +136,17 @@ def main(argv):
       encoded = {kind: serialized(video_records, frame_format) for kind, video_records in data.items()}
       sizes[frame_format] = {kind: float(np.mean([len(s) for s in items])) for kind, items in encoded.items()}
       source = SerializedSource(encoded["textured"], frame_format)
-      rates[frame_format] = {f"{workers}_workers": examples_per_s(source, tokenizer_path, workers, f)
-                             for workers in (0, f.workers)}
+      (rate_0, cpu_0), (rate_n, _) = (examples_per_s(source, tokenizer_path, w, f) for w in (0, f.workers))
+      rates[frame_format] = {"0_workers": rate_0, f"{f.workers}_workers": rate_n,
+                             "cpu_s_per_example": cpu_0, "per_core": 1 / cpu_0,
+                             "cores_per_chip": need["need_examples_per_s_per_chip"] * cpu_0}
   results = dict(bytes_per_example=sizes, examples_per_s=rates, train_step=need, batch_size=f.batch_size,
                  frame_shape=[FRAMES, RESOLUTION, RESOLUTION, 3], max_length=MAX_LENGTH)
   jpeg = rates["jpeg"]
   common.write_result(
       f.out, results,
       f"16 x 224 px, JPEG: {jpeg['0_workers']:.1f} examples/s (0 workers), {jpeg[f'{f.workers}_workers']:.1f} "
-      f"({f.workers} workers); the train step needs {need['need_examples_per_s_per_chip']:.0f} examples/s per "
+      f"({f.workers} workers), {jpeg['per_core']:.0f} per CPU core; the train step needs {need['need_examples_per_s_per_chip']:.0f} examples/s per "
       f"{f.chip} at MFU {f.mfu}; bytes/example (textured) raw {sizes['raw']['textured'] / 1e6:.2f} MB, JPEG "
       f"{sizes['jpeg']['textured'] / 1e3:.0f} kB, PNG {sizes['png']['textured'] / 1e3:.0f} kB")
 
