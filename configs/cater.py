@@ -26,9 +26,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # mixture: joint training, ((dataset, builder config, weight), ...) in place of dataset / builder_config,
   # batches drawn by weight, evaluated per dataset (e.g. "(('generated_cater','tiny',1.0),('generated_acre',
   # 'iid',1.0))"); `sources.<dataset>.manual_dir` / `.eval_split` where a dataset needs its own.
+  # Reading: worker_count Grain worker processes (0: none; each prepares worker_buffer batches ahead), each
+  # with read_threads threads reading prefetch_buffer batches ahead.
   config.data = dict(dataset="generated_cater", builder_config="tiny", data_dir="", num_train=4096, num_eval=128,
                      variant=args["variant"], max_length=192, vocab_size=512, tokenizer="", eval_split="test",
-                     brightness_jitter=0.0, worker_count=0, mixture=())
+                     brightness_jitter=0.0, worker_count=0, worker_buffer=1, read_threads=2, prefetch_buffer=4,
+                     mixture=())
   # From scratch: no dropout, open cross-attention gates (tanh(1) = 0.76), sharper queries, CoordConv channels.
   # Every DecoderConfig / VideoEncoderConfig / ResNetConfig field is a key here (None: the `size` preset's).
   # init_from: a local Hugging Face OPT directory whose weights (and architecture) the decoder starts from.

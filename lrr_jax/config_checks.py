@@ -21,13 +21,15 @@ ConfigDict = ml_collections.ConfigDict
 
 # Keys that may differ between the run that wrote a checkpoint and a run resuming it: what is logged, saved,
 # evaluated or searched, and how the same updates are laid out (processes, mesh, micro-batches, remat), equal up
-# to float rounding. A section's name covers its keys. Everything else (seed, data, world, model, batch_size,
+# to float rounding, and how many threads and buffers read the data (the batches are the same). A section's name
+# covers its keys. Everything else (seed, data, world, model, batch_size,
 # num_steps, which sets the schedule's optimizer.total_steps, optimizer) changes the arithmetic.
 # eval.max_new_tokens is free unless it changes the positions of a model trained from scratch
 # (`experiment.max_positions`).
 FREE_ON_RESUME = ("log_every", "checkpoint.every", "checkpoint.keep", "eval", "search", "distributed", "mesh",
                   "grad_accum_steps", "model.decoder.remat", "resume_with_changes", "profile",
-                  "peak_flops_per_device", "compilation_cache_dir")
+                  "peak_flops_per_device", "compilation_cache_dir", "data.read_threads", "data.prefetch_buffer",
+                  "data.worker_buffer")
 _ABSENT = "<absent>"
 
 
@@ -51,7 +53,8 @@ def _is_number(value: Any) -> bool:
 
 def _positive_keys(config: ConfigDict) -> list[str]:
   keys = ["num_steps", "batch_size", "grad_accum_steps", "log_every", "optimizer.lr", "optimizer.clip_norm",
-          "data.max_length", "eval.batch_size", "eval.max_new_tokens", "checkpoint.keep"]
+          "data.max_length", "eval.batch_size", "eval.max_new_tokens", "checkpoint.keep", "data.read_threads",
+          "data.worker_buffer"]
   if experiment.frames_from_world(config):
     keys += ["data.num_train", "data.num_eval", "world.num_frames", "world.resolution"]
   else:
@@ -62,7 +65,7 @@ def _positive_keys(config: ConfigDict) -> list[str]:
 
 
 NON_NEGATIVE = ("optimizer.warmup_steps", "optimizer.weight_decay", "checkpoint.every", "eval.every",
-                "eval.num_examples", "data.worker_count")
+                "eval.num_examples", "data.worker_count", "data.prefetch_buffer")
 
 
 def range_errors(config: ConfigDict) -> list[str]:

@@ -104,11 +104,12 @@ def video_shape(config: ConfigDict) -> tuple[int, int]:
 
 def builder_sizes(config: ConfigDict, dataset: str | None = None) -> dict[str, Any]:
   """The keyword arguments of `dataset`'s builder (default: the run's first): a generated CATER world's fields
-  and sizes; a generated ACRE's sizes (its world is its split, the builder config); nothing for a released
-  dataset (its manual_dir)."""
+  and sizes; a generated ACRE's sizes (its world is its split, the builder config); a released dataset's frame
+  settings: written at `data.resolution`, stored as `data.frame_format` with `data.jpeg_quality` (those the
+  config has)."""
   dataset = dataset or sources(config)[0].dataset
   if not dataset.startswith("generated_"):
-    return {}
+    return {key: config.data[key] for key in ("resolution", "frame_format", "jpeg_quality") if key in config.data}
   sizes = dict(num_train=config.data.num_train, num_test=config.data.num_eval, seed=config.seed)
   return {**config.world.to_dict(), **sizes} if dataset == "generated_cater" else sizes
 
@@ -121,13 +122,18 @@ def dataset_builder(config: ConfigDict, directory: str, source: Source | None = 
                                **builder_sizes(config, source.dataset))
 
 
+# config.data keys that are PipelineConfig fields of the same name (absent: the field's default).
+DATA_KEYS = ("brightness_jitter", "contrast_jitter", "worker_count", "worker_buffer", "read_threads",
+             "prefetch_buffer")
+
+
 def pipeline_config(config: ConfigDict, tokenizer_path: str) -> pipeline.PipelineConfig:
   """The train pipeline of this process (its share of the global `batch_size`)."""
   num_frames, resolution = video_shape(config)
   return pipeline.PipelineConfig(
       tokenizer_path=tokenizer_path, variant=config.data.variant, max_length=config.data.max_length,
       num_frames=num_frames, resolution=resolution, batch_size=distributed.local_batch_size(config.batch_size),
-      seed=config.seed, brightness_jitter=config.data.brightness_jitter, worker_count=config.data.worker_count)
+      seed=config.seed, **{key: config.data[key] for key in DATA_KEYS if key in config.data})
 
 
 def build_data(config: ConfigDict, workdir: str | pathlib.Path):
@@ -399,7 +405,7 @@ def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
   record = source[index]
   example = records.read_example(record, run.config.data.variant, f"test record {index}")
   prompt, frames = encoding.encode_prompt(example, run.tokenizer)
-  video = pipeline.fit_frames(np.asarray(record["frames"]), *video_shape(run.config), f"test record {index}")[0]
+  video = pipeline.record_video(record, *video_shape(run.config), f"test record {index}")[0]
   return dict(prompt=prompt, frames=frames, question=" ".join(s.text for s in example.question), video=video,
               label=int(record["label"]), answer=example.answer)
 

@@ -51,6 +51,8 @@ def test_the_shipped_configs_are_valid(config, num_devices):
     ("world.resolution", 0, "config.world.resolution=0 must be > 0."),
     ("checkpoint.every", -1, "config.checkpoint.every=-1 must be >= 0."),
     ("checkpoint.keep", 0, "config.checkpoint.keep=0 must be > 0."),
+    ("data.read_threads", 0, "config.data.read_threads=0 must be > 0."),
+    ("data.prefetch_buffer", -1, "config.data.prefetch_buffer=-1 must be >= 0."),
 ])
 def test_a_bad_value_is_the_one_error_named(key, value, error):
   assert config_checks.validate(cater_config(**{key: value}), num_devices=1) == [error]

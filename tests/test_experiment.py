@@ -31,7 +31,11 @@ VIDEO = dict(two_stream=False, motion_downsample=4, width=40, num_layers=3, num_
              temporal_window=2, max_frames=12, grid_size=49, position_init_std=0.5, coordinate_channels=False,
              dropout_rate=0.25, dtype="bfloat16", param_dtype="bfloat16", attention="reference")
 BACKBONE = dict(stage_sizes=(1, 2, 1), bottleneck=False, width=16, norm="group", num_groups=8, stem_pool=False,
-                projection_dim=24, dtype="bfloat16", param_dtype="bfloat16")
+                grid_stage=3, projection_dim=24, dtype="bfloat16", param_dtype="bfloat16")
+
+
+# The released recipe's grid is conv4_x of a ResNet-101; the tiny preset's two-stage backbones give their last.
+TINY_GRIDS = ("--config.model.video.static_backbone.grid_stage=0", "--config.model.video.motion_backbone.grid_stage=0")
 
 
 def parse(config_file: str, *overrides: str):
@@ -69,11 +73,31 @@ def test_every_model_field_is_set_from_the_command_line(config_file):
   assert video == VIDEO
 
 
+def test_the_data_section_reaches_the_pipeline_and_the_release_builder():
+  config = parse("released.py:dataset=cater,lm=opt-125m", "--config.data.read_threads=3",
+                 "--config.data.prefetch_buffer=7", "--config.data.worker_count=5", "--config.data.worker_buffer=2",
+                 "--config.data.contrast_jitter=0.1", "--config.data.frame_format=png")
+  cfg = experiment.pipeline_config(config, "tokenizer.json")
+  assert (cfg.read_threads, cfg.prefetch_buffer, cfg.worker_count, cfg.worker_buffer) == (3, 7, 5, 2)
+  assert (cfg.brightness_jitter, cfg.contrast_jitter, cfg.resolution, cfg.num_frames) == (0.2, 0.1, 224, 16)
+  assert experiment.builder_sizes(config) == dict(resolution=224, frame_format="png", jpeg_quality=90)
+  demo = experiment.pipeline_config(parse("cater.py"), "tokenizer.json")
+  assert (demo.read_threads, demo.prefetch_buffer, demo.contrast_jitter) == (2, 4, 0.0)
+
+
+def test_the_released_recipe_reads_a_14x14_grid_of_224_pixel_frames():
+  """conv4_x of ResNet-101 (stride 16) on 224 px; the motion stream's conv4_x on 112 px, resized to it."""
+  video = experiment.model_config(parse("released.py:dataset=star,lm=opt-125m")).video
+  static, motion = video.static_backbone, video.motion_backbone
+  assert (224 // static.stride, static.out_channels, video.grid_size) == (14, 1024, 196)
+  assert (224 // video.motion_downsample // motion.stride, motion.out_channels) == (7, 256)
+
+
 def test_unset_fields_are_the_presets():
   config = parse("released.py:dataset=cater,lm=opt-1.3b", "--config.model.decoder.remat=True")
   model_config = experiment.model_config(config)
   assert model_config.decoder.remat and model_config.decoder.num_layers == 24
-  assert model_config.video.static_backbone == resnet.RESNET_CONFIGS["resnet101"]  # BatchNorm, as the paper
+  assert model_config.video.static_backbone == resnet.resnet_config("resnet101", grid_stage=4)  # BatchNorm
   assert model_config.decoder.cross_attention_layers == tuple(range(1, 24, 2))
 
 
@@ -103,7 +127,8 @@ def test_search_section_with_overrides():
 def test_a_grown_vocabulary_is_padded_to_divide_over_the_mesh(tmp_path):
   save_tiny_hf_opt(tmp_path / "opt", vocab_size=250, max_position_embeddings=512)
   config = parse("released.py:dataset=cater", f"--config.model.init_from={tmp_path / 'opt'}",
-                 "--config.model.size=tiny")  # the tiny preset lays cross-attention over 2 layers
+                 "--config.model.size=tiny",  # the tiny preset lays cross-attention over 2 layers
+                 *TINY_GRIDS)
   model_config = experiment.model_config(config, tokenizer_size=260)  # 10 tags added to the OPT's 250
   assert (model_config.decoder.vocab_size, model_config.num_predicted_tokens) == (384, 260)
   assert experiment.model_config(config, tokenizer_size=200).num_predicted_tokens == 250

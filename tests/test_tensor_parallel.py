@@ -26,7 +26,8 @@ def test_tensor_8_trains_the_grown_vocabulary_opt(release, tmp_path):  # pylint:
        f"--config.model.init_from={tmp_path / 'opt'}", "--config.model.size=tiny", "--config.num_steps=2",
        "--config.batch_size=2", "--config.mesh.data=1", "--config.mesh.tensor=8", "--config.data.max_length=480",
        "--config.data.resolution=32", "--config.eval.max_new_tokens=8", "--config.eval.every=0",
-       "--config.data.worker_count=0"],
+       "--config.data.worker_count=0", "--config.model.video.static_backbone.grid_stage=0",
+       "--config.model.video.motion_backbone.grid_stage=0"],
       capture_output=True, text=True, timeout=900, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((tmp_path / "w" / "results.json").read_text())

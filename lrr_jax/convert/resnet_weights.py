@@ -8,7 +8,9 @@ Two layouts, told apart by their tensor names:
   `embedder.embedder.convolution.weight`, `encoder.stages.0.layers.0.shortcut.normalization.running_mean`...
   (`ResNetModel`, or `ResNetForImageClassification`, whose keys start with `resnet.`).
 Both are v1.5, as ours: the stride is in the bottleneck's 3x3 convolution. The architecture (blocks per stage,
-basic or bottleneck, width) is read from the tensors; the classifier and `num_batches_tracked` are dropped.
+basic or bottleneck, width) is read from the tensors; the classifier and `num_batches_tracked` are dropped, and
+so are the stages after the backbone's `grid_stage` (a truncated backbone, e.g. conv4_x of a ResNet-101, loads
+the same checkpoint; only the stages it builds are read).
 """
 import dataclasses
 import functools
@@ -71,9 +73,11 @@ class Layout:
   name: str
   names: Callable[[Module], tuple[str, str]]
   classifier: str  # prefix of the classifier's tensors, which a backbone drops
+  stage: Callable[[int], str]  # our stage index -> the prefix of its tensors
 
 
-LAYOUTS = (Layout("torchvision", torchvision_names, "fc."), Layout("Hugging Face", hf_names, "classifier."))
+LAYOUTS = (Layout("torchvision", torchvision_names, "fc.", lambda k: f"layer{k + 1}."),
+           Layout("Hugging Face", hf_names, "classifier.", lambda k: f"encoder.stages.{k}."))
 # Our variable (collection, leaf) -> (0: the conv's prefix / 1: the norm's, their tensor's suffix).
 TENSORS = {("params", "conv", "kernel"): (0, "weight"), ("params", "norm", "scale"): (1, "weight"),
            ("params", "norm", "bias"): (1, "bias"), ("batch_stats", "norm", "mean"): (1, "running_mean"),
@@ -185,7 +189,9 @@ def _convert(path: PathLike, weights: Mapping[str, np.ndarray], layout: Layout,
                              + (" (HWIO; theirs is OIHW)." if leaf == ("conv", "kernel") else "."))
     variables[ours] = value.astype(param_dtype if collection == "params" else np.float32)
     used.add(theirs)
-  unused = sorted(name for name in weights if name not in used and not name.startswith(layout.classifier)
+  not_built = tuple(layout.stage(k) for k in range(config.num_stages, len(config.stage_sizes)))
+  dropped = (layout.classifier,) + not_built  # the classifier; the stages after the grid stage
+  unused = sorted(name for name in weights if name not in used and not name.startswith(dropped)
                   and not name.endswith("num_batches_tracked"))
   if unused:
     raise WeightsFileError(f"{path}: tensors {unused[:5]} (of {len(unused)}) are not part of a {layout.name} "

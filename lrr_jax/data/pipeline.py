@@ -1,22 +1,27 @@
 """Grain pipelines over TFDS data sources (ArrayRecord): records -> model batches.
 
-source -> index -> shuffle(seed) -> repeat -> this process's shard -> encode (frames fitted to
-`num_frames` x `resolution`, optional brightness jitter, tokenize, loss mask, pad) -> batch -> (workers).
-Several sources mix with weights. The iterator's `get_state()`/`set_state()` resume it exactly, and since every
-random choice derives from (seed, record index), a resumed run sees exactly the batches an uninterrupted one
+source -> index -> shuffle(seed) -> repeat -> epoch -> this process's shard -> encode (the frames kept of
+`num_frames` decoded, JPEG/PNG or raw (`frame_codec`), resized antialiased to `resolution`, colour-jittered;
+tokenize, loss mask, pad) -> batch -> (worker processes: decoding and augmentation run there). Several sources
+mix with weights. The iterator's `get_state()`/`set_state()` resume it exactly, and since every random choice
+derives from (seed, source, record index, epoch), a resumed run sees exactly the batches an uninterrupted one
 would.
 """
 import dataclasses
 import functools
 from typing import Any, Sequence
 
+import zlib
+
 import grain
 import numpy as np
 
 from lrr_jax.data import encoding
+from lrr_jax.data import frame_codec
 from lrr_jax.data import frame_sampling
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
+from lrr_jax.data import video_transforms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,8 +35,12 @@ class PipelineConfig:
   seed: int = 0
   shuffle: bool = True
   num_epochs: int | None = None  # None: repeat forever
-  brightness_jitter: float = 0.0  # max relative change of frame brightness (0: off)
+  brightness_jitter: float = 0.0  # max relative change of a video's brightness (0: off)
+  contrast_jitter: float = 0.0  # max relative change of a video's contrast (0: off)
   worker_count: int = 0  # >0: Grain worker processes (they need a __main__ guard and parsed absl flags)
+  worker_buffer: int = 1  # batches each worker prepares ahead
+  read_threads: int = 2  # threads reading and encoding records (in each worker, or in this process)
+  prefetch_buffer: int = 4  # batches read ahead by those threads
 
 
 @functools.lru_cache(maxsize=8)
@@ -40,18 +49,21 @@ def _tokenizer(path: str) -> tokenizer_lib.Tokenizer:
 
 
 def fit_frames(frames: np.ndarray, num_frames: int, resolution: int, source: str) -> tuple[np.ndarray, np.ndarray]:
-  """Sample (or repeat) frames to `num_frames` and resize to `resolution` (nearest); also the kept indices."""
-  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
-    raise ValueError(f"{source}: frames have shape {frames.shape}; expected [T>0, H, W, 3].")
-  kept = frame_sampling.evenly_spaced(frames.shape[0], num_frames)
-  frames = frames[kept]
-  rows = (np.arange(resolution) + 0.5) * frames.shape[1] / resolution
-  cols = (np.arange(resolution) + 0.5) * frames.shape[2] / resolution
-  return frames[:, rows.astype(int)][:, :, cols.astype(int)], kept
+  """Sample (or repeat) frames to `num_frames` and resize to `resolution` (antialiased); also the kept indices."""
+  return record_video({"frames": frames}, num_frames, resolution, source)
+
+
+def record_video(record: dict[str, Any], num_frames: int, resolution: int, source: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """A record's frames (raw or encoded) sampled to `num_frames` (only those decoded) and resized
+  (antialiased) to `resolution`: uint8[num_frames, resolution, resolution, 3], and the kept indices."""
+  kept = frame_sampling.evenly_spaced(frame_codec.frame_count(record, source), num_frames)
+  frames = frame_codec.decode(record, kept, source)
+  return video_transforms.resize(frames, resolution), kept
 
 
 class EncodeRecord(grain.transforms.Map):
-  """(record index, record) -> the arrays of one example (see `encoding.encode_example`) plus its video."""
+  """(record index, epoch, record) -> the arrays of one example (see `encoding.encode_example`) plus its video."""
 
   def __init__(self, config: PipelineConfig, source_name: str, shards: Sequence[tuple[int, str]] = ()):
     """shards: (first record, file) of each file of the source, so that errors name the record's file."""
@@ -60,19 +72,17 @@ class EncodeRecord(grain.transforms.Map):
     self.shards = list(shards)
 
   def map(self, element: tuple[int, int, dict[str, Any]]) -> dict[str, np.ndarray]:
-    index, draw, record = element  # the record's index in its source; the draw's index over all epochs
+    index, epoch, record = element  # the record's index in its source; the epoch that draws it
     cfg, source = self.config, f"{self.source_name} record {index}{_in_file(self.shards, index)}"
-    video, kept = fit_frames(np.asarray(record["frames"]), cfg.num_frames, cfg.resolution, source)
+    video, kept = record_video(record, cfg.num_frames, cfg.resolution, source)
     example = records.read_example(record, cfg.variant, source)
     arrays = encoding.encode_example(example, _tokenizer(cfg.tokenizer_path), cfg.max_length, source)
     # Frame indices name the record's frames; map them onto the frames kept.
     arrays["frame_index"] = np.where(arrays["frame_index"] < 0, -1,
                                      np.searchsorted(kept, arrays["frame_index"], side="right") - 1
                                      ).astype(np.int32)
-    if cfg.brightness_jitter:
-      scale = 1 + cfg.brightness_jitter * np.random.default_rng([cfg.seed, draw]).uniform(-1, 1)
-      video = np.clip(video.astype(np.float32) * scale, 0, 255).astype(np.uint8)
-    arrays["video"] = video
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(self.source_name.encode()), index, epoch])
+    arrays["video"] = video_transforms.colour_jitter(video, rng, cfg.brightness_jitter, cfg.contrast_jitter)
     arrays["record_index"] = np.int64(index)
     return arrays
 
@@ -124,7 +134,9 @@ def open_array_record(paths: Sequence[str], name: str) -> NamedSource:
 
 
 def _indexed(num_records: int, draw: int, record: dict[str, Any]) -> tuple[int, int, dict[str, Any]]:
-  return draw % num_records, draw, record
+  """(record index, epoch, record): Grain hands a map over the source the draw's index over all epochs of
+  the repeated, shuffled data."""
+  return draw % num_records, draw // num_records, record
 
 
 def _one_source(source: Any, name: str, config: PipelineConfig, process_index: int,
@@ -149,7 +161,8 @@ def make_dataset(sources: Sequence[tuple[str, Any, float]], config: PipelineConf
   datasets = [_one_source(src, name, config, process_index, process_count) for name, src, _ in sources]
   dataset = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, [w for _, _, w in sources])
   dataset = dataset.batch(config.batch_size, drop_remainder=True).to_iter_dataset(
-      grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+      grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=config.prefetch_buffer))
   if config.worker_count:
-    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.worker_count))
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.worker_count,
+                                                               per_worker_buffer_size=config.worker_buffer))
   return dataset

@@ -3,6 +3,7 @@
   python -m lrr_jax.data.prepare --dataset=generated_cater --config=tiny --data_dir=~/lrr_data
   python -m lrr_jax.data.prepare --dataset=generated_acre --config=compositional --num_train=4096
   python -m lrr_jax.data.prepare --dataset=star --config=default --manual_dir=~/STAR --data_dir=~/lrr_data
+  python -m lrr_jax.data.prepare --dataset=cater --config=default --manual_dir=~/CATER --frame_format=png
 TFDS shows progress bars while it generates and shuffles; the tokenizer is trained on the train split's text.
 """
 import hashlib
@@ -18,8 +19,12 @@ from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
 
 def builder_for(dataset: str, config: str, data_dir: str, **sizes):
-  """The TFDS builder of a dataset name and config, writing ArrayRecord files under data_dir."""
+  """The TFDS builder of a dataset name and config, writing ArrayRecord files under data_dir.
+
+  sizes: a generated world's fields and sizes; a released dataset's frame settings (`release.FRAME_SETTINGS`:
+  resolution, frame_format, jpeg_quality; None: the config's own)."""
   from lrr_jax.data.builders import generated  # pylint: disable=g-import-not-at-top
+  from lrr_jax.data.builders import release  # pylint: disable=g-import-not-at-top
   sizes = {k: v for k, v in sizes.items() if v is not None}
   if dataset == "generated_cater":
     return generated.GeneratedCater(config=generated.cater_builder_config(config, **sizes),
@@ -34,7 +39,8 @@ def builder_for(dataset: str, config: str, data_dir: str, **sizes):
     from lrr_jax.data.builders import something_else  # pylint: disable=g-import-not-at-top
     config = something_else.builder_config(config)
   if dataset in released:
-    return released[dataset](config=config, data_dir=data_dir, file_format="array_record")
+    builder_config = release.release_config(released[dataset], config, **sizes)
+    return released[dataset](config=builder_config, data_dir=data_dir, file_format="array_record")
   raise ValueError(f"Unknown dataset {dataset!r}; expected generated_cater, generated_acre or one of "
                    f"{sorted(released)}.")
 
@@ -155,8 +161,8 @@ def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, man
 def main(argv):
   del argv
   f = flags.FLAGS
-  sizes = {} if f.dataset not in ("generated_cater", "generated_acre") else dict(num_train=f.num_train,
-                                                                                  num_test=f.num_test)
+  sizes = (dict(num_train=f.num_train, num_test=f.num_test) if f.dataset.startswith("generated_") else
+           dict(resolution=f.resolution, frame_format=f.frame_format, jpeg_quality=f.jpeg_quality))
   directory = prepare(f.dataset, f.config, f.data_dir, f.vocab_size, f.manual_dir, **sizes)
   print(f"Prepared {f.dataset}/{f.config} in {directory}")
 
@@ -171,6 +177,10 @@ def define_flags() -> None:
   flags.DEFINE_string("data_dir", "~/lrr_data", "Where TFDS writes the dataset.")
   flags.DEFINE_integer("num_train", None, "Override the number of training videos/problems.")
   flags.DEFINE_integer("num_test", None, "Override the number of test videos/problems.")
+  flags.DEFINE_integer("resolution", None, "Released datasets: frame size written (default 224).")
+  flags.DEFINE_enum("frame_format", None, ["jpeg", "png", "raw"], "Released datasets: how frames are stored "
+                    "(default jpeg).")
+  flags.DEFINE_integer("jpeg_quality", None, "Released datasets: JPEG quality (default 90).")
   flags.DEFINE_integer("vocab_size", 512, "Size of the BPE trained on the data (0: no tokenizer).")
 
 

@@ -14,6 +14,7 @@ import matplotlib.figure
 import numpy as np
 
 from lrr_jax.data import encoding
+from lrr_jax.data import frame_codec
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.models import lrr
@@ -52,7 +53,7 @@ def run_example(run: Any, source, index: int) -> dict[str, np.ndarray]:
   arrays = encoding.encode_example(example, run.tokenizer, run.config.data.max_length, f"record {index}")
   return dict(tokens=arrays["inputs"][None], positions=arrays["positions"][None],
               segment_ids=arrays["segment_ids"][None], frame_index=arrays["frame_index"][None],
-              loss_mask=arrays["loss_mask"][None], video=np.asarray(record["frames"])[None])
+              loss_mask=arrays["loss_mask"][None], video=frame_codec.decode(record, source=f"record {index}")[None])
 
 
 def token_labels(tokenizer: tokenizer_lib.Tokenizer, tokens: np.ndarray, frame_index: np.ndarray,

@@ -26,6 +26,7 @@ import tqdm
 
 from lrr_jax.data import boxes
 from lrr_jax.data import encoding
+from lrr_jax.data import frame_codec
 from lrr_jax.data import pipeline
 from lrr_jax.data import rationales
 from lrr_jax.data import records
@@ -162,10 +163,9 @@ class Evaluator:
                                 "config.eval.max_new_tokens)", self.memory_limit_bytes)
 
   def _video(self, record, index: int) -> np.ndarray:
-    frames = np.asarray(record["frames"])
     if self.frames is None:
-      return frames
-    return pipeline.fit_frames(frames, *self.frames, f"test record {index}")[0]
+      return frame_codec.decode(record, source=f"test record {index}")
+    return pipeline.record_video(record, *self.frames, f"test record {index}")[0]
 
   def _generate(self, variables, video: np.ndarray, prompts) -> tuple[list[list[int]], list[str]]:
     """The greedy responses' tokens (without the final `</s>`) and texts; prompts as `encode_prompt` gives."""

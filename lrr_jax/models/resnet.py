@@ -1,7 +1,9 @@
-"""ResNet v1.5 (stride in the 3x3 convolution) returning grid features of its last stage.
+"""ResNet v1.5 (stride in the 3x3 convolution) returning grid features of a chosen stage.
 
 LRR reads frames through a CNN's grid features rather than a pooled vector: `ResNet` returns
-float[B, h, w, C] (no global pooling), optionally projected to the LM width. BatchNorm always uses its
+float[B, h, w, C] (no global pooling) of stage `grid_stage` (by default its last), optionally projected to
+the LM width. At 224 px an ImageNet ResNet's last stage (conv5_x) gives 7x7; conv4_x (`grid_stage=4`) 14x14,
+the later stages are then not built. BatchNorm always uses its
 running statistics (a frozen, pretrained backbone); `norm="group"` is for training from scratch.
 """
 import dataclasses
@@ -18,29 +20,41 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class ResNetConfig:
-  """Depth and width of the backbone; the last stage's stride sets the grid (32 for the ImageNet layout)."""
+  """Depth and width of the backbone; the stride of the stage giving the grid sets its size."""
   stage_sizes: tuple[int, ...] = (3, 4, 23, 3)
   bottleneck: bool = True
   width: int = 64  # channels of the stem and the first stage (before the bottleneck expansion)
   norm: str = "batch"  # "batch" (running statistics, frozen) or "group"
   num_groups: int = 32
   stem_pool: bool = True  # 3x3/2 max-pool after the 7x7/2 stem
-  projection_dim: int = 0  # >0: Dense from the last stage's channels to this width
+  # The stage whose output is the grid, named as He et al. name them (2: conv2_x, the first stage, ...,
+  # len(stage_sizes) + 1: the last); 0: the last. Stages after it are not built.
+  grid_stage: int = 0
+  projection_dim: int = 0  # >0: Dense from the grid stage's channels to this width
   dtype: str = "float32"
   param_dtype: str = "float32"
 
   def __post_init__(self):
     if self.norm not in ("batch", "group"):
       raise ValueError(f"ResNetConfig.norm={self.norm!r}; expected 'batch' or 'group'.")
+    last = len(self.stage_sizes) + 1
+    if self.grid_stage != 0 and not 2 <= self.grid_stage <= last:
+      raise ValueError(f"ResNetConfig.grid_stage={self.grid_stage}: a ResNet of {len(self.stage_sizes)} stages "
+                       f"(stage_sizes {tuple(self.stage_sizes)}) has stages 2 (conv2_x) to {last}; 0 is its last.")
+
+  @property
+  def num_stages(self) -> int:
+    """Stages built: up to the one giving the grid."""
+    return self.grid_stage - 1 if self.grid_stage else len(self.stage_sizes)
 
   @property
   def stride(self) -> int:
     """Input pixels per grid cell along each side."""
-    return 2 * (2 if self.stem_pool else 1) * 2 ** (len(self.stage_sizes) - 1)
+    return 2 * (2 if self.stem_pool else 1) * 2 ** (self.num_stages - 1)
 
   @property
   def out_channels(self) -> int:
-    return self.projection_dim or self.width * 2 ** (len(self.stage_sizes) - 1) * (4 if self.bottleneck else 1)
+    return self.projection_dim or self.width * 2 ** (self.num_stages - 1) * (4 if self.bottleneck else 1)
 
 
 RESNET_CONFIGS = {
@@ -118,7 +132,7 @@ class ResNet(nn.Module):
     x = nn.relu(ConvNorm(cfg, cfg.width, 7, 2, name="stem")(images.astype(jnp.dtype(cfg.dtype))))
     if cfg.stem_pool:
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-    for stage, num_blocks in enumerate(cfg.stage_sizes):
+    for stage, num_blocks in enumerate(cfg.stage_sizes[:cfg.num_stages]):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
         x = ResidualBlock(cfg, cfg.width * 2 ** stage, strides, name=f"stage_{stage}_block_{block}")(x)

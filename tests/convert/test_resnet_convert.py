@@ -317,3 +317,20 @@ def test_stream_errors_name_the_config_key(streams):
   with pytest.raises(ValueError, match=r"config.model.video.static_init_from is set with "
                      r"config.model.video.coordinate_channels=True"):
     resnet_weights.insert_pretrained_backbones({}, config)
+
+
+@pytest.mark.parametrize("layout", ["Hugging Face", "torchvision"])
+def test_a_truncated_backbone_loads_its_stages_and_ignores_the_later_ones(tiny, tmp_path, layout):
+  """grid_stage=2 (conv2_x) of a two-stage checkpoint: its first stage equals transformers' first stage output."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  directory, state = tiny
+  config = dataclasses.replace(TINY_CONFIG, grid_stage=2)
+  found, variables = resnet_weights.load_resnet(directory if layout == "Hugging Face" else saved(tmp_path, state),
+                                                config)
+  assert found == config and not any(name.startswith("stage_1") for name in variables["params"])
+  model = transformers.ResNetModel.from_pretrained(directory).eval()
+  images = np.random.RandomState(0).randn(1, 3, 32, 32).astype(np.float32)
+  with torch.no_grad():
+    expected = model(torch.from_numpy(images), output_hidden_states=True).hidden_states[1].numpy()
+  ours = np.asarray(forward(config)(variables, jnp.asarray(images.transpose(0, 2, 3, 1))))
+  np.testing.assert_allclose(ours, expected.transpose(0, 2, 3, 1), rtol=0, atol=1e-4)

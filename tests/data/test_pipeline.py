@@ -110,7 +110,7 @@ def test_a_mixture_draws_its_sources_by_weight_and_resumes_exactly(cater):
 
 
 def test_fit_frames_maps_frames_and_rejects_bad_shapes():
-  frames = np.arange(6)[:, None, None, None] * np.ones((6, 8, 8, 3), np.uint8)
+  frames = (np.arange(6)[:, None, None, None] * np.ones((6, 8, 8, 3))).astype(np.uint8)
   fitted, kept = pipeline.fit_frames(frames, 3, 4, "x")
   assert fitted.shape == (3, 4, 4, 3) and kept.tolist() == [0, 2, 5] and fitted[:, 0, 0, 0].tolist() == [0, 2, 5]
   with pytest.raises(ValueError, match=r"clip record 3: frames have shape \(6, 8, 8\)"):
@@ -174,10 +174,13 @@ def test_a_damaged_tfds_file_is_named_with_the_record(cater, tmp_path):
 
 
 def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
+  """JPEG frames decoded, resized and colour-jittered in the workers: the batches (videos included) equal those
+  made in this process, a resumed iterator continues exactly, the jitter changes each epoch."""
   import pathlib, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
   script = pathlib.Path(__file__).with_name("pipeline_workers.py")
   out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
                        cwd=pathlib.Path(__file__).parents[2])
   assert out.returncode == 0, out.stderr[-2000:]
-  assert json.loads(out.stdout.strip().splitlines()[-1]) == {"same_order": True, "resume_exact": True,
-                                                             "covers": True}
+  assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+      "same_batches": True, "resume_exact": True, "covers": True, "jitter_differs_by_epoch": True,
+      "video_shape": [8, 8, 24, 24, 3]}

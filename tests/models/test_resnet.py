@@ -56,3 +56,28 @@ def test_unknown_names_and_norms_are_rejected():
     resnet.resnet_config("resnet34")
   with pytest.raises(ValueError, match="layer"):
     resnet.resnet_config("tiny", norm="layer")
+
+
+@pytest.mark.parametrize("grid_stage,grid,channels", [(0, 7, 2048), (5, 7, 2048), (4, 14, 1024), (3, 28, 512)])
+def test_the_grid_stage_sets_the_grid_at_224_pixels(grid_stage, grid, channels):
+  """ResNet-101 at 224 px: conv4_x (stage 4, stride 16) gives 14x14, its later stage is not built."""
+  config = resnet.resnet_config("resnet101", grid_stage=grid_stage)
+  shapes = jax.eval_shape(resnet.ResNet(config).init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+  out = jax.eval_shape(resnet.ResNet(config).apply, shapes, jnp.zeros((2, 224, 224, 3)))
+  assert out.shape == (2, grid, grid, channels) == (2, 224 // config.stride, 224 // config.stride,
+                                                    config.out_channels)
+  built = {name.split("_block_")[0] for name in shapes["params"] if name.startswith("stage_")}
+  assert built == {f"stage_{k}" for k in range(config.num_stages)}
+
+
+def test_a_truncated_resnet_gives_the_full_ones_intermediate_features():
+  full = resnet.resnet_config("tiny")
+  cut = resnet.resnet_config("tiny", grid_stage=2)  # conv2_x: the first of its two stages
+  images = np.random.default_rng(2).normal(size=(2, 16, 16, 3)).astype(np.float32)
+  variables = resnet.ResNet(full).init(jax.random.key(0), images)
+  _, state = resnet.ResNet(full).apply(variables, images, capture_intermediates=True, mutable=["intermediates"])
+  expected = state["intermediates"]["stage_0_block_0"]["__call__"][0]
+  params = {k: v for k, v in variables["params"].items() if not k.startswith("stage_1")}
+  np.testing.assert_array_equal(resnet.ResNet(cut).apply({"params": params}, images), expected)
+  with pytest.raises(ValueError, match=r"grid_stage=4: a ResNet of 2 stages .* has stages 2 \(conv2_x\) to 3"):
+    resnet.resnet_config("tiny", grid_stage=4)

@@ -15,7 +15,6 @@ import numpy as np
 
 from lrr_jax.data import files
 from lrr_jax.data import rationales
-from lrr_jax.data import records
 from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
 from lrr_jax.data.worlds import acre
@@ -65,5 +64,5 @@ class Acre(release.ReleaseBuilder):
       for q in range(4):
         frames = np.concatenate([context_frames, read(6 + q)[None]])
         examples = {v: acre.rationale_example(problem, q, v) for v in rationales.VARIANTS}
-        yield f"{p}_{q}", records.make_record(frames, examples, int(panels[6 + q]["label"]),
+        yield f"{p}_{q}", self.make_record(frames, examples, int(panels[6 + q]["label"]),
                                               query_type=panels[6 + q]["type"], problem=p, split=split)

@@ -22,7 +22,6 @@ import numpy as np
 from lrr_jax.data import files
 from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
-from lrr_jax.data import records
 from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
 from lrr_jax.data.worlds import cater as cater_world
@@ -100,7 +99,7 @@ class Cater(release.ReleaseBuilder):
                     for v in rationales.VARIANTS}
       except (KeyError, StopIteration, TypeError, ValueError) as e:
         raise ValueError(f"CATER scene {scene_file} is malformed ({type(e).__name__}: {e}).") from e
-      yield video, records.make_record(frames, examples, label, video=video, has_scene=scene is not None)
+      yield video, self.make_record(frames, examples, label, video=video, has_scene=scene is not None)
 
 
 def _answer_only(label: int, variant: str, num_frames: int) -> rationales.Example:

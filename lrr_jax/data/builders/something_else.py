@@ -21,7 +21,6 @@ from lrr_jax.data import boxes as boxes_lib
 from lrr_jax.data import files
 from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
-from lrr_jax.data import records
 from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
 
@@ -124,5 +123,5 @@ class SomethingElse(release.ReleaseBuilder):
       class_id = int(labels[template])
       examples = {v: something_else_example(video, class_id, frame_boxes, size, v, cfg.box_bins)
                   for v in rationales.VARIANTS}
-      yield video_id, records.make_record(frames, examples, class_id, template=template,
+      yield video_id, self.make_record(frames, examples, class_id, template=template,
                                           placeholders=video.get("placeholders", []))

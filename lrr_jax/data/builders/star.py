@@ -18,7 +18,6 @@ import numpy as np
 from lrr_jax.data import files
 from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
-from lrr_jax.data import records
 from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
 
@@ -101,6 +100,6 @@ class Star(release.ReleaseBuilder):
       except (KeyError, StopIteration, TypeError) as e:
         raise ValueError(f"{source} is malformed ({type(e).__name__}: {e}).") from e
       label = LETTERS.index(examples["full"].answer)
-      yield question["question_id"], records.make_record(
+      yield question["question_id"], self.make_record(
           np.stack([frames[i] for i in kept]), examples, label,
           question_type=question["question_id"].split("_")[0], video=question["video_id"])
