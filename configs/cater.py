@@ -23,9 +23,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
                       contain_prob=0.4, moving_camera=args["camera"] == "moving")
   # tokenizer: a local tokenizer.json (or HF model directory) instead of a BPE trained on the data (vocab_size).
+  # surrogate_prompt_prob: chance per training example that a surrogate request (detect / reid / track at frame t,
+  # lrr_jax/data/surrogate.py) is inserted into its rationale and answered (LRR: 0.3); 0 in the demo, whose
+  # figures were measured without it.
   config.data = dict(dataset="generated_cater", builder_config="tiny", data_dir="", num_train=4096, num_eval=128,
                      variant=args["variant"], max_length=192, vocab_size=512, tokenizer="", eval_split="test",
-                     brightness_jitter=0.0, worker_count=0)
+                     brightness_jitter=0.0, worker_count=0, surrogate_prompt_prob=0.0)
   # From scratch: no dropout, open cross-attention gates (tanh(1) = 0.76), sharper queries, CoordConv channels.
   # Every DecoderConfig / VideoEncoderConfig / ResNetConfig field is a key here (None: the `size` preset's).
   # init_from: a local Hugging Face OPT directory whose weights (and architecture) the decoder starts from.

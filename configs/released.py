@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
   del config["world"]
   config.data.update(dataset=args["dataset"], builder_config=dataset["builder_config"], manual_dir="",
                      num_frames=dataset["num_frames"], resolution=dataset["resolution"],
-                     eval_split=dataset["eval_split"], max_length=1024, worker_count=4)
+                     eval_split=dataset["eval_split"], max_length=1024, worker_count=4, surrogate_prompt_prob=0.3)
   # The pretrained LM starts as itself: gates at 0 (tanh(0) = 0), the video enters as they open.
   config.model = common.model_section(args["lm"], decoder_values=dict(dropout_rate=0.1, gate_init=0.0))
   config.batch_size = 64

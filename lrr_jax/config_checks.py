@@ -68,6 +68,8 @@ def range_errors(config: ConfigDict) -> list[str]:
   bounds += [(key, lambda v: v >= 0, "must be >= 0") for key in NON_NEGATIVE]
   bounds += [(key, lambda v: 0 <= v < 1, "must be in [0, 1)") for key in ("optimizer.b1", "optimizer.b2")]
   bounds.append(("optimizer.final_fraction", lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+  if _lookup(config, "data.surrogate_prompt_prob") is not None:  # absent from older configs: no prompting
+    bounds.append(("data.surrogate_prompt_prob", lambda v: 0 <= v <= 1, "must be in [0, 1]"))
   errors = []
   for key, holds, expected in bounds:
     value = _lookup(config, key)

@@ -41,6 +41,7 @@ def test_the_shipped_configs_are_valid(config, num_devices):
     ("optimizer.clip_norm", 0.0, "config.optimizer.clip_norm=0.0 must be > 0."),
     ("optimizer.b2", 1.0, "config.optimizer.b2=1.0 must be in [0, 1)."),
     ("optimizer.final_fraction", 1.5, "config.optimizer.final_fraction=1.5 must be in [0, 1]."),
+    ("data.surrogate_prompt_prob", 1.3, "config.data.surrogate_prompt_prob=1.3 must be in [0, 1]."),
     ("grad_accum_steps", 0, "config.grad_accum_steps=0 must be > 0."),
     ("log_every", 0, "config.log_every=0 must be > 0."),
     ("eval.batch_size", 0, "config.eval.batch_size=0 must be > 0."),

@@ -1,21 +1,24 @@
 """Grain pipelines over TFDS data sources (ArrayRecord): records -> model batches.
 
 source -> index -> shuffle(seed) -> repeat -> this process's shard -> encode (frames fitted to
-`num_frames` x `resolution`, optional brightness jitter, tokenize, loss mask, pad) -> batch -> (workers).
-Several sources mix with weights. The iterator's `get_state()`/`set_state()` resume it exactly, and since every
-random choice derives from (seed, record index), a resumed run sees exactly the batches an uninterrupted one
-would.
+`num_frames` x `resolution`, optional brightness jitter, optional surrogate-task request inserted, tokenize,
+loss mask, pad) -> batch -> (workers). Several sources mix with weights. The iterator's `get_state()`/
+`set_state()` resume it exactly, and since every random choice derives from (seed, record index, draw: the
+record's position over all epochs, epoch * records + index), a resumed run sees exactly the batches an
+uninterrupted one would.
 """
 import dataclasses
 import functools
 from typing import Any, Sequence
 
+from absl import logging
 import grain
 import numpy as np
 
 from lrr_jax.data import encoding
 from lrr_jax.data import frame_sampling
 from lrr_jax.data import records
+from lrr_jax.data import surrogate
 from lrr_jax.data import tokenizer as tokenizer_lib
 
 
@@ -32,6 +35,7 @@ class PipelineConfig:
   num_epochs: int | None = None  # None: repeat forever
   brightness_jitter: float = 0.0  # max relative change of frame brightness (0: off)
   worker_count: int = 0  # >0: Grain worker processes (they need a __main__ guard and parsed absl flags)
+  surrogate_prompt_prob: float = 0.0  # chance per example of a surrogate-task request inserted (surrogate.py)
 
 
 @functools.lru_cache(maxsize=8)
@@ -64,7 +68,7 @@ class EncodeRecord(grain.transforms.Map):
     cfg, source = self.config, f"{self.source_name} record {index}{_in_file(self.shards, index)}"
     video, kept = fit_frames(np.asarray(record["frames"]), cfg.num_frames, cfg.resolution, source)
     example = records.read_example(record, cfg.variant, source)
-    arrays = encoding.encode_example(example, _tokenizer(cfg.tokenizer_path), cfg.max_length, source)
+    arrays = self._encode(example, index, draw, source)
     # Frame indices name the record's frames; map them onto the frames kept.
     arrays["frame_index"] = np.where(arrays["frame_index"] < 0, -1,
                                      np.searchsorted(kept, arrays["frame_index"], side="right") - 1
@@ -75,6 +79,20 @@ class EncodeRecord(grain.transforms.Map):
     arrays["video"] = video
     arrays["record_index"] = np.int64(index)
     return arrays
+
+  def _encode(self, example, index: int, draw: int, source: str) -> dict[str, np.ndarray]:
+    """The example's arrays, with a surrogate request inserted at random (per seed, record and draw); left
+    unprompted when the request would not fit `max_length`."""
+    cfg, tokenizer = self.config, _tokenizer(self.config.tokenizer_path)
+    prompted, fact = surrogate.maybe_prompt(example, cfg.surrogate_prompt_prob,
+                                            np.random.default_rng([cfg.seed, index, draw]))
+    if fact is not None:
+      try:
+        return encoding.encode_example(prompted, tokenizer, cfg.max_length, source)
+      except ValueError as e:  # too long with the request: train on it unprompted
+        logging.log_first_n(logging.WARNING, "%s; left without its surrogate request (raise "
+                            "config.data.max_length to make room for one).", 1, e)
+    return encoding.encode_example(example, tokenizer, cfg.max_length, source)
 
 
 def _in_file(shards: Sequence[tuple[int, str]], index: int) -> str:
