@@ -17,6 +17,7 @@ import numpy as np
 
 from lrr_jax.data import encoding
 from lrr_jax.data import frame_sampling
+from lrr_jax.data import rationales
 from lrr_jax.data import records
 from lrr_jax.data import surrogate
 from lrr_jax.data import tokenizer as tokenizer_lib
@@ -80,7 +81,7 @@ class EncodeRecord(grain.transforms.Map):
     arrays["record_index"] = np.int64(index)
     return arrays
 
-  def _encode(self, example, index: int, draw: int, source: str) -> dict[str, np.ndarray]:
+  def _encode(self, example: rationales.Example, index: int, draw: int, source: str) -> dict[str, np.ndarray]:
     """The example's arrays, with a surrogate request inserted at random (per seed, record and draw); left
     unprompted when the request would not fit `max_length`."""
     cfg, tokenizer = self.config, _tokenizer(self.config.tokenizer_path)
