@@ -26,6 +26,8 @@ ConfigDict = ml_collections.ConfigDict
 FREE_ON_RESUME = ("log_every", "checkpoint.every", "checkpoint.keep", "eval", "search", "distributed", "mesh",
                   "grad_accum_steps", "model.decoder.remat", "resume_with_changes")
 _ABSENT = "<absent>"
+# Keys added since runs were first written, with the value a run from before them ran with: absent equals it.
+ADDED_KEYS = {"data.surrogate_prompt_prob": 0.0}
 
 
 class ConfigError(ValueError):
@@ -143,12 +145,12 @@ def flatten(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-  """{key: (old value, new value)} where two configs differ; an absent key equals None (a preset's value) or
-  an empty value (a key added since, such as an unset path)."""
+  """{key: (old value, new value)} where two configs differ; an absent key equals None (a preset's value),
+  an empty value (a key added since, such as an unset path) or its value in ADDED_KEYS."""
   old, new = flatten(old), flatten(new)
   changes = {}
   for key in sorted(set(old) | set(new)):
-    before, after = old.get(key), new.get(key)
+    before, after = old.get(key, ADDED_KEYS.get(key)), new.get(key, ADDED_KEYS.get(key))
     if before != after and not (key not in old and after in ("", (), [])):
       changes[key] = (old.get(key, _ABSENT), new.get(key, _ABSENT))
   return changes

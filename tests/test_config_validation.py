@@ -129,6 +129,10 @@ def test_an_absent_key_equals_its_preset_none():
       "resume_with_changes": ("<absent>", False)}  # recorded, free
   new = cater_config(**{"model.video.dtype": "bfloat16"}).to_dict()
   assert config_checks.resume_changes(old, new) == {"model.video.dtype": ("<absent>", "bfloat16")}
+  del old["data"]["surrogate_prompt_prob"]  # a run from before surrogate prompting ran without it
+  assert config_checks.resume_changes(old, cater.get_config().to_dict()) == {}
+  prompted = cater_config(**{"data.surrogate_prompt_prob": 0.3}).to_dict()
+  assert config_checks.resume_changes(old, prompted) == {"data.surrogate_prompt_prob": ("<absent>", 0.3)}
 
 
 def test_check_resume_refuses_unless_told_to_resume_with_changes():
