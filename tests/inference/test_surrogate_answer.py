@@ -16,10 +16,11 @@ def test_answer_is_the_greedy_continuation_up_to_a_stop(tiny, tokenizer):
   # Independently: the same prompt and request, greedy without stops but the end of text, cut by hand.
   ids, frames = encoding.segment_tokens(surrogate.request_segments("track", 2, 0), tokenizer)
   padded = generate_lib.left_pad([tiny["prompt"] + ids], [tiny["frames"] + frames], tokenizer.pad_id)
-  sampled = generate_lib.generate(tiny["generator"], tiny["variables"], padded, jnp.asarray(tiny["video"][None]),
-                                  [[tokenizer.eos_id]], 24)
-  tokens = np.asarray(sampled.tokens[0]).tolist()
   stops = set(surrogate.stop_tokens(tokenizer))
+  only_eos = [[tokenizer.eos_id]] * len(stops)  # the same table's shape: the compiled loop is reused
+  sampled = generate_lib.generate(tiny["generator"], tiny["variables"], padded, jnp.asarray(tiny["video"][None]),
+                                  only_eos, 24)
+  tokens = np.asarray(sampled.tokens[0]).tolist()
   first_stop = next(i for i, t in enumerate(tokens) if t in stops)  # the model is biased to closing tags
   assert result.stopped and result.num_tokens == first_stop + 1
   assert result.answer == tokenizer.decode(tokens[:first_stop])
