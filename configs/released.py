@@ -63,7 +63,7 @@ def get_config(arg: str | None = None):
   config.data.update(dataset=args["dataset"], builder_config=dataset["builder_config"], manual_dir="",
                      num_frames=dataset["num_frames"], resolution=RESOLUTION, frame_format="jpeg", jpeg_quality=90,
                      eval_split=dataset["eval_split"], max_length=1024, worker_count=4, brightness_jitter=0.2,
-                     contrast_jitter=0.2)
+                     contrast_jitter=0.2, surrogate_prompt_prob=0.3)
   if mixture:
     config.data.mixture = mixture
     config.data.sources = {name: dict(manual_dir="", eval_split=DATASETS[name]["eval_split"])

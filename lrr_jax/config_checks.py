@@ -31,6 +31,8 @@ FREE_ON_RESUME = ("log_every", "checkpoint.every", "checkpoint.keep", "eval", "s
                   "peak_flops_per_device", "compilation_cache_dir", "data.read_threads", "data.prefetch_buffer",
                   "data.worker_buffer")
 _ABSENT = "<absent>"
+# Keys added since runs were first written, with the value a run from before them ran with: absent equals it.
+ADDED_KEYS = {"data.surrogate_prompt_prob": 0.0}
 
 
 class ConfigError(ValueError):
@@ -74,6 +76,8 @@ def range_errors(config: ConfigDict) -> list[str]:
   bounds += [(key, lambda v: v >= 0, "must be >= 0") for key in NON_NEGATIVE]
   bounds += [(key, lambda v: 0 <= v < 1, "must be in [0, 1)") for key in ("optimizer.b1", "optimizer.b2")]
   bounds.append(("optimizer.final_fraction", lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+  if _lookup(config, "data.surrogate_prompt_prob") is not None:  # absent from older configs: no prompting
+    bounds.append(("data.surrogate_prompt_prob", lambda v: 0 <= v <= 1, "must be in [0, 1]"))
   errors = []
   for key, holds, expected in bounds:
     value = _lookup(config, key)
@@ -179,12 +183,12 @@ def flatten(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-  """{key: (old value, new value)} where two configs differ; an absent key equals None (a preset's value) or
-  an empty value (a key added since, such as an unset path)."""
+  """{key: (old value, new value)} where two configs differ; an absent key equals None (a preset's value),
+  an empty value (a key added since, such as an unset path) or its value in ADDED_KEYS."""
   old, new = flatten(old), flatten(new)
   changes = {}
   for key in sorted(set(old) | set(new)):
-    before, after = old.get(key), new.get(key)
+    before, after = old.get(key, ADDED_KEYS.get(key)), new.get(key, ADDED_KEYS.get(key))
     if before != after and not (key not in old and after in ("", (), [])):
       changes[key] = (old.get(key, _ABSENT), new.get(key, _ABSENT))
   return changes

@@ -22,6 +22,7 @@ from lrr_jax.data import files
 from lrr_jax.data import pipeline
 from lrr_jax.data import prepare
 from lrr_jax.data import records
+from lrr_jax.data import surrogate
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.builders import video_files
 from lrr_jax.evaluation import evaluator as evaluator_lib
@@ -29,6 +30,7 @@ from lrr_jax.evaluation import mixture as mixture_eval
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.inference import scorers
 from lrr_jax.inference import search
+from lrr_jax.inference import surrogate_answer
 from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
@@ -124,7 +126,7 @@ def dataset_builder(config: ConfigDict, directory: str, source: Source | None = 
 
 # config.data keys that are PipelineConfig fields of the same name (absent: the field's default).
 DATA_KEYS = ("brightness_jitter", "contrast_jitter", "worker_count", "worker_buffer", "read_threads",
-             "prefetch_buffer")
+             "prefetch_buffer", "surrogate_prompt_prob")
 
 
 def pipeline_config(config: ConfigDict, tokenizer_path: str) -> pipeline.PipelineConfig:
@@ -399,7 +401,8 @@ def test_source(run: Run):
 
 
 def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
-  """Prompt ids and frames, the question text, the video and the label of held-out record `index`."""
+  """Prompt ids and frames, the question text, the video, the label of held-out record `index` and the
+  surrogate-task facts its rationale states (`surrogate.facts`)."""
   if not 0 <= index < len(source):
     raise IndexError(f"Test example {index} does not exist; the test split has {len(source)} records.")
   record = source[index]
@@ -407,7 +410,7 @@ def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
   prompt, frames = encoding.encode_prompt(example, run.tokenizer)
   video = pipeline.record_video(record, *video_shape(run.config), f"test record {index}")[0]
   return dict(prompt=prompt, frames=frames, question=" ".join(s.text for s in example.question), video=video,
-              label=int(record["label"]), answer=example.answer)
+              label=int(record["label"]), answer=example.answer, facts=surrogate.facts(example))
 
 
 def video_prompt(run: Run, path: str | pathlib.Path, question: str) -> dict[str, Any]:
@@ -419,8 +422,26 @@ def video_prompt(run: Run, path: str | pathlib.Path, question: str) -> dict[str,
   return dict(prompt=prompt, frames=[num_frames - 1] * len(prompt), question=question, video=video, label=None)
 
 
+def make_generator(run: Run, cache_length: int) -> generate_lib.Generator:
+  """Cached generation with the run's model, applying the frame rule with its tokenizer's markers."""
+  return generate_lib.Generator(run.model, cache_length, run.tokenizer.frame_markers(),
+                                run.tokenizer.token_id("<CONCLUSION>"))
+
+
 def make_searcher(run: Run, config: search.SearchConfig, scorer: scorers.Scorer) -> search.Searcher:
   """A searcher whose cache holds the longest prompt plus two token budgets (candidates' steps included)."""
-  generator = generate_lib.Generator(run.model, run.config.data.max_length + 2 * config.max_new_tokens,
-                                     run.tokenizer.frame_markers(), run.tokenizer.token_id("<CONCLUSION>"))
+  generator = make_generator(run, run.config.data.max_length + 2 * config.max_new_tokens)
   return search.Searcher(generator, run.tokenizer, config, scorer)
+
+
+def ask_surrogate(run: Run, example: dict[str, Any], request: str,
+                  max_new_tokens: int = 64) -> surrogate_answer.SurrogateAnswer:
+  """The run's answer to a surrogate request ('track snitch at frame 5', `surrogate.parse_request`) asked
+  after `example`'s question (`read_test_example` or `video_prompt`), as training prompts one."""
+  task, frame = surrogate.parse_request(request)
+  if frame >= len(example["video"]):
+    raise ValueError(f"Surrogate request {request!r} asks about frame {frame}; the model sees frames 0 to "
+                     f"{len(example['video']) - 1}.")
+  generator = make_generator(run, len(example["prompt"]) + 64 + max_new_tokens)  # 64: room for the request
+  return surrogate_answer.ask(generator, run.tokenizer, run.variables, example["video"], example["prompt"],
+                              example["frames"], task, frame, max_new_tokens)

@@ -3,8 +3,12 @@
   python -m lrr_jax.infer --workdir=workdirs/cater_demo --strategy=stage_beam --num_candidates=4
   python -m lrr_jax.infer --workdir=... --video=clip.mp4 --question="Where is the snitch at the end of the video?"
 
+  python -m lrr_jax.infer --workdir=... --example=3 --surrogate="track snitch at frame 5"
+
 Without --video it answers held-out example --example. The search is the run's `config.search` (see
 configs/common.py); each flag given overrides its setting. Stages (or sentences) are printed as chosen.
+--surrogate asks a surrogate task (detect / reid / track at frame t) after the question instead, as training
+prompts them (`config.data.surrogate_prompt_prob`), and prints the answer (and the record's own, if any).
 """
 from absl import app
 from absl import flags
@@ -12,6 +16,7 @@ import jax
 
 from lrr_jax import experiment
 from lrr_jax.data import rationales
+from lrr_jax.data import surrogate
 from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.inference import search
 
@@ -20,6 +25,8 @@ flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_integer("example", 0, "Held-out example to answer (without --video).")
 flags.DEFINE_string("video", None, "A video file to answer about instead (decoded with PyAV).")
 flags.DEFINE_string("question", None, "The question about --video.")
+flags.DEFINE_string("surrogate", None, "A surrogate request to answer instead of the question: '<task> ... "
+                    "<frame>', task detect | reid | track, e.g. 'track snitch at frame 5'.")
 # Overrides of the run's config.search (unset: the config's).
 flags.DEFINE_enum("strategy", None, search.STRATEGIES, "Inference-time scaling strategy.")
 flags.DEFINE_integer("num_candidates", None, "Candidates sampled per step.")
@@ -37,6 +44,11 @@ SEARCH_FLAGS = ("strategy", "num_candidates", "beam", "scorer", "temperature", "
 def main(argv):
   del argv
   f = flags.FLAGS
+  if f.surrogate:
+    try:
+      surrogate.parse_request(f.surrogate)
+    except ValueError as e:
+      raise app.UsageError(f"--surrogate: {e}") from e
   run = experiment.load_run(f.workdir, f.step)
   if f.video:
     if not f.question:
@@ -44,6 +56,9 @@ def main(argv):
     example = experiment.video_prompt(run, f.video, f.question)
   else:
     example = experiment.read_test_example(run, experiment.test_source(run), f.example)
+  if f.surrogate:
+    ask_surrogate(run, example, f.surrogate, f.max_new_tokens or 64)
+    return
   config, scorer = experiment.search_config(
       run.config, max_new_tokens=f.max_new_tokens, max_step_tokens=f.max_new_tokens,
       **{name: f[name].value for name in SEARCH_FLAGS})
@@ -69,6 +84,18 @@ def main(argv):
     print(f"Label: {example['answer']} -> {'correct' if cater_eval.parse_cell(parsed.answer) == example['label'] else 'wrong'}")
   elif example["label"] is not None:
     print(f"Label: {example['answer']}")
+
+
+def ask_surrogate(run: experiment.Run, example: dict, request: str, max_new_tokens: int) -> None:
+  """Print the run's answer to a surrogate request, and the record's fact for it when there is one."""
+  task, frame = surrogate.parse_request(request)
+  result = experiment.ask_surrogate(run, example, request, max_new_tokens)
+  print(f"Run {run.workdir} (step {run.step}).\nQuestion: {example['question']}\nRequest: {result.request}\n"
+        f"Surrogate answer: {result.answer.strip()}{'' if result.stopped else '  (cut at the token budget)'}")
+  known = [fact for fact in example.get("facts", []) if (fact.task, fact.frame) == (task, frame)]
+  if known:
+    print(f"Record: {known[0].answer.strip()} -> "
+          f"{'same' if known[0].answer.strip() == result.answer.strip() else 'different'}")
 
 
 if __name__ == "__main__":

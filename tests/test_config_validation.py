@@ -42,6 +42,7 @@ def test_the_shipped_configs_are_valid(config, num_devices):
     ("optimizer.clip_norm", 0.0, "config.optimizer.clip_norm=0.0 must be > 0."),
     ("optimizer.b2", 1.0, "config.optimizer.b2=1.0 must be in [0, 1)."),
     ("optimizer.final_fraction", 1.5, "config.optimizer.final_fraction=1.5 must be in [0, 1]."),
+    ("data.surrogate_prompt_prob", 1.3, "config.data.surrogate_prompt_prob=1.3 must be in [0, 1]."),
     ("grad_accum_steps", 0, "config.grad_accum_steps=0 must be > 0."),
     ("log_every", 0, "config.log_every=0 must be > 0."),
     ("eval.batch_size", 0, "config.eval.batch_size=0 must be > 0."),
@@ -131,6 +132,10 @@ def test_an_absent_key_equals_its_preset_none():
       "resume_with_changes": ("<absent>", False)}  # recorded, free
   new = cater_config(**{"model.video.dtype": "bfloat16"}).to_dict()
   assert config_checks.resume_changes(old, new) == {"model.video.dtype": ("<absent>", "bfloat16")}
+  del old["data"]["surrogate_prompt_prob"]  # a run from before surrogate prompting ran without it
+  assert config_checks.resume_changes(old, cater.get_config().to_dict()) == {}
+  prompted = cater_config(**{"data.surrogate_prompt_prob": 0.3}).to_dict()
+  assert config_checks.resume_changes(old, prompted) == {"data.surrogate_prompt_prob": ("<absent>", 0.3)}
 
 
 def test_check_resume_refuses_unless_told_to_resume_with_changes():

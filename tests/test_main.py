@@ -45,6 +45,17 @@ def test_infer_answers_about_a_video_file(tiny_run, tmp_path):
   assert "greedy with" in out.stdout and "Answer:" in out.stdout
 
 
+def test_infer_answers_a_surrogate_request(tiny_run):
+  workdir, _ = tiny_run
+  out = run("lrr_jax.infer", f"--workdir={workdir}", "--example=1", "--surrogate=track snitch at frame 3",
+            "--max_new_tokens=8")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "Request: <track> at frame 3? frame 3:" in out.stdout and "Surrogate answer:" in out.stdout, out.stdout
+  assert "Record:  <track>" not in out.stdout and "Record: <track> snitch" in out.stdout  # the record's own fact
+  bad = run("lrr_jax.infer", f"--workdir={workdir}", "--surrogate=where is the snitch?")
+  assert bad.returncode != 0 and "--surrogate: Surrogate request 'where is the snitch?'" in bad.stderr
+
+
 def write_video(path, frames: int = 12, size: int = 48) -> None:
   """A small MP4 (PyAV) of a square moving across the frame."""
   import av  # pylint: disable=g-import-not-at-top

@@ -19,7 +19,9 @@ def test_a_mixture_trains_on_both_datasets_and_reports_each_with_its_own_metrics
        f"--config.data.data_dir={tmp_path / 'data'}", "--config.data.vocab_size=400", "--config.model.size=tiny",
        "--config.num_steps=2", "--config.batch_size=2", "--config.mesh.data=1", "--config.data.max_length=320",
        "--config.data.resolution=32", "--config.eval.max_new_tokens=6", "--config.eval.num_classes=4",
-       "--config.eval.every=0", "--config.data.worker_count=0"],
+       "--config.eval.every=0", "--config.data.worker_count=0",
+       # the tiny preset's two-stage backbones: their last stage gives the grid
+       "--config.model.video.static_backbone.grid_stage=0", "--config.model.video.motion_backbone.grid_stage=0"],
       capture_output=True, text=True, timeout=900, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -1,7 +1,8 @@
 """Frame-indexed text -> the model's fixed-length arrays, with the loss on the response only.
 
 Layout of one example: `</s> question response </s>`, then padding. Inputs are tokens[:-1], targets
-tokens[1:]; `loss_mask` is 1 where the target belongs to the response (rationale, answer, final `</s>`).
+tokens[1:]; `loss_mask` is 1 where the target belongs to the response (rationale, answer, final `</s>`), but
+not to a prompt inside it (a segment with `in_loss=False`: an inserted surrogate request).
 Each input token carries the frame index of the segment it comes from (the frame-visibility mask).
 """
 import numpy as np
@@ -34,10 +35,15 @@ def encode_example(example: rationales.Example, tokenizer: tokenizer_lib.Tokeniz
   Raises ValueError naming `source` when the example does not fit.
   """
   prompt, prompt_frames = encode_prompt(example, tokenizer)
-  response, response_frames = segment_tokens(example.response, tokenizer)
+  response, response_frames, in_loss = [], [], []
+  for segment in example.response:
+    ids, segment_frames = segment_tokens([segment], tokenizer)
+    response += ids
+    response_frames += segment_frames
+    in_loss += [int(segment.in_loss)] * len(ids)
   tokens = prompt + response + [tokenizer.eos_id]
   frames = prompt_frames + response_frames
-  in_response = [0] * (len(prompt) - 1) + [1] * (len(response) + 1)  # indexed by target position
+  in_response = [0] * (len(prompt) - 1) + in_loss + [1]  # indexed by target position
   length = len(tokens) - 1
   if length > max_length:
     raise ValueError(f"{source} has {length} tokens, more than max_length={max_length}; raise the config's "

@@ -2,10 +2,11 @@
 
 source -> index -> shuffle(seed) -> repeat -> epoch -> this process's shard -> encode (the frames kept of
 `num_frames` decoded, JPEG/PNG or raw (`frame_codec`), resized antialiased to `resolution`, colour-jittered;
-tokenize, loss mask, pad) -> batch -> (worker processes: decoding and augmentation run there). Several sources
-mix with weights. The iterator's `get_state()`/`set_state()` resume it exactly, and since every random choice
-derives from (seed, source, record index, epoch), a resumed run sees exactly the batches an uninterrupted one
-would.
+optional surrogate-task request inserted; tokenize, loss mask, pad) -> batch -> (worker processes: decoding,
+augmentation and requests run there). Several sources mix with weights. The iterator's `get_state()`/
+`set_state()` resume it exactly, and since every random choice derives from (seed, source, record index, epoch;
+the request drawn before the jitter), a resumed run sees exactly the batches an
+uninterrupted one would.
 """
 import dataclasses
 import functools
@@ -13,13 +14,16 @@ from typing import Any, Sequence
 
 import zlib
 
+from absl import logging
 import grain
 import numpy as np
 
 from lrr_jax.data import encoding
 from lrr_jax.data import frame_codec
 from lrr_jax.data import frame_sampling
+from lrr_jax.data import rationales
 from lrr_jax.data import records
+from lrr_jax.data import surrogate
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data import video_transforms
 
@@ -41,6 +45,7 @@ class PipelineConfig:
   worker_buffer: int = 1  # batches each worker prepares ahead
   read_threads: int = 2  # threads reading and encoding records (in each worker, or in this process)
   prefetch_buffer: int = 4  # batches read ahead by those threads
+  surrogate_prompt_prob: float = 0.0  # chance per example of a surrogate-task request inserted (surrogate.py)
 
 
 @functools.lru_cache(maxsize=8)
@@ -76,15 +81,28 @@ class EncodeRecord(grain.transforms.Map):
     cfg, source = self.config, f"{self.source_name} record {index}{_in_file(self.shards, index)}"
     video, kept = record_video(record, cfg.num_frames, cfg.resolution, source)
     example = records.read_example(record, cfg.variant, source)
-    arrays = encoding.encode_example(example, _tokenizer(cfg.tokenizer_path), cfg.max_length, source)
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(self.source_name.encode()), index, epoch])
+    arrays = self._encode(example, rng, source)
     # Frame indices name the record's frames; map them onto the frames kept.
     arrays["frame_index"] = np.where(arrays["frame_index"] < 0, -1,
                                      np.searchsorted(kept, arrays["frame_index"], side="right") - 1
                                      ).astype(np.int32)
-    rng = np.random.default_rng([cfg.seed, zlib.crc32(self.source_name.encode()), index, epoch])
     arrays["video"] = video_transforms.colour_jitter(video, rng, cfg.brightness_jitter, cfg.contrast_jitter)
     arrays["record_index"] = np.int64(index)
     return arrays
+
+  def _encode(self, example: rationales.Example, rng: np.random.Generator, source: str) -> dict[str, np.ndarray]:
+    """The example's arrays, with a surrogate request inserted at random (`rng`: per seed, source, record and
+    epoch); left unprompted when the request would not fit `max_length`."""
+    cfg, tokenizer = self.config, _tokenizer(self.config.tokenizer_path)
+    prompted, fact = surrogate.maybe_prompt(example, cfg.surrogate_prompt_prob, rng)
+    if fact is not None:
+      try:
+        return encoding.encode_example(prompted, tokenizer, cfg.max_length, source)
+      except ValueError as e:  # too long with the request: train on it unprompted
+        logging.log_first_n(logging.WARNING, "%s; left without its surrogate request (raise "
+                            "config.data.max_length to make room for one).", 1, e)
+    return encoding.encode_example(example, tokenizer, cfg.max_length, source)
 
 
 def _in_file(shards: Sequence[tuple[int, str]], index: int) -> str:

@@ -25,11 +25,13 @@ VARIANTS = ("full", "no_tags", "no_surrogate", "direct")
 class Segment:
   text: str
   frame_index: int  # last frame this text may see; -1: none
+  in_loss: bool = True  # in a response: False for a prompt inside it (a surrogate request, `surrogate.py`)
 
 
 @dataclasses.dataclass
 class Example:
-  """A question (no loss) and its response (loss on rationale and answer), as frame-indexed text."""
+  """A question (no loss) and its response (loss on rationale and answer, but segments marked `in_loss=False`),
+  as frame-indexed text."""
   question: list[Segment]
   response: list[Segment]
   answer: str

@@ -1,6 +1,6 @@
 """Run as a script (worker processes need a __main__ guard): the pipeline with 2 Grain workers against none, on
 the generated records stored as JPEG (as release builders write them), decoded, resized and colour-jittered in
-the workers."""
+the workers, with surrogate-task requests inserted there (whole batches compared: tokens and loss masks too)."""
 import dataclasses, json, sys
 from absl import flags
 import numpy as np
@@ -34,7 +34,8 @@ if __name__ == "__main__":
   # JPEG frames decoded, resized 32 -> 24 and jittered in the workers, over two epochs.
   config = pipeline.PipelineConfig(
       tokenizer_path=str(directory / "tokenizer.json"), batch_size=8, max_length=320, num_epochs=2, resolution=24,
-      brightness_jitter=0.3, contrast_jitter=0.3, worker_count=2, worker_buffer=2, read_threads=1, prefetch_buffer=2)
+      brightness_jitter=0.3, contrast_jitter=0.3, worker_count=2, worker_buffer=2, read_threads=1, prefetch_buffer=2,
+      surrogate_prompt_prob=0.3)
   encoded = JpegSource(source)
   single = list(pipeline.make_dataset([("c", encoded, 1.0)], dataclasses.replace(config, worker_count=0)))
   multi = pipeline.make_dataset([("c", encoded, 1.0)], config)
@@ -50,4 +51,5 @@ if __name__ == "__main__":
                     "covers": sorted(order[:64].tolist()) == list(range(64)),
                     "jitter_differs_by_epoch": not np.array_equal(video[np.argmax(order[:64] == 0)],
                                                                   video[64 + np.argmax(order[64:] == 0)]),
-                    "video_shape": list(single[0]["video"].shape)}))
+                    "video_shape": list(single[0]["video"].shape),
+                    "prompted": bool(any((np.diff(b["loss_mask"], axis=1) > 0).sum(1).max() > 1 for b in single))}))

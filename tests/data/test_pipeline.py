@@ -32,12 +32,14 @@ def test_records_and_tokenizer_are_written_beside_each_other(cater):
 
 def test_iterator_resumes_exactly(cater):
   source, tokenizer_path, _ = cater
-  dataset = pipeline.make_dataset([("cater", source, 1.0)], config(tokenizer_path, brightness_jitter=0.2))
+  dataset = pipeline.make_dataset([("cater", source, 1.0)], config(tokenizer_path, brightness_jitter=0.2,
+                                                                   surrogate_prompt_prob=0.3))
   iterator = iter(dataset)
   for _ in range(5):  # into the second epoch
     next(iterator)
   state = iterator.get_state()
   expected = [next(iterator) for _ in range(9)]
+  assert any(_prompted(mask) for batch in expected for mask in batch["loss_mask"])  # requests resume too
   resumed = iter(dataset)
   resumed.set_state(json.loads(json.dumps(state)))  # as a checkpoint stores it
   for want, got in zip(expected, (next(resumed) for _ in range(9))):
@@ -183,4 +185,27 @@ def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   assert json.loads(out.stdout.strip().splitlines()[-1]) == {
       "same_batches": True, "resume_exact": True, "covers": True, "jitter_differs_by_epoch": True,
-      "video_shape": [8, 8, 24, 24, 3]}
+      "video_shape": [8, 8, 24, 24, 3], "prompted": True}
+
+
+def _prompted(loss_mask: np.ndarray) -> bool:
+  """A response with a gap in its loss (an inserted surrogate request)."""
+  inside = loss_mask[np.argmax(loss_mask):len(loss_mask) - np.argmax(loss_mask[::-1])]
+  return bool((inside == 0).any())
+
+
+def test_surrogate_requests_are_inserted_at_the_configured_rate_per_record_and_epoch(cater):
+  source, tokenizer_path, _ = cater
+  encode = pipeline.EncodeRecord(config(tokenizer_path, surrogate_prompt_prob=0.3), "cater")
+  records = [source[i] for i in range(8)]
+  draws = [(draw % 8, draw) for draw in range(1000)]  # 125 epochs of 8 records
+  prompted = [_prompted(encode.map((index, draw, records[index]))["loss_mask"]) for index, draw in draws]
+  assert abs(sum(prompted) - 300) < 4.5 * np.sqrt(1000 * 0.3 * 0.7)  # a binomial bound (~1e-5 to fail)
+  again = [_prompted(encode.map((index, draw, records[index]))["loss_mask"]) for index, draw in draws[:50]]
+  assert again == prompted[:50]  # the same (seed, record, draw), the same request
+  unprompted = pipeline.EncodeRecord(config(tokenizer_path), "cater")
+  assert not any(_prompted(unprompted.map((i, i, records[i]))["loss_mask"]) for i in range(8))
+  lengths = [int(unprompted.map((i, i, records[i]))["segment_ids"].sum()) for i in range(8)]
+  tight = pipeline.EncodeRecord(config(tokenizer_path, surrogate_prompt_prob=1.0, max_length=max(lengths)), "cater")
+  longest = int(np.argmax(lengths))  # no room for a request: trained on unprompted rather than failing
+  assert not _prompted(tight.map((longest, longest, records[longest]))["loss_mask"])
