@@ -125,10 +125,22 @@ class LRRModel(nn.Module):
                video: Array | None, frame_segment_ids: Array | None = None,
                deterministic: bool = True) -> Array:
     """Logits float32[B, S, vocab] over a packed sequence (teacher forcing)."""
+    return self.output_logits(self.features(tokens, positions, segment_ids, frame_index, video,
+                                            frame_segment_ids, deterministic))
+
+  def features(self, tokens: Array, positions: Array, segment_ids: Array, frame_index: Array,
+               video: Array | None, frame_segment_ids: Array | None = None,
+               deterministic: bool = True) -> Array:
+    """The decoder's last hidden states [B, S, embed_dim], which `output_logits` maps to logits (a loss can
+    project them a chunk of the sequence at a time)."""
     visual = None if video is None else self.encode_video(video, frame_segment_ids, deterministic)
-    logits, _ = self.decoder(tokens, positions, segment_ids, frame_index=frame_index, visual=visual,
-                             deterministic=deterministic)
-    return self._mask_padding_rows(logits)
+    hidden, _ = self.decoder.features(tokens, positions, segment_ids, frame_index=frame_index, visual=visual,
+                                      deterministic=deterministic)
+    return hidden
+
+  def output_logits(self, hidden: Array) -> Array:
+    """Hidden states [..., embed_dim] -> float32 logits [..., vocab], padding rows of the vocabulary lowest."""
+    return self._mask_padding_rows(self.decoder.logits(hidden))
 
   def decode(self, tokens: Array, positions: Array, segment_ids: Array, frame_index: Array,
              cache: decoder_lib.Cache, cache_index: Array,
