@@ -126,6 +126,20 @@ class SpaceTimeBlock(nn.Module):
                                           "activation_embed")), None
 
 
+def stack_blocks(variables: dict, config: VideoEncoderConfig) -> dict:
+  """A `VideoEncoder`'s variables (one collection), unrolled (`block_<i>`) -> scanned (`blocks`); the ResNet
+  streams keep their layout (`resnet.stack_blocks`)."""
+  rest = {name: v for name, v in variables.items() if not name.startswith("block_")}
+  return {**rest, "blocks": scan.stack([variables[f"block_{i}"] for i in range(config.num_layers)])}
+
+
+def unstack_blocks(variables: dict, config: VideoEncoderConfig) -> dict:
+  """The inverse of `stack_blocks`."""
+  rest = {name: v for name, v in variables.items() if name != "blocks"}
+  return {**rest, **{f"block_{i}": block for i, block in enumerate(scan.unstack(variables["blocks"],
+                                                                              config.num_layers))}}
+
+
 class VideoEncoder(nn.Module):
   """video uint8[B, T, H, W, 3] -> grid tokens float[B, T, h*w, width]."""
   config: VideoEncoderConfig
