@@ -54,8 +54,8 @@ class DecoderConfig:
   param_dtype: str = "float32"
   remat: bool = False  # rematerialise each decoder layer in the backward pass (remat_policy="full")
   remat_policy: str = "none"  # decoder layers and cross-attention blocks (`scan.REMAT_POLICIES`)
-  # Scan over groups of layers (each `cross_attention_every` layers, then a cross-attention block): needs
-  # cross_attention_layers = (k-1, 2k-1, ...) or ().
+  # One nn.scan over groups of k layers, each followed by its cross-attention block: needs
+  # cross_attention_layers = (k-1, 2k-1, ...) (k = 1 without any).
   scan_layers: bool = False
   attention: str = "auto"  # self- and cross-attention implementation (`attention.IMPLEMENTATIONS`)
 
