@@ -54,7 +54,8 @@ def placeholders(config_class: type, nested: dict[str, ml_collections.ConfigDict
 def model_section(size: str, decoder_values: dict[str, Any] | None = None,
                   video_values: dict[str, Any] | None = None, init_from: str = "") -> ml_collections.ConfigDict:
   """config.model: the preset `size`, every DecoderConfig / VideoEncoderConfig / ResNetConfig field (set to
-  `*_values` or left to the preset), and the weights to start from: `init_from`, a local Hugging Face OPT
+  `*_values` or left to the preset), the model-wide switches `scan_layers`, `remat_policy`, `dtype` (compute;
+  e.g. bfloat16) and `loss_chunk_size` (None: the parts' own values; see `lrr.config_from_dict`), and the weights to start from: `init_from`, a local Hugging Face OPT
   directory; `video.static_init_from` / `video.motion_init_from` (also in `video_values`), a local ResNet
   checkpoint (torchvision state dict file or Hugging Face directory) for that stream's backbone."""
   video_values = dict(video_values or {})
@@ -63,9 +64,13 @@ def model_section(size: str, decoder_values: dict[str, Any] | None = None,
   backbone_weights = {key: video_values.pop(key, "") for key in ("static_init_from", "motion_init_from")}
   video = placeholders(video_encoder.VideoEncoderConfig, nested=backbones, **video_values)
   video.update(backbone_weights)
+  wide = dict(scan_layers=config_dict.FieldReference(None, field_type=bool),
+              remat_policy=config_dict.FieldReference(None, field_type=str),
+              dtype=config_dict.FieldReference(None, field_type=str),
+              loss_chunk_size=config_dict.FieldReference(None, field_type=int))
   return ml_collections.ConfigDict(dict(
       size=size, init_from=init_from, decoder=placeholders(decoder.DecoderConfig, **(decoder_values or {})),
-      video=video))
+      video=video, **wide))
 
 
 def search_section(**values: Any) -> ml_collections.ConfigDict:

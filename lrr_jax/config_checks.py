@@ -20,16 +20,18 @@ from lrr_jax.train import partitioning
 ConfigDict = ml_collections.ConfigDict
 
 # Keys that may differ between the run that wrote a checkpoint and a run resuming it: what is logged, saved,
-# evaluated or searched, and how the same updates are laid out (processes, mesh, micro-batches, remat), equal up
-# to float rounding, and how many threads and buffers read the data (the batches are the same). A section's name
-# covers its keys. Everything else (seed, data, world, model, batch_size,
+# evaluated or searched, and how the same updates are laid out (processes, mesh, micro-batches, remat, loss
+# chunks), equal up to float rounding, and how many threads and buffers read the data (the batches are the same).
+# A section's name covers its keys. Everything else (seed, data, world, model, batch_size,
 # num_steps, which sets the schedule's optimizer.total_steps, optimizer) changes the arithmetic.
 # eval.max_new_tokens is free unless it changes the positions of a model trained from scratch
 # (`experiment.max_positions`).
 FREE_ON_RESUME = ("log_every", "checkpoint.every", "checkpoint.keep", "eval", "search", "distributed", "mesh",
-                  "grad_accum_steps", "model.decoder.remat", "resume_with_changes", "profile",
-                  "peak_flops_per_device", "compilation_cache_dir", "data.read_threads", "data.prefetch_buffer",
-                  "data.worker_buffer")
+                  "grad_accum_steps", "model.decoder.remat", "model.remat_policy", "model.decoder.remat_policy",
+                  "model.video.remat_policy", "model.video.static_backbone.remat_policy",
+                  "model.video.motion_backbone.remat_policy", "model.loss_chunk_size", "resume_with_changes",
+                  "profile", "peak_flops_per_device", "compilation_cache_dir", "data.read_threads",
+                  "data.prefetch_buffer", "data.worker_buffer")
 _ABSENT = "<absent>"
 # Keys added since runs were first written, with the value a run from before them ran with: absent equals it.
 ADDED_KEYS = {"data.surrogate_prompt_prob": 0.0}

@@ -24,14 +24,16 @@ CONFIGS = pathlib.Path(__file__).parents[1] / "configs"
 DECODER = dict(vocab_size=640, hidden_size=48, num_layers=3, num_heads=6, ffn_dim=96, max_positions=300,
                word_embed_proj_dim=24, layer_norm_before=False, remove_final_layer_norm=True, enable_bias=False,
                layer_norm_affine=False, activation="gelu", dropout_rate=0.25, attention_dropout_rate=0.125,
-               init_std=0.5, cross_attention_layers=(0, 2), cross_attention_heads=3, cross_attention_ffn_dim=40,
+               init_std=0.5, cross_attention_layers=(0, 1, 2), cross_attention_heads=3, cross_attention_ffn_dim=40,
                gate_init=0.5, cross_attention_query_scale=2.0, dtype="bfloat16", param_dtype="bfloat16",
-               remat=True, attention="xla")
+               remat=True, attention="xla", remat_policy="minimal", scan_layers=True)
 VIDEO = dict(two_stream=False, motion_downsample=4, width=40, num_layers=3, num_heads=5, mlp_dim=80,
              temporal_window=2, max_frames=12, grid_size=49, position_init_std=0.5, coordinate_channels=False,
-             dropout_rate=0.25, dtype="bfloat16", param_dtype="bfloat16", attention="reference")
+             dropout_rate=0.25, dtype="bfloat16", param_dtype="bfloat16", attention="reference", scan_layers=True,
+             remat_policy="full")
 BACKBONE = dict(stage_sizes=(1, 2, 1), bottleneck=False, width=16, norm="group", num_groups=8, stem_pool=False,
-                grid_stage=3, projection_dim=24, dtype="bfloat16", param_dtype="bfloat16")
+                grid_stage=3, projection_dim=24, dtype="bfloat16", param_dtype="bfloat16", scan_layers=True,
+                remat_policy="minimal")
 
 
 # The released recipe's grid is conv4_x of a ResNet-101; the tiny preset's two-stage backbones give their last.
@@ -99,6 +101,17 @@ def test_unset_fields_are_the_presets():
   assert model_config.decoder.remat and model_config.decoder.num_layers == 24
   assert model_config.video.static_backbone == resnet.resnet_config("resnet101", grid_stage=4)  # BatchNorm
   assert model_config.decoder.cross_attention_layers == tuple(range(1, 24, 2))
+
+
+def test_model_wide_switches_reach_every_part_and_a_part_key_wins():
+  config = parse("cater.py", "--config.model.scan_layers=True", "--config.model.remat_policy=full",
+                 "--config.model.dtype=bfloat16", "--config.model.loss_chunk_size=64",
+                 "--config.model.video.motion_backbone.dtype=float32")
+  model = experiment.model_config(config)
+  parts = (model.decoder, model.video, model.video.static_backbone, model.video.motion_backbone)
+  assert all(p.scan_layers and p.remat_policy == "full" and p.param_dtype == "float32" for p in parts)
+  assert [p.dtype for p in parts] == ["bfloat16", "bfloat16", "bfloat16", "float32"]
+  assert model.loss_chunk_size == 64
 
 
 def test_unknown_model_keys_are_named():

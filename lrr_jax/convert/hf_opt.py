@@ -126,10 +126,11 @@ def load_hf_opt(path: PathLike, **overrides: Any) -> tuple[decoder.DecoderConfig
   Args:
     path: directory with config.json and the weights; a gs:// directory is copied into the local cache first
       (`files.localize`).
-    **overrides: our own `DecoderConfig` fields (e.g. cross_attention_layers, dtype, param_dtype).
+    **overrides: our own `DecoderConfig` fields (e.g. cross_attention_layers, dtype, param_dtype, scan_layers).
   Returns:
-    The config and a nested dict of arrays laid out as `Decoder`'s params (in `param_dtype`), without the
-    cross-attention blocks, which a pretrained OPT does not have.
+    The config and a nested dict of arrays laid out as `Decoder`'s params (in `param_dtype`; layers stacked
+    over the groups if `scan_layers`), without the cross-attention blocks, which a pretrained OPT does not
+    have.
   Raises:
     WeightsFileError: a missing file, a config that is not OPT's, or a tensor missing or of the wrong shape.
   """
@@ -147,7 +148,8 @@ def load_hf_opt(path: PathLike, **overrides: Any) -> tuple[decoder.DecoderConfig
                             f"implies {shape}.")
     value = np.asarray(value, dtype=np.float32)
     params[ours] = (to_ours(value) if to_ours else value).astype(param_dtype)
-  return cfg, flax.traverse_util.unflatten_dict(params)
+  params = flax.traverse_util.unflatten_dict(params)
+  return cfg, decoder.stack_layers(params, cfg) if cfg.scan_layers else params
 
 
 ARCHITECTURE_FIELDS = tuple(f for f in CONFIG_FIELDS if f not in ("dropout_rate", "attention_dropout_rate",

@@ -208,7 +208,8 @@ def load_resnet(path: PathLike, config: resnet.ResNetConfig | None = None
     config: the backbone the run uses; None: the checkpoint's own architecture (ResNetConfig's other defaults).
   Returns:
     The architecture found (`config` itself when given) and {"params": ..., "batch_stats": ...} laid out as
-    `ResNet`'s variables without the projection (params in `param_dtype`, statistics in float32).
+    `ResNet`'s variables without the projection (params in `param_dtype`, statistics in float32), the
+    repeated blocks of each stage stacked if `config.scan_layers`.
   Raises:
     WeightsFileError: a missing or unreadable file, a state dict that is not a ResNet's, another architecture
       than `config`'s, or a tensor of the wrong shape (named).
@@ -217,7 +218,10 @@ def load_resnet(path: PathLike, config: resnet.ResNetConfig | None = None
   layout = find_layout(path, weights)
   found = dataclasses.replace(config or resnet.ResNetConfig(), **read_architecture(path, weights, layout))
   _check_architecture(path, found, config or found)
-  return found, _convert(path, weights, layout, found)
+  variables = _convert(path, weights, layout, dataclasses.replace(found, scan_layers=False, remat_policy="none"))
+  if found.scan_layers:
+    variables = {collection: resnet.stack_blocks(tree, found) for collection, tree in variables.items()}
+  return found, variables
 
 
 STREAMS = ("static", "motion")  # config.model.video.<stream>_init_from -> the video encoder's <stream>_stream

@@ -36,7 +36,12 @@ def cross_attention_weights(model: lrr.LRRModel, variables: Any, tokens: np.ndar
   for path, leaf in jax.tree_util.tree_leaves_with_path(state.get("intermediates", {})):
     names = [getattr(p, "key", None) for p in path]
     if WEIGHTS_NAME in names:
-      found[str(names[names.index(WEIGHTS_NAME) - 1])] = np.asarray(leaf)
+      block = str(names[names.index(WEIGHTS_NAME) - 1])
+      if block == "cross_attention":  # scanned decoder: the blocks' weights stacked in layer order
+        found.update({f"cross_attention_{layer}": np.asarray(weights) for layer, weights in
+                      zip(model.config.decoder.cross_attention_layers, leaf)})
+      else:
+        found[block] = np.asarray(leaf)
   if not found:
     raise ValueError(f"The model sowed no {WEIGHTS_NAME!r}: its decoder has no cross-attention layers "
                      f"({model.config.decoder.cross_attention_layers}) or no video was given.")
@@ -69,6 +74,11 @@ def token_labels(tokenizer: tokenizer_lib.Tokenizer, tokens: np.ndarray, frame_i
 def gate_values(params: Any) -> dict[str, tuple[float, float]]:
   """tanh of each cross-attention block's (attention, ffn) gates: how much of the video reaches the LM."""
   blocks = nn.unbox(params)["decoder"]
+  if "cross_attention" in blocks.get("layers", {}):  # scanned: gates [groups], a block after each k layers
+    k = sum(name.startswith("layers_") for name in blocks["layers"])
+    stacked = blocks["layers"]["cross_attention"]
+    blocks = {f"cross_attention_{g * k + k - 1}": {"attention_gate": a, "ffn_gate": f}
+              for g, (a, f) in enumerate(zip(stacked["attention_gate"], stacked["ffn_gate"]))}
   return {name: (float(np.tanh(block["attention_gate"])), float(np.tanh(block["ffn_gate"])))
           for name, block in sorted(blocks.items()) if name.startswith("cross_attention_")}
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from lrr_jax.models import attention as attention_lib
 from lrr_jax.models import cross_attention
 from lrr_jax.models import layers
+from lrr_jax.models import scan
 
 Array = jax.Array
 Cache = dict[str, Any]
@@ -51,7 +52,11 @@ class DecoderConfig:
   cross_attention_query_scale: float = 1.0
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
-  remat: bool = False  # rematerialise each decoder layer in the backward pass
+  remat: bool = False  # rematerialise each decoder layer in the backward pass (remat_policy="full")
+  remat_policy: str = "none"  # decoder layers and cross-attention blocks (`scan.REMAT_POLICIES`)
+  # One nn.scan over groups of k layers, each followed by its cross-attention block: needs
+  # cross_attention_layers = (k-1, 2k-1, ...) (k = 1 without any).
+  scan_layers: bool = False
   attention: str = "auto"  # self- and cross-attention implementation (`attention.IMPLEMENTATIONS`)
 
   @property
@@ -62,6 +67,20 @@ class DecoderConfig:
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
 
+  @property
+  def layer_remat(self) -> str:
+    """The remat policy of layers and blocks (`remat=True` is 'full' when no policy is named)."""
+    return "full" if self.remat and self.remat_policy == "none" else self.remat_policy
+
+  @property
+  def group_size(self) -> int:
+    """Decoder layers per scanned group: the spacing of the cross-attention blocks (1 without any)."""
+    return self.cross_attention_layers[0] + 1 if self.cross_attention_layers else 1
+
+  @property
+  def num_groups(self) -> int:
+    return self.num_layers // self.group_size
+
   def __post_init__(self):
     if self.hidden_size % self.num_heads:
       raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}.")
@@ -71,6 +90,13 @@ class DecoderConfig:
     bad = [i for i in self.cross_attention_layers if not 0 <= i < self.num_layers]
     if bad:
       raise ValueError(f"cross_attention_layers {bad} are outside [0, {self.num_layers}).")
+    scan.check_policy(self.remat_policy, "DecoderConfig.remat_policy")
+    regular = tuple(range(self.group_size - 1, self.num_layers, self.group_size))
+    if self.scan_layers and self.cross_attention_layers and (
+        self.cross_attention_layers != regular or self.num_layers % self.group_size):
+      raise ValueError(f"DecoderConfig.scan_layers needs a cross-attention block after every k-th layer "
+                       f"((k-1, 2k-1, ...) up to num_layers={self.num_layers}, a multiple of k); "
+                       f"cross_attention_layers={self.cross_attention_layers}.")
 
 
 OPT_CONFIGS = {
@@ -93,17 +119,23 @@ def decoder_config(name: str, **overrides: Any) -> DecoderConfig:
 def init_cache(config: DecoderConfig, batch_size: int, max_length: int, num_visual_tokens: int = 0) -> Cache:
   """An empty KV cache for `max_length` slots (and the projected video, if any).
 
-  segment_ids[b, slot] = 0 marks an empty or padding slot that no query attends to.
+  segment_ids[b, slot] = 0 marks an empty or padding slot that no query attends to. Unrolled layers: an
+  entry per layer (`layers_<i>`, `cross_attention_<i>`). Scanned: an entry per layer of a group
+  (`layers_<j>`) and one `cross_attention`, each stacked over the groups along axis 1 (the batch stays first).
   """
   dtype = jnp.dtype(config.dtype)
   kv_shape = (batch_size, max_length, config.num_heads, config.head_dim)
-  self_attention = {f"layers_{i}": {"keys": jnp.zeros(kv_shape, dtype), "values": jnp.zeros(kv_shape, dtype)}
-                    for i in range(config.num_layers)}
   cross_heads = config.cross_attention_heads or config.num_heads
   visual_shape = (batch_size, num_visual_tokens, cross_heads, config.hidden_size // cross_heads)
-  cross = {f"cross_attention_{i}": {"keys": jnp.zeros(visual_shape, dtype),
-                                    "values": jnp.zeros(visual_shape, dtype)}
-           for i in config.cross_attention_layers} if num_visual_tokens else {}
+  kv = lambda shape: {"keys": jnp.zeros(shape, dtype), "values": jnp.zeros(shape, dtype)}
+  if config.scan_layers:
+    stacked = lambda shape: kv((shape[0], config.num_groups, *shape[1:]))
+    self_attention = {f"layers_{j}": stacked(kv_shape) for j in range(config.group_size)}
+    cross = stacked(visual_shape) if num_visual_tokens and config.cross_attention_layers else {}
+  else:
+    self_attention = {f"layers_{i}": kv(kv_shape) for i in range(config.num_layers)}
+    cross = {f"cross_attention_{i}": kv(visual_shape)
+             for i in config.cross_attention_layers} if num_visual_tokens else {}
   return {"self_attention": self_attention, "segment_ids": jnp.zeros((batch_size, max_length), jnp.int32),
           "cross_attention": cross,
           "visual_frame_index": jnp.zeros((batch_size, num_visual_tokens), jnp.int32),
@@ -164,6 +196,48 @@ class DecoderLayer(nn.Module):
     return hidden, kv_cache
 
 
+def cross_attention_block(cfg: DecoderConfig, name: str) -> nn.Module:
+  """A gated cross-attention block of the decoder, rematerialised as `cfg.layer_remat` says."""
+  block_class = scan.remat(cross_attention.GatedCrossAttention, cfg.layer_remat, static_argnums=(5,))
+  return block_class(cfg.hidden_size, cfg.cross_attention_heads or cfg.num_heads,
+                     cfg.cross_attention_ffn_dim or cfg.ffn_dim, cfg.activation, cfg.dropout_rate, cfg.gate_init,
+                     cfg.cross_attention_query_scale, cfg.attention, dtype=jnp.dtype(cfg.dtype),
+                     param_dtype=jnp.dtype(cfg.param_dtype), name=name)
+
+
+class LayerGroup(nn.Module):
+  """`group_size` decoder layers, then a gated cross-attention block if the decoder has any: the body of the
+  scanned decoder. Its cache: {"self_attention": {"layers_<j>": kv}, "cross_attention": kv or {}}."""
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, hidden: Array, cache: Cache | None, visibility: attention_lib.Visibility,
+               cache_index: Array | None, visual_tokens: Array | None,
+               cross_visibility: attention_lib.Visibility | None, deterministic: bool
+               ) -> tuple[Array, Cache | None]:
+    """visual_tokens: the video to project (None: read the cached projection, if any). Returns the new
+    hidden states and this group's new cache (its cross-attention entry only when the video was given)."""
+    cfg = self.config
+    layer_class = scan.remat(DecoderLayer, cfg.layer_remat, static_argnums=(5,))
+    new_cache = None if cache is None else {"self_attention": {}, "cross_attention": None}
+    for j in range(cfg.group_size):
+      layer_cache = None if cache is None else cache["self_attention"][f"layers_{j}"]
+      hidden, layer_cache = layer_class(cfg, name=f"layers_{j}")(hidden, visibility, layer_cache, cache_index,
+                                                                  deterministic)
+      if new_cache is not None:
+        new_cache["self_attention"][f"layers_{j}"] = layer_cache
+    if not cfg.cross_attention_layers or cross_visibility is None:
+      return hidden, new_cache
+    block = cross_attention_block(cfg, "cross_attention")
+    if visual_tokens is not None:
+      keys, values = block.visual_keys_values(visual_tokens)
+      if new_cache is not None:
+        new_cache["cross_attention"] = {"keys": keys, "values": values}
+    else:
+      keys, values = cache["cross_attention"]["keys"], cache["cross_attention"]["values"]
+    return block(hidden, keys, values, cross_visibility, deterministic), new_cache
+
+
 class Decoder(nn.Module):
   """OPT embeddings, layers with interleaved gated cross-attention, tied output embedding."""
   config: DecoderConfig
@@ -185,14 +259,14 @@ class Decoder(nn.Module):
       self.final_layer_norm = layers.layer_norm(name="final_layer_norm", affine=cfg.layer_norm_affine,
                                                 **kwargs)
     self.embed_dropout = nn.Dropout(cfg.dropout_rate)
-    layer_cls = nn.remat(DecoderLayer, static_argnums=(5,)) if cfg.remat else DecoderLayer
-    self.layers = [layer_cls(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
-    self.cross_attention = {
-        i: cross_attention.GatedCrossAttention(
-            cfg.hidden_size, cfg.cross_attention_heads or cfg.num_heads,
-            cfg.cross_attention_ffn_dim or cfg.ffn_dim, cfg.activation, cfg.dropout_rate, cfg.gate_init,
-            cfg.cross_attention_query_scale, cfg.attention, name=f"cross_attention_{i}", **kwargs)
-        for i in cfg.cross_attention_layers}
+    if cfg.scan_layers:  # cache entries scan along axis 1 (batch first, as unrolled)
+      self.layers = scan.scanned(LayerGroup, cfg.num_groups, in_axes=(1,) + (nn.broadcast,) * 5, out_axes=1)(
+          cfg, name="layers")
+    else:
+      layer_class = scan.remat(DecoderLayer, cfg.layer_remat, static_argnums=(5,))
+      self.layers = [layer_class(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
+      self.cross_attention = {i: cross_attention_block(cfg, f"cross_attention_{i}")
+                              for i in cfg.cross_attention_layers}
 
   def __call__(self, tokens: Array, positions: Array, segment_ids: Array, *,
                frame_index: Array | None = None,
@@ -206,6 +280,16 @@ class Decoder(nn.Module):
     projected into `cache` by an earlier call (or for text only). cache_index: first cache slot to write.
     Returns float32 logits [B, S, vocab] and the new cache (None without one).
     """
+    hidden, cache = self.features(tokens, positions, segment_ids, frame_index=frame_index, visual=visual,
+                                  cache=cache, cache_index=cache_index, deterministic=deterministic)
+    return self.logits(hidden), cache
+
+  def features(self, tokens: Array, positions: Array, segment_ids: Array, *,
+               frame_index: Array | None = None,
+               visual: cross_attention.VisualMemory | None = None,
+               cache: Cache | None = None, cache_index: Array | None = None,
+               deterministic: bool = True) -> tuple[Array, Cache | None]:
+    """As `__call__`, but the last hidden states [B, S, embed_dim] that `logits` projects onto the vocabulary."""
     cfg = self.config
     hidden = self.embed_tokens(tokens)
     if cfg.word_embed_proj_dim and cfg.word_embed_proj_dim != cfg.hidden_size:
@@ -219,45 +303,94 @@ class Decoder(nn.Module):
     else:
       cache_segments = jax.lax.dynamic_update_slice_in_dim(cache["segment_ids"], segment_ids, cache_index, 1)
       visibility = self_visibility(segment_ids, cache_segments, cache_index)
-      new_cache = dict(cache, segment_ids=cache_segments, self_attention={})
+      new_cache = dict(cache, segment_ids=cache_segments)
+      if visual is not None and cfg.cross_attention_layers:
+        new_cache.update(visual_frame_index=visual.frame_index, visual_segment_ids=visual.segment_ids)
 
-    visual_kv, new_cache = self._visual_keys_values(visual, new_cache)
-    if visual_kv is not None:
+    cross_visibility = None
+    if cfg.cross_attention_layers and (visual is not None or (cache is not None and cache["cross_attention"])):
       frame_index = jnp.full_like(tokens, -1) if frame_index is None else frame_index
       source = visual if visual is not None else cross_attention.VisualMemory(
           None, new_cache["visual_frame_index"], new_cache["visual_segment_ids"])
       cross_visibility = cross_attention.frame_visibility(frame_index, segment_ids, source.frame_index,
                                                           source.segment_ids)
-
-    for i, layer in enumerate(self.layers):
-      layer_cache = None if cache is None else cache["self_attention"][f"layers_{i}"]
-      hidden, layer_cache = layer(hidden, visibility, layer_cache, cache_index, deterministic)
-      if new_cache is not None:
-        new_cache["self_attention"][f"layers_{i}"] = layer_cache
-      if i in self.cross_attention and visual_kv is not None:
-        hidden = self.cross_attention[i](hidden, *visual_kv[i], cross_visibility, deterministic)
-
+    layers_fn = self._scanned_layers if cfg.scan_layers else self._unrolled_layers
+    hidden, new_cache = layers_fn(hidden, visibility, new_cache, cache_index, visual, cross_visibility,
+                                  deterministic)
     if cfg.layer_norm_before and not cfg.remove_final_layer_norm:
       hidden = self.final_layer_norm(hidden)
     if cfg.word_embed_proj_dim and cfg.word_embed_proj_dim != cfg.hidden_size:
       hidden = self.project_out(hidden)
-    logits = self.embed_tokens.attend(hidden).astype(jnp.float32)
-    return logits, new_cache
+    return hidden, new_cache
 
-  def _visual_keys_values(self, visual: cross_attention.VisualMemory | None,
-                          cache: Cache | None) -> tuple[dict[int, tuple[Array, Array]] | None, Cache | None]:
-    """Cross-attention keys/values per block: projected from `visual` (and cached), or read from the cache."""
-    if not self.cross_attention:
-      return None, cache
-    if visual is not None:
+  def logits(self, hidden: Array) -> Array:
+    """float32 logits [..., vocab] of last hidden states [..., embed_dim] (the tied output embedding)."""
+    return self.embed_tokens.attend(hidden).astype(jnp.float32)
+
+  def _unrolled_layers(self, hidden: Array, visibility: attention_lib.Visibility, cache: Cache | None,
+                       cache_index: Array | None, visual: cross_attention.VisualMemory | None,
+                       cross_visibility: attention_lib.Visibility | None,
+                       deterministic: bool) -> tuple[Array, Cache | None]:
+    """The layers one by one; the cache holds an entry per layer and per cross-attention block."""
+    visual_kv = None
+    if cross_visibility is not None and visual is not None:
       visual_kv = {i: block.visual_keys_values(visual.tokens) for i, block in self.cross_attention.items()}
       if cache is not None:
-        cache = dict(cache, visual_frame_index=visual.frame_index, visual_segment_ids=visual.segment_ids,
-                     cross_attention={f"cross_attention_{i}": {"keys": k, "values": v}
-                                      for i, (k, v) in visual_kv.items()})
-      return visual_kv, cache
-    if cache is not None and cache["cross_attention"]:
-      return {i: (cache["cross_attention"][f"cross_attention_{i}"]["keys"],
-                  cache["cross_attention"][f"cross_attention_{i}"]["values"])
-              for i in self.cross_attention}, cache
-    return None, cache
+        cache["cross_attention"] = {f"cross_attention_{i}": {"keys": k, "values": v}
+                                    for i, (k, v) in visual_kv.items()}
+    elif cross_visibility is not None:
+      visual_kv = {i: (cache["cross_attention"][f"cross_attention_{i}"]["keys"],
+                       cache["cross_attention"][f"cross_attention_{i}"]["values"]) for i in self.cross_attention}
+    old_self_attention = None if cache is None else cache["self_attention"]
+    if cache is not None:
+      cache["self_attention"] = {}
+    for i, layer in enumerate(self.layers):
+      layer_cache = None if cache is None else old_self_attention[f"layers_{i}"]
+      hidden, layer_cache = layer(hidden, visibility, layer_cache, cache_index, deterministic)
+      if cache is not None:
+        cache["self_attention"][f"layers_{i}"] = layer_cache
+      if i in self.cross_attention and visual_kv is not None:
+        hidden = self.cross_attention[i](hidden, *visual_kv[i], cross_visibility, deterministic)
+    return hidden, cache
+
+  def _scanned_layers(self, hidden: Array, visibility: attention_lib.Visibility, cache: Cache | None,
+                      cache_index: Array | None, visual: cross_attention.VisualMemory | None,
+                      cross_visibility: attention_lib.Visibility | None,
+                      deterministic: bool) -> tuple[Array, Cache | None]:
+    """One scan over the groups of layers; the cache's entries are stacked over the groups (axis 1)."""
+    group_cache = None
+    if cache is not None:  # the cached video projection is read only when no video is given
+      group_cache = {"self_attention": cache["self_attention"],
+                     "cross_attention": cache["cross_attention"] if visual is None else {}}
+    hidden, group_cache = self.layers(hidden, group_cache, visibility, cache_index,
+                                      None if visual is None else visual.tokens, cross_visibility, deterministic)
+    if cache is not None:
+      cache["self_attention"] = group_cache["self_attention"]
+      if group_cache["cross_attention"] is not None:
+        cache["cross_attention"] = group_cache["cross_attention"]
+    return hidden, cache
+
+
+def stack_layers(params: dict[str, Any], config: DecoderConfig) -> dict[str, Any]:
+  """A `Decoder`'s variables (one collection) from the unrolled layout (`layers_<i>`, `cross_attention_<i>`)
+  to the scanned one (`layers/layers_<j>`, `layers/cross_attention`, stacked over the groups)."""
+  k = config.group_size
+  rest = {name: v for name, v in params.items() if not name.startswith(("layers_", "cross_attention_"))}
+  groups = []
+  for g in range(config.num_groups):
+    group = {f"layers_{j}": params[f"layers_{g * k + j}"] for j in range(k) if f"layers_{g * k + j}" in params}
+    if f"cross_attention_{g * k + k - 1}" in params:
+      group["cross_attention"] = params[f"cross_attention_{g * k + k - 1}"]
+    groups.append(group)
+  return {**rest, "layers": scan.stack(groups)} if groups and groups[0] else rest
+
+
+def unstack_layers(params: dict[str, Any], config: DecoderConfig) -> dict[str, Any]:
+  """The inverse of `stack_layers`: scanned layout -> unrolled layout."""
+  k = config.group_size
+  unrolled = {name: v for name, v in params.items() if name != "layers"}
+  for g, group in enumerate(scan.unstack(params["layers"], config.num_groups) if "layers" in params else []):
+    for name, value in group.items():
+      unrolled[f"cross_attention_{g * k + k - 1}" if name == "cross_attention" else
+               f"layers_{g * k + int(name.removeprefix('layers_'))}"] = value
+  return unrolled

@@ -30,6 +30,14 @@ class LRRConfig:
   # >0: only the first this many vocabulary rows are ever predicted; the rest pad the embedding to a size
   # that divides over the mesh (`tensor`) and get the lowest logit.
   num_predicted_tokens: int = 0
+  # >0: the training loss projects hidden states onto the vocabulary this many positions at a time (the
+  # float32 logits [B, S, vocab] never exist whole, forward or backward); 0: all at once.
+  loss_chunk_size: int = 0
+
+
+# config.model keys that set the field of the same name in the decoder, the video encoder and both backbones:
+# `dtype` is the compute dtype (parameters, optimizer state and the loss stay in `param_dtype` / float32).
+MODEL_WIDE = ("scan_layers", "remat_policy", "dtype")
 
 
 def lrr_config(size: str, video_overrides: dict[str, Any] | None = None, **decoder_overrides: Any) -> LRRConfig:
@@ -45,22 +53,28 @@ def config_from_dict(model: dict[str, Any], **decoder_defaults: Any) -> LRRConfi
   """The model of a run config's `model` section in one step: `size` picks the preset, then `decoder`,
   `video`, `video.static_backbone` and `video.motion_backbone` override DecoderConfig, VideoEncoderConfig and
   ResNetConfig fields (None: the preset's); the weights to start from (`init_from`, `video.static_init_from`,
-  `video.motion_init_from`) are skipped. `decoder_defaults` replace the preset's decoder fields that
+  `video.motion_init_from`) are skipped. `scan_layers`, `remat_policy` and `dtype` (`MODEL_WIDE`) set those
+  fields of every part at once (a part's own key wins); `loss_chunk_size` is LRRConfig's. `decoder_defaults` replace the preset's decoder fields that
   `decoder` leaves None (e.g. the run's vocabulary). Unknown keys raise, naming `config.model.<key>`."""
   model = dict(model)
   size = model.pop("size")
   model.pop("init_from", None)  # read by the entry points (weights), not part of the architecture
-  _check_keys(model, {"decoder", "video"}, "config.model")
-  decoder = _overrides(model.get("decoder"), decoder_lib.DecoderConfig, "config.model.decoder")
+  _check_keys(model, {"decoder", "video", "loss_chunk_size", *MODEL_WIDE}, "config.model")
+  # model-wide switches: every part's field, unless the part's own key says otherwise
+  wide = {k: model[k] for k in MODEL_WIDE if model.get(k) is not None}
+  decoder = {**wide, **_overrides(model.get("decoder"), decoder_lib.DecoderConfig, "config.model.decoder")}
   video = dict(model.get("video") or {})
   for weights in ("static_init_from", "motion_init_from"):  # backbone checkpoints, read like init_from
     video.pop(weights, None)
-  backbones = {name: _overrides(video.pop(name, None), resnet.ResNetConfig, f"config.model.video.{name}")
+  backbones = {name: {**wide, **_overrides(video.pop(name, None), resnet.ResNetConfig,
+                                           f"config.model.video.{name}")}
                for name in ("static_backbone", "motion_backbone")}
-  video = _overrides(video, video_lib.VideoEncoderConfig, "config.model.video")
+  video = {**wide, **_overrides(video, video_lib.VideoEncoderConfig, "config.model.video")}
   config = _preset(size, **{**decoder_defaults, **decoder})
   backbones = {name: dataclasses.replace(getattr(config.video, name), **fields)
                for name, fields in backbones.items()}
+  if model.get("loss_chunk_size") is not None:
+    config = dataclasses.replace(config, loss_chunk_size=model["loss_chunk_size"])
   return dataclasses.replace(config, video=dataclasses.replace(config.video, **video, **backbones))
 
 
@@ -125,10 +139,22 @@ class LRRModel(nn.Module):
                video: Array | None, frame_segment_ids: Array | None = None,
                deterministic: bool = True) -> Array:
     """Logits float32[B, S, vocab] over a packed sequence (teacher forcing)."""
+    return self.output_logits(self.features(tokens, positions, segment_ids, frame_index, video,
+                                            frame_segment_ids, deterministic))
+
+  def features(self, tokens: Array, positions: Array, segment_ids: Array, frame_index: Array,
+               video: Array | None, frame_segment_ids: Array | None = None,
+               deterministic: bool = True) -> Array:
+    """The decoder's last hidden states [B, S, embed_dim], which `output_logits` maps to logits (a loss can
+    project them a chunk of the sequence at a time)."""
     visual = None if video is None else self.encode_video(video, frame_segment_ids, deterministic)
-    logits, _ = self.decoder(tokens, positions, segment_ids, frame_index=frame_index, visual=visual,
-                             deterministic=deterministic)
-    return self._mask_padding_rows(logits)
+    hidden, _ = self.decoder.features(tokens, positions, segment_ids, frame_index=frame_index, visual=visual,
+                                      deterministic=deterministic)
+    return hidden
+
+  def output_logits(self, hidden: Array) -> Array:
+    """Hidden states [..., embed_dim] -> float32 logits [..., vocab], padding rows of the vocabulary lowest."""
+    return self._mask_padding_rows(self.decoder.logits(hidden))
 
   def decode(self, tokens: Array, positions: Array, segment_ids: Array, frame_index: Array,
              cache: decoder_lib.Cache, cache_index: Array,
@@ -144,6 +170,28 @@ class LRRModel(nn.Module):
     if not count or count >= logits.shape[-1]:
       return logits
     return jnp.where(jnp.arange(logits.shape[-1]) < count, logits, jnp.finfo(logits.dtype).min)
+
+
+def relayout(variables: dict[str, Any], source: LRRConfig, target: LRRConfig) -> dict[str, Any]:
+  """`LRRModel` variables (any collections: params, batch_stats) laid out for `source` -> for `target`: each
+  part (decoder, video blocks, each ResNet stream) stacked or unstacked where their `scan_layers` differ."""
+  parts = [(("decoder",), source.decoder, target.decoder, decoder_lib.stack_layers, decoder_lib.unstack_layers),
+           (("video_encoder",), source.video, target.video, video_lib.stack_blocks, video_lib.unstack_blocks)]
+  for stream in ("static", "motion"):
+    name = f"{stream}_backbone"
+    parts.append((("video_encoder", f"{stream}_stream"), getattr(source.video, name),
+                  getattr(target.video, name), resnet.stack_blocks, resnet.unstack_blocks))
+  variables = jax.tree.map(lambda x: x, dict(variables), is_leaf=lambda x: not isinstance(x, dict))
+  for collection in variables:
+    for path, before, after, stack, unstack in parts:
+      parent = variables[collection]
+      for key in path[:-1]:
+        parent = parent.get(key, {})
+      if path[-1] not in parent or before.scan_layers == after.scan_layers:
+        continue
+      convert, config = (stack, before) if after.scan_layers else (unstack, after)
+      parent[path[-1]] = convert(dict(parent[path[-1]]), config)
+  return variables
 
 
 def init_cache(config: LRRConfig, batch_size: int, max_length: int,

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from lrr_jax.models import layers
+from lrr_jax.models import scan
 
 Array = jax.Array
 
@@ -33,8 +34,12 @@ class ResNetConfig:
   projection_dim: int = 0  # >0: Dense from the grid stage's channels to this width
   dtype: str = "float32"
   param_dtype: str = "float32"
+  # The blocks after the first of each stage (all of one shape) as one scan, stacked as `stage_<s>_blocks`.
+  scan_layers: bool = False
+  remat_policy: str = "none"  # of each residual block (`scan.REMAT_POLICIES`)
 
   def __post_init__(self):
+    scan.check_policy(self.remat_policy, "ResNetConfig.remat_policy")
     if self.norm not in ("batch", "group"):
       raise ValueError(f"ResNetConfig.norm={self.norm!r}; expected 'batch' or 'group'.")
     last = len(self.stage_sizes) + 1
@@ -106,7 +111,8 @@ class ResidualBlock(nn.Module):
   strides: int
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array) -> tuple[Array, None]:
+    """x: [B, H, W, C] -> (the block's output, None): a scan body's (carry, outputs)."""
     cfg = self.config
     if cfg.bottleneck:
       out_features = 4 * self.features
@@ -119,7 +125,33 @@ class ResidualBlock(nn.Module):
       y = ConvNorm(cfg, self.features, 3, zero_init_norm=True, name="conv_norm_2")(y)
     if x.shape[-1] != out_features or self.strides != 1:
       x = ConvNorm(cfg, out_features, 1, self.strides, name="shortcut")(x)
-    return nn.relu(x + y)
+    return nn.relu(x + y), None
+
+
+def stack_blocks(variables: dict[str, Any], config: ResNetConfig) -> dict[str, Any]:
+  """A `ResNet`'s variables (one collection) from the unrolled layout (`stage_<s>_block_<b>`) to the scanned
+  one (`stage_<s>_block_0`, then `stage_<s>_blocks` stacking the others)."""
+  stacked = {name: v for name, v in variables.items() if not _repeated_block(name)}
+  for stage, num_blocks in enumerate(config.stage_sizes):
+    if num_blocks > 1:
+      stacked[f"stage_{stage}_blocks"] = scan.stack([variables[f"stage_{stage}_block_{b}"]
+                                                     for b in range(1, num_blocks)])
+  return stacked
+
+
+def unstack_blocks(variables: dict[str, Any], config: ResNetConfig) -> dict[str, Any]:
+  """The inverse of `stack_blocks`: scanned layout -> unrolled layout."""
+  unrolled = {name: v for name, v in variables.items() if not name.endswith("_blocks")}
+  for stage, num_blocks in enumerate(config.stage_sizes):
+    if num_blocks > 1:
+      for b, block in enumerate(scan.unstack(variables[f"stage_{stage}_blocks"], num_blocks - 1), start=1):
+        unrolled[f"stage_{stage}_block_{b}"] = block
+  return unrolled
+
+
+def _repeated_block(name: str) -> bool:
+  """stage_<s>_block_<b> with b > 0."""
+  return name.startswith("stage_") and "_block_" in name and not name.endswith("_block_0")
 
 
 class ResNet(nn.Module):
@@ -132,10 +164,16 @@ class ResNet(nn.Module):
     x = nn.relu(ConvNorm(cfg, cfg.width, 7, 2, name="stem")(images.astype(jnp.dtype(cfg.dtype))))
     if cfg.stem_pool:
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    block_class = scan.remat(ResidualBlock, cfg.remat_policy)
     for stage, num_blocks in enumerate(cfg.stage_sizes[:cfg.num_stages]):
-      for block in range(num_blocks):
-        strides = 2 if stage > 0 and block == 0 else 1
-        x = ResidualBlock(cfg, cfg.width * 2 ** stage, strides, name=f"stage_{stage}_block_{block}")(x)
+      features = cfg.width * 2 ** stage
+      x, _ = block_class(cfg, features, 2 if stage > 0 else 1, name=f"stage_{stage}_block_0")(x)
+      if cfg.scan_layers and num_blocks > 1:
+        x, _ = scan.scanned(block_class, num_blocks - 1, in_axes=())(cfg, features, 1,
+                                                                     name=f"stage_{stage}_blocks")(x)
+      else:
+        for block in range(1, num_blocks):
+          x, _ = block_class(cfg, features, 1, name=f"stage_{stage}_block_{block}")(x)
     if cfg.projection_dim:
       x = layers.dense(cfg.projection_dim, ("conv_out", "embed"), name="projection",
                        dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))(x)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from lrr_jax.models import attention as attention_lib
 from lrr_jax.models import layers
 from lrr_jax.models import resnet
+from lrr_jax.models import scan
 
 Array = jax.Array
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,8 +44,11 @@ class VideoEncoderConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   attention: str = "auto"  # space-time attention implementation (`attention.IMPLEMENTATIONS`)
+  scan_layers: bool = False  # the space-time blocks as one scan (params stacked as `blocks`)
+  remat_policy: str = "none"  # of each space-time block (`scan.REMAT_POLICIES`)
 
   def __post_init__(self):
+    scan.check_policy(self.remat_policy, "VideoEncoderConfig.remat_policy")
     if self.attention not in attention_lib.IMPLEMENTATIONS:
       raise ValueError(f"VideoEncoderConfig.attention={self.attention!r}; expected one of "
                        f"{attention_lib.IMPLEMENTATIONS}.")
@@ -98,7 +102,9 @@ class SpaceTimeBlock(nn.Module):
   config: VideoEncoderConfig
 
   @nn.compact
-  def __call__(self, x: Array, time_visibility: attention_lib.Visibility, deterministic: bool) -> Array:
+  def __call__(self, x: Array, time_visibility: attention_lib.Visibility,
+               deterministic: bool) -> tuple[Array, None]:
+    """x: [B, T, N, D] -> (the same shape, None): a scan body's (carry, outputs)."""
     cfg = self.config
     b, t, n, d = x.shape
     kwargs = dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
@@ -117,7 +123,21 @@ class SpaceTimeBlock(nn.Module):
     h = layers.layer_norm(name="mlp_norm", **kwargs)(x)
     x = x + layers.FeedForward(cfg.mlp_dim, d, "gelu", name="mlp", **kwargs)(h)
     return nn.with_logical_constraint(x, ("activation_batch", "activation_frames", "activation_grid",
-                                          "activation_embed"))
+                                          "activation_embed")), None
+
+
+def stack_blocks(variables: dict, config: VideoEncoderConfig) -> dict:
+  """A `VideoEncoder`'s variables (one collection), unrolled (`block_<i>`) -> scanned (`blocks`); the ResNet
+  streams keep their layout (`resnet.stack_blocks`)."""
+  rest = {name: v for name, v in variables.items() if not name.startswith("block_")}
+  return {**rest, "blocks": scan.stack([variables[f"block_{i}"] for i in range(config.num_layers)])}
+
+
+def unstack_blocks(variables: dict, config: VideoEncoderConfig) -> dict:
+  """The inverse of `stack_blocks`."""
+  rest = {name: v for name, v in variables.items() if name != "blocks"}
+  return {**rest, **{f"block_{i}": block for i, block in enumerate(scan.unstack(variables["blocks"],
+                                                                              config.num_layers))}}
 
 
 class VideoEncoder(nn.Module):
@@ -161,6 +181,11 @@ class VideoEncoder(nn.Module):
     x = x.astype(kwargs["dtype"])
 
     time_visibility = temporal_visibility(frame_segment_ids, cfg.temporal_window)
-    for i in range(cfg.num_layers):
-      x = SpaceTimeBlock(cfg, name=f"block_{i}")(x, time_visibility, deterministic)
+    block_class = scan.remat(SpaceTimeBlock, cfg.remat_policy, static_argnums=(3,))
+    if cfg.scan_layers:
+      x, _ = scan.scanned(block_class, cfg.num_layers, in_axes=(nn.broadcast, nn.broadcast))(
+          cfg, name="blocks")(x, time_visibility, deterministic)
+    else:
+      for i in range(cfg.num_layers):
+        x, _ = block_class(cfg, name=f"block_{i}")(x, time_visibility, deterministic)
     return layers.layer_norm(name="output_norm", **kwargs)(x)

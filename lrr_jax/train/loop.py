@@ -73,7 +73,9 @@ def initial_state(config: ml_collections.ConfigDict, init: Callable[..., Any], s
   state = init(jax.random.key(config.seed))
   params = state.params
   if config.model.get("init_from"):
-    _, pretrained = hf_opt.load_hf_opt(config.model.init_from)
+    layout = lrr.config_from_dict(config.model.to_dict()).decoder  # scanned or not, as the run's params
+    scanned = dict(scan_layers=True, cross_attention_layers=layout.cross_attention_layers)
+    _, pretrained = hf_opt.load_hf_opt(config.model.init_from, **(scanned if layout.scan_layers else {}))
     logging.info("Decoder initialised from %s", config.model.init_from)
     params = hf_opt.insert_pretrained(params, pretrained)
   variables = resnet_weights.insert_pretrained_backbones(

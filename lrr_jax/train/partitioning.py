@@ -37,6 +37,7 @@ DEFAULT_RULES = (
     ("conv_width", None),
     ("conv_in", None),
     ("conv_out", None),
+    ("layers", None),  # the stacking axis of scanned layers
 )
 
 

@@ -51,7 +51,7 @@ def _resnet_forward_flops(config: resnet.ResNetConfig, images: int, height: int,
   if config.stem_pool:
     h, w = -(-h // 2), -(-w // 2)
   c_in = config.width
-  for stage, blocks in enumerate(config.stage_sizes):
+  for stage, blocks in enumerate(config.stage_sizes[:config.num_stages]):
     features = config.width * 2 ** stage
     out = 4 * features if config.bottleneck else features
     for block in range(blocks):

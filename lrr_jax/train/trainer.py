@@ -96,16 +96,48 @@ def init_train_state(model: lrr.LRRModel, optimizer: optax.GradientTransformatio
 
 def loss_and_metrics(params: Any, model: lrr.LRRModel, batch: Batch, dropout_rng: jax.Array | None,
                      batch_stats: Any = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Masked token cross-entropy and accuracy; `batch_stats`: the (frozen) BatchNorm statistics, if any."""
-  logits = model.apply(model_variables(params, batch_stats), batch["inputs"], batch["positions"],
-                       batch["segment_ids"], batch["frame_index"], batch["video"], deterministic=dropout_rng is None,
+  """Masked token cross-entropy and accuracy; `batch_stats`: the (frozen) BatchNorm statistics, if any.
+
+  With `model.config.loss_chunk_size` > 0 the logits are formed a chunk of positions at a time
+  (`chunked_token_sums`); the loss is the same, in float32 whatever the compute dtype.
+  """
+  variables = model_variables(params, batch_stats)
+  hidden = model.apply(variables, batch["inputs"], batch["positions"], batch["segment_ids"], batch["frame_index"],
+                       batch["video"], deterministic=dropout_rng is None, method=lrr.LRRModel.features,
                        rngs=None if dropout_rng is None else {"dropout": dropout_rng})
   mask = batch["loss_mask"].astype(jnp.float32)
-  token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+  logits_of = lambda h: model.apply(variables, h, method=lrr.LRRModel.output_logits)
+  token_loss, correct = chunked_token_sums(logits_of, hidden, batch["targets"], mask,
+                                           model.config.loss_chunk_size)
   num_tokens = jnp.maximum(mask.sum(), 1.0)
-  loss = (token_loss * mask).sum() / num_tokens
-  correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
-  return loss, {"loss": loss, "token_accuracy": (correct * mask).sum() / num_tokens, "num_tokens": mask.sum()}
+  loss = token_loss / num_tokens
+  return loss, {"loss": loss, "token_accuracy": correct / num_tokens, "num_tokens": mask.sum()}
+
+
+def chunked_token_sums(logits_of: Callable[[jax.Array], jax.Array], hidden: jax.Array, targets: jax.Array,
+                       mask: jax.Array, chunk_size: int = 0) -> tuple[jax.Array, jax.Array]:
+  """(sum of masked NLL, number of masked correct argmax predictions), float32 scalars.
+
+  hidden: [B, S, E]; targets int[B, S]; mask float32[B, S]; logits_of: [B, C, E] -> float32 [B, C, V].
+  chunk_size > 0: a rematerialised `lax.scan` over chunks of C positions (the sequence padded to a multiple
+  with masked positions), so only [B, C, V] logits live at a time, in the backward pass too.
+  """
+  def sums(h, t, m):
+    logits = logits_of(h).astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, t)
+    correct = (jnp.argmax(logits, -1) == t).astype(jnp.float32)
+    return (nll * m).sum(), (correct * m).sum()
+
+  length = hidden.shape[1]
+  if not chunk_size or chunk_size >= length:
+    return sums(hidden, targets, mask)
+  pad = -length % chunk_size
+  chunks = lambda x: jnp.moveaxis(jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)).reshape(
+      x.shape[0], -1, chunk_size, *x.shape[2:]), 1, 0)
+  body = jax.checkpoint(lambda carry, xs: (jax.tree.map(jnp.add, carry, sums(*xs)), None))
+  zero = jnp.zeros((), jnp.float32)
+  (token_loss, correct), _ = jax.lax.scan(body, (zero, zero), (chunks(hidden), chunks(targets), chunks(mask)))
+  return token_loss, correct
 
 
 def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation, schedule: optax.Schedule,

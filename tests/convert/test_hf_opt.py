@@ -63,6 +63,17 @@ def test_bfloat16_safetensors_are_read(checkpoint, tmp_path):
   np.testing.assert_array_equal(params["embed_tokens"]["embedding"], expected)
 
 
+def test_a_scanned_decoder_gets_its_layers_stacked(checkpoint):
+  directory, _ = checkpoint
+  _, unrolled = hf_opt.load_hf_opt(directory)
+  config, stacked = hf_opt.load_hf_opt(directory, scan_layers=True)
+  assert stacked["layers"]["layers_0"]["mlp"]["fc1"]["kernel"].shape[0] == config.num_layers
+  assert_same_params(decoder_lib.unstack_layers(stacked, config), unrolled)
+  model = decoder_lib.Decoder(config)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), *[jnp.zeros((1, 4), jnp.int32)] * 3)
+  assert jax.tree.structure(nn.unbox(abstract)["params"]) == jax.tree.structure(stacked)
+
+
 def test_params_load_in_the_configured_param_dtype(checkpoint):
   _, params = hf_opt.load_hf_opt(checkpoint[0], param_dtype="bfloat16")
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params))

@@ -107,6 +107,18 @@ def test_hugging_face_directory_matches_transformers(hf_resnet):
   assert_matches_transformers(variables, config, model)
 
 
+def test_a_scanned_backbone_matches_transformers(hf_resnet):
+  """Blocks after the first of each stage stacked for `scan_layers` (ResNet-18 only: the layout is the same
+  code at every depth)."""
+  depth, directory, model = hf_resnet
+  if depth != 18:
+    pytest.skip("checked on the smallest ResNet")
+  config = resnet.resnet_config(DEPTHS[depth][0], scan_layers=True)
+  found, variables = resnet_weights.load_resnet(directory, config)
+  assert found == config and variables["params"]["stage_1_blocks"]["conv_norm_1"]["conv"]["kernel"].shape[0] == 1
+  assert_matches_transformers(variables, config, model)
+
+
 def test_torchvision_pth_and_safetensors_match_transformers(hf_resnet, tmp_path):
   import safetensors.torch  # pylint: disable=g-import-not-at-top
   depth, _, model = hf_resnet

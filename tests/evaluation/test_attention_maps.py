@@ -1,4 +1,6 @@
 """Cross-attention maps: the sown weights are the layer's own, obey the frame rule, and fold into [T, h, w]."""
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -114,3 +116,16 @@ def test_response_tokens_and_drawing(tiny):
   assert len(figure.axes) == 3 * FRAMES
   with pytest.raises(ValueError, match="labels"):
     attention_maps.draw_token_maps(inputs["video"][0], maps, ["a"])
+
+
+def test_a_scanned_decoder_gives_the_same_maps_and_gates(tiny):
+  model, variables, inputs, weights = tiny
+  config = model.config
+  scanned_config = dataclasses.replace(config, decoder=dataclasses.replace(config.decoder, scan_layers=True))
+  scanned = lrr.relayout(variables, config, scanned_config)
+  scanned_weights = attention_maps.cross_attention_weights(lrr.LRRModel(scanned_config), scanned,
+                                                           *inputs.values())
+  assert list(scanned_weights) == list(weights)
+  for name, block in weights.items():
+    np.testing.assert_allclose(scanned_weights[name], block, atol=1e-6)
+  assert attention_maps.gate_values(scanned["params"]) == attention_maps.gate_values(variables["params"])

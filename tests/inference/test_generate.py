@@ -10,8 +10,9 @@ from lrr_jax.inference import generate as generate_lib
 from lrr_jax.models import lrr
 
 
-def test_cached_greedy_tokens_equal_full_forward_argmax():
-  config = lrr.lrr_config("tiny")
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
+def test_cached_greedy_tokens_equal_full_forward_argmax(scan_layers):
+  config = lrr.lrr_config("tiny", scan_layers=scan_layers)
   model = lrr.LRRModel(config)
   rng = np.random.default_rng(0)
   video = rng.integers(0, 256, (3, 4, 16, 16, 3), dtype=np.uint8)

@@ -26,11 +26,13 @@ def example_inputs(vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
       video=rng.integers(0, 256, (BATCH, FRAMES, SIZE, SIZE, 3), dtype=np.uint8))
 
 
-@pytest.fixture(scope="module")
-def pretrained(hf_checkpoint):
-  """An LRR model whose decoder is a Hugging Face checkpoint and whose other parts are random."""
+@pytest.fixture(scope="module", params=[False, True], ids=["unrolled", "scanned"])
+def pretrained(hf_checkpoint, request):
+  """An LRR model whose decoder is a Hugging Face checkpoint and whose other parts are random; its layers
+  unrolled or scanned (the converter stacks them)."""
   directory, torch_model = hf_checkpoint
-  decoder_config, decoder_params = hf_opt.load_hf_opt(directory, cross_attention_layers=(0, 1))
+  decoder_config, decoder_params = hf_opt.load_hf_opt(directory, cross_attention_layers=(0, 1),
+                                                      scan_layers=request.param)
   config = lrr.LRRConfig(decoder=decoder_config, video=lrr.lrr_config("tiny").video)
   model = lrr.LRRModel(config)
   inputs = example_inputs(decoder_config.vocab_size)
