@@ -76,7 +76,7 @@ def test_a_truncated_resnet_gives_the_full_ones_intermediate_features():
   images = np.random.default_rng(2).normal(size=(2, 16, 16, 3)).astype(np.float32)
   variables = resnet.ResNet(full).init(jax.random.key(0), images)
   _, state = resnet.ResNet(full).apply(variables, images, capture_intermediates=True, mutable=["intermediates"])
-  expected = state["intermediates"]["stage_0_block_0"]["__call__"][0]
+  expected, _ = state["intermediates"]["stage_0_block_0"]["__call__"][0]  # a block returns (x, None): a scan body
   params = {k: v for k, v in variables["params"].items() if not k.startswith("stage_1")}
   np.testing.assert_array_equal(resnet.ResNet(cut).apply({"params": params}, images), expected)
   with pytest.raises(ValueError, match=r"grid_stage=4: a ResNet of 2 stages .* has stages 2 \(conv2_x\) to 3"):
