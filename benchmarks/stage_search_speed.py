@@ -105,19 +105,20 @@ def text_only(generator: generate_lib.Generator) -> generate_lib.Generator:
   return generator
 
 
-def make_searcher(generator, tokenizer, num_candidates: int, step_tokens: int) -> search.Searcher:
+def make_searcher(generator, tokenizer, num_candidates: int, step_tokens: int, top_p: float = 0.9
+                  ) -> search.Searcher:
   """Ours: stage-level search with the judge, every candidate running to `step_tokens`: neither a closing tag
   nor </s> stops it (both replaced by ids no token matches; </s>'s by one beyond the vocabulary, which decodes
   to nothing)."""
   config = search.SearchConfig(strategy="stage_beam", num_candidates=num_candidates, max_step_tokens=step_tokens,
-                               max_new_tokens=4 * step_tokens)
+                               max_new_tokens=4 * step_tokens, sampling=generate_lib.Sampling(0.6, 0, top_p))
   searcher = search.Searcher(generator, tokenizer, config, scorers.Judge())
   searcher.stage_tags = [(name, opening, -5) for name, opening, _ in searcher.stage_tags]  # never stop early
   searcher.eos = tokenizer.vocab_size
   return searcher
 
 
-def release_style(generator, tokenizer, variables, video, prompt, num_candidates, step_tokens, rng):
+def release_style(generator, tokenizer, variables, video, prompt, num_candidates, step_tokens, rng, top_p=0.9):
   """Per stage: N sequential full generations (video and prefix re-encoded), then N-1 single judge calls."""
   prefix: list[int] = []
   last_frame = video.shape[0] - 1
@@ -132,7 +133,7 @@ def release_style(generator, tokenizer, variables, video, prompt, num_candidates
       visual = generator.encode_video(variables, jnp.asarray(video)[None])
       state = generator.start(variables, padded, visual)
       _, sampled = generator.sample(variables, state, key, jnp.asarray(generate_lib.stop_table(NEVER)), last_frame,
-                                    max_new_tokens=step_tokens, sampling=generate_lib.Sampling(0.6, 0, 0.9))
+                                    max_new_tokens=step_tokens, sampling=generate_lib.Sampling(0.6, 0, top_p))
       row = np.asarray(sampled.tokens[0, :int(sampled.lengths[0])]).tolist()
       candidates.append(scorers.Candidate(so_far, tokenizer.decode(row), 0.0, False))
       candidate_ids.append([opening] + row)
@@ -180,7 +181,7 @@ def run_with_video(size: str, num_candidates: int, step_tokens: int, prompt_toke
 
 
 def run_hf_peer(size: str, num_layers: int, num_candidates: int, step_tokens: int, prompt_tokens: int,
-                repetitions: int, torch_threads: int = 1) -> dict:
+                repetitions: int, torch_threads: int = 1, top_p: float = 0.9) -> dict:
   """`--peer=hf`: ours, the release's way on our generator and the release's way in Hugging Face, side by side
   on the same text-only OPT weights (see the module's docstring). torch_threads 0: torch's default."""
   import torch  # pylint: disable=g-import-not-at-top
@@ -194,15 +195,15 @@ def run_hf_peer(size: str, num_layers: int, num_candidates: int, step_tokens: in
   cache = prompt_tokens + 4 * (step_tokens + 1) + 64
   generator = text_only(generate_lib.Generator(model, cache))
   decode.check_same_greedy_tokens(generator, variables, hf_model, np.asarray([prompt], np.int32), 8)
-  searcher = make_searcher(generator, tokenizer, num_candidates, step_tokens)
+  searcher = make_searcher(generator, tokenizer, num_candidates, step_tokens, top_p)
   baseline_generator = text_only(generate_lib.Generator(model, cache + 64))
   video = np.zeros((1, 1, 1, 3), np.uint8)  # never encoded (text only): it sets the last frame, 0
   context = scorers.Context(generator, tokenizer, variables, None, QUESTION, 0)
-  peer = release_hf.ReleaseStageSearch(hf_model, tokenizer, context, num_candidates, step_tokens)
+  peer = release_hf.ReleaseStageSearch(hf_model, tokenizer, context, num_candidates, step_tokens, (0.6, top_p))
   runs = {
       "ours": lambda: ours(searcher, variables, video, prompt).generated_tokens,
       "release_on_ours": lambda: len(release_style(baseline_generator, tokenizer, variables, video, prompt,
-                                                   num_candidates, step_tokens, jax.random.key(0))),
+                                                   num_candidates, step_tokens, jax.random.key(0), top_p)),
       "release_hf": lambda: len(peer.search(prompt, np.random.default_rng(0))),
   }
   work = {name: run() for name, run in runs.items()}  # compile every shape once; check the work is the same
@@ -213,7 +214,7 @@ def run_hf_peer(size: str, num_layers: int, num_candidates: int, step_tokens: in
                          f"{work['release_hf']} tokens.")
   seconds = common.interleaved_medians(runs, repetitions)
   return dict(peer="hf", size=size, hf_config=hf_config, num_candidates=num_candidates, step_tokens=step_tokens,
-              prompt_tokens=prompt_tokens, repetitions=repetitions, torch_threads=torch.get_num_threads(),
+              prompt_tokens=prompt_tokens, repetitions=repetitions, top_p=top_p, torch_threads=torch.get_num_threads(),
               same_greedy_tokens=True, sampled_tokens_per_search=expected,
               ours_seconds=seconds["ours"], release_on_ours_seconds=seconds["release_on_ours"],
               release_hf_seconds=seconds["release_hf"],
@@ -242,7 +243,7 @@ def main(argv):
     raise app.UsageError(f"--size={f.size} with --peer={f.peer}: expected one of {sizes}.")
   if f.peer == "hf":
     result = run_hf_peer(f.size, f.num_layers, f.num_candidates, f.step_tokens, f.prompt_tokens, f.repetitions,
-                         f.torch_threads)
+                         f.torch_threads, f.top_p)
   else:
     result = run_with_video(f.size, f.num_candidates, f.step_tokens, f.prompt_tokens, f.repetitions)
   common.write_result(f.out, result, summary(result))
@@ -261,5 +262,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("repetitions", 3, "Timed repetitions of each method.")
   flags.DEFINE_integer("torch_threads", 1, "--peer=hf: torch intra-op threads (0: torch's default; on a loaded "
                        "machine 1 is torch's fastest, see benchmarks/README.md).")
+  flags.DEFINE_float("top_p", 0.9, "--peer=hf: nucleus sampling on all three sides (the release: 0.9; 1.0: "
+                     "temperature alone, which skips sorting the vocabulary at every token).")
   flags.DEFINE_string("out", "benchmarks/results/stage_search.json", "Where the JSON results go.")
   app.run(main)
