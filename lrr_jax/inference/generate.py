@@ -19,6 +19,7 @@ budget to fit say so themselves. `decode_state_bytes` and `check_memory` refuse 
 before anything is allocated.
 """
 import dataclasses
+import functools
 import pathlib
 from typing import NamedTuple, Sequence
 
@@ -133,10 +134,16 @@ def decode_state_bytes(config: lrr.LRRConfig, rows: int, cache_length: int, num_
   heads, head_dim] per cross-attention block (one row when candidates share it); and the next-token logits
   float32[rows, vocab].
   """
-  text = jax.eval_shape(lambda: decoder_lib.init_cache(config.decoder, rows, cache_length))
-  video = jax.eval_shape(lambda: decoder_lib.init_cache(config.decoder, visual_rows, 0, num_visual_tokens))
-  arrays = jax.tree.leaves(text) + jax.tree.leaves(video)
-  return sum(a.size * a.dtype.itemsize for a in arrays) + rows * config.decoder.vocab_size * 4
+  return (_cache_bytes(config.decoder, rows, cache_length, 0) + _cache_bytes(config.decoder, visual_rows, 0,
+                                                                            num_visual_tokens)
+          + rows * config.decoder.vocab_size * 4)
+
+
+@functools.lru_cache(maxsize=256)
+def _cache_bytes(config: decoder_lib.DecoderConfig, rows: int, cache_length: int, num_visual_tokens: int) -> int:
+  """Bytes of `decoder.init_cache`'s arrays, traced once per shape (a search checks memory at every stage)."""
+  cache = jax.eval_shape(lambda: decoder_lib.init_cache(config, rows, cache_length, num_visual_tokens))
+  return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(cache))
 
 
 def free_memory() -> tuple[int, str] | None:
