@@ -6,9 +6,14 @@ import subprocess
 import sys
 import threading
 
-import jax
-import numpy as np
-import pytest
+# Toy programs: XLA:CPU's LLVM optimisation costs more compile time than it saves at run time (the suite is
+# compile-bound). Set before JAX starts, so it holds in this process and every subprocess a test starts.
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Threefry's partitionable lowering (JAX's default) compiles about 10x slower on XLA:CPU, which dominates
 # the suite's time; tests draw no sharded random numbers, so they use the classic lowering.

@@ -27,7 +27,7 @@ TINY = ["--config.num_steps=2", "--config.batch_size=4", "--config.data.num_trai
 def main(workdir: pathlib.Path, *flags_: str, devices: int = 1) -> tuple[subprocess.CompletedProcess, float]:
   """`python -m lrr_jax.main` in this worktree on `devices` CPU devices; its output and seconds taken."""
   env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_THREEFRY_PARTITIONABLE": "false",
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+         "XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}"}
   start = time.time()
   out = subprocess.run([sys.executable, "-m", "lrr_jax.main", f"--workdir={workdir}", *flags_],
                        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)

@@ -19,7 +19,8 @@ def test_tensor_8_trains_the_grown_vocabulary_opt(release, tmp_path):  # pylint:
   tokenizer.save(tmp_path / "opt" / "tokenizer.json")
   grown = max(tokenizer.base_size + 1, vocab_size)
   assert grown % 8, "the test needs a vocabulary that does not divide over tensor=8 unpadded"
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "XLA_FLAGS": f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count=8",
+         "JAX_PLATFORMS": "cpu"}
   out = subprocess.run(
       [sys.executable, "-m", "lrr_jax.main", "--config=configs/released.py:dataset=cater", f"--workdir={tmp_path / 'w'}",
        f"--config.data.manual_dir={root / 'CATER'}", f"--config.data.data_dir={root / 'data'}",

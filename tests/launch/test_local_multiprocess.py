@@ -20,9 +20,8 @@ ROOT = pathlib.Path(__file__).parents[2]
 FLAGS = ["--config.num_steps=4", "--config.checkpoint.every=2", "--config.data.num_train=16",
          "--config.data.num_eval=2", "--config.eval.max_new_tokens=4", "--config.batch_size=4",
          "--config.log_every=1", "--config.optimizer.warmup_steps=4"]
-# As tests/conftest.py (classic threefry); no LLVM optimisation: both runs compile in a fraction of the time.
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_THREEFRY_PARTITIONABLE": "false",
-       "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
+# As tests/conftest.py (classic threefry, its XLA_FLAGS: no LLVM optimisation).
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_THREEFRY_PARTITIONABLE": "false"}
 
 
 def restore_params(workdir: pathlib.Path, step: int) -> dict:
