@@ -17,7 +17,8 @@ materialises per call differs (B batch, H heads, Sq queries, Sk keys):
   takes, else reference (on CPU, measured against xla: as fast forward, faster with gradients).
 
 No kernel drops attention probabilities: with attention dropout active (training, rate > 0) every choice
-computes reference. A query that may read nothing gets a finite average of the values on every path (never
+computes reference. The decoder's self- and cross-attention drop at `attention_dropout_rate` (OPT's
+`attention_dropout`, 0), so the recipes train through the kernels. A query that may read nothing gets a finite average of the values on every path (never
 NaN); callers that need it to read nothing zero it (`cross_attention.GatedCrossAttention`).
 """
 import math

@@ -197,10 +197,13 @@ class DecoderLayer(nn.Module):
 
 
 def cross_attention_block(cfg: DecoderConfig, name: str) -> nn.Module:
-  """A gated cross-attention block of the decoder, rematerialised as `cfg.layer_remat` says."""
+  """A gated cross-attention block of the decoder, rematerialised as `cfg.layer_remat` says. Its attention
+  probabilities drop at `attention_dropout_rate`, as the self-attention's (OPT: 0), so that the attention
+  kernels run (none drops probabilities; `dropout_rate` > 0 here would force the reference path)."""
   block_class = scan.remat(cross_attention.GatedCrossAttention, cfg.layer_remat, static_argnums=(5,))
   return block_class(cfg.hidden_size, cfg.cross_attention_heads or cfg.num_heads,
-                     cfg.cross_attention_ffn_dim or cfg.ffn_dim, cfg.activation, cfg.dropout_rate, cfg.gate_init,
+                     cfg.cross_attention_ffn_dim or cfg.ffn_dim, cfg.activation, cfg.attention_dropout_rate,
+                     cfg.gate_init,
                      cfg.cross_attention_query_scale, cfg.attention, dtype=jnp.dtype(cfg.dtype),
                      param_dtype=jnp.dtype(cfg.param_dtype), name=name)
 
