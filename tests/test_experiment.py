@@ -33,7 +33,7 @@ VIDEO = dict(two_stream=False, motion_downsample=4, width=40, num_layers=3, num_
              remat_policy="full")
 BACKBONE = dict(stage_sizes=(1, 2, 1), bottleneck=False, width=16, norm="group", num_groups=8, stem_pool=False,
                 grid_stage=3, projection_dim=24, dtype="bfloat16", param_dtype="bfloat16", scan_layers=True,
-                remat_policy="minimal")
+                train_batch_norm=True, remat_policy="minimal")
 
 
 # The released recipe's grid is conv4_x of a ResNet-101; the tiny preset's two-stage backbones give their last.

@@ -25,7 +25,11 @@ class ResNetConfig:
   stage_sizes: tuple[int, ...] = (3, 4, 23, 3)
   bottleneck: bool = True
   width: int = 64  # channels of the stem and the first stage (before the bottleneck expansion)
-  norm: str = "batch"  # "batch" (running statistics, frozen) or "group"
+  norm: str = "batch"  # "batch" (running statistics) or "group"
+  # BatchNorm in training: False, normalise with the running statistics, which stay as loaded (a frozen,
+  # pretrained backbone); True, normalise with the batch's statistics and update the running averages
+  # (momentum 0.9) in `batch_stats` (a backbone trained with its BatchNorm). Evaluation always uses them.
+  train_batch_norm: bool = False
   num_groups: int = 32
   stem_pool: bool = True  # 3x3/2 max-pool after the 7x7/2 stem
   # The stage whose output is the grid, named as He et al. name them (2: conv2_x, the first stage, ...,
@@ -85,6 +89,7 @@ class ConvNorm(nn.Module):
   kernel_size: int
   strides: int = 1
   zero_init_norm: bool = False  # the last norm of a residual branch starts at zero
+  training: bool = False  # with `config.train_batch_norm`: batch statistics, running averages updated
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -100,7 +105,8 @@ class ConvNorm(nn.Module):
                        bias_init=layers.partitioned(nn.initializers.zeros_init(), ("norm",)), name="norm",
                        **kwargs)
     if cfg.norm == "batch":
-      return nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-5, **norm_kwargs)(x)
+      batch_statistics = self.training and cfg.train_batch_norm
+      return nn.BatchNorm(use_running_average=not batch_statistics, momentum=0.9, epsilon=1e-5, **norm_kwargs)(x)
     return nn.GroupNorm(num_groups=min(cfg.num_groups, self.features), epsilon=1e-5, **norm_kwargs)(x)
 
 
@@ -109,6 +115,7 @@ class ResidualBlock(nn.Module):
   config: ResNetConfig
   features: int
   strides: int
+  training: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> tuple[Array, None]:
@@ -116,15 +123,15 @@ class ResidualBlock(nn.Module):
     cfg = self.config
     if cfg.bottleneck:
       out_features = 4 * self.features
-      y = nn.relu(ConvNorm(cfg, self.features, 1, name="conv_norm_1")(x))
-      y = nn.relu(ConvNorm(cfg, self.features, 3, self.strides, name="conv_norm_2")(y))
-      y = ConvNorm(cfg, out_features, 1, zero_init_norm=True, name="conv_norm_3")(y)
+      y = nn.relu(ConvNorm(cfg, self.features, 1, name="conv_norm_1", training=self.training)(x))
+      y = nn.relu(ConvNorm(cfg, self.features, 3, self.strides, name="conv_norm_2", training=self.training)(y))
+      y = ConvNorm(cfg, out_features, 1, zero_init_norm=True, name="conv_norm_3", training=self.training)(y)
     else:
       out_features = self.features
-      y = nn.relu(ConvNorm(cfg, self.features, 3, self.strides, name="conv_norm_1")(x))
-      y = ConvNorm(cfg, self.features, 3, zero_init_norm=True, name="conv_norm_2")(y)
+      y = nn.relu(ConvNorm(cfg, self.features, 3, self.strides, name="conv_norm_1", training=self.training)(x))
+      y = ConvNorm(cfg, self.features, 3, zero_init_norm=True, name="conv_norm_2", training=self.training)(y)
     if x.shape[-1] != out_features or self.strides != 1:
-      x = ConvNorm(cfg, out_features, 1, self.strides, name="shortcut")(x)
+      x = ConvNorm(cfg, out_features, 1, self.strides, name="shortcut", training=self.training)(x)
     return nn.relu(x + y), None
 
 
@@ -157,23 +164,24 @@ def _repeated_block(name: str) -> bool:
 class ResNet(nn.Module):
   """images float[B, H, W, 3] (normalised) -> grid features float[B, H/stride, W/stride, out_channels]."""
   config: ResNetConfig
+  training: bool = False  # with `config.train_batch_norm`: BatchNorm on batch statistics (mutable batch_stats)
 
   @nn.compact
   def __call__(self, images: Array) -> Array:
     cfg = self.config
-    x = nn.relu(ConvNorm(cfg, cfg.width, 7, 2, name="stem")(images.astype(jnp.dtype(cfg.dtype))))
+    x = nn.relu(ConvNorm(cfg, cfg.width, 7, 2, name="stem", training=self.training)(images.astype(jnp.dtype(cfg.dtype))))
     if cfg.stem_pool:
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     block_class = scan.remat(ResidualBlock, cfg.remat_policy)
     for stage, num_blocks in enumerate(cfg.stage_sizes[:cfg.num_stages]):
       features = cfg.width * 2 ** stage
-      x, _ = block_class(cfg, features, 2 if stage > 0 else 1, name=f"stage_{stage}_block_0")(x)
+      x, _ = block_class(cfg, features, 2 if stage > 0 else 1, self.training, name=f"stage_{stage}_block_0")(x)
       if cfg.scan_layers and num_blocks > 1:
-        x, _ = scan.scanned(block_class, num_blocks - 1, in_axes=())(cfg, features, 1,
+        x, _ = scan.scanned(block_class, num_blocks - 1, in_axes=())(cfg, features, 1, self.training,
                                                                      name=f"stage_{stage}_blocks")(x)
       else:
         for block in range(1, num_blocks):
-          x, _ = block_class(cfg, features, 1, name=f"stage_{stage}_block_{block}")(x)
+          x, _ = block_class(cfg, features, 1, self.training, name=f"stage_{stage}_block_{block}")(x)
     if cfg.projection_dim:
       x = layers.dense(cfg.projection_dim, ("conv_out", "embed"), name="projection",
                        dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))(x)

@@ -157,14 +157,14 @@ class VideoEncoder(nn.Module):
     static_input = frames.reshape(b * t, height, width_px, 3)
     if cfg.coordinate_channels:
       static_input = with_coordinates(static_input)
-    static = resnet.ResNet(cfg.static_backbone, name="static_stream")(static_input)
+    static = resnet.ResNet(cfg.static_backbone, not deterministic, name="static_stream")(static_input)
     _, gh, gw, _ = static.shape
     streams = [static]
     if cfg.two_stream:
       motion = frame_differences(frames, frame_segment_ids).reshape(b * t, height, width_px, 3)
       if cfg.motion_downsample > 1:
         motion = nn.avg_pool(motion, (cfg.motion_downsample,) * 2, (cfg.motion_downsample,) * 2)
-      motion = resnet.ResNet(cfg.motion_backbone, name="motion_stream")(motion)
+      motion = resnet.ResNet(cfg.motion_backbone, not deterministic, name="motion_stream")(motion)
       motion = jax.image.resize(motion, (b * t, gh, gw, motion.shape[-1]), "nearest")
       streams.append(motion)
     fused = jnp.concatenate([s.astype(kwargs["dtype"]) for s in streams], axis=-1)

@@ -3,8 +3,9 @@
 Batch (all int32[B, S] unless noted): inputs, targets, positions, segment_ids, frame_index, loss_mask, and
 video uint8[B, T, H, W, 3]. The loss is the mean cross-entropy over tokens with loss_mask = 1.
 
-BatchNorm is frozen: a model with BatchNorm backbones (`norm="batch"`) normalises with the running statistics
-in `TrainState.batch_stats` (the pretrained backbone's), which no step changes and the optimizer never sees;
+BatchNorm: a model with BatchNorm backbones (`norm="batch"`) normalises with the running statistics in
+`TrainState.batch_stats` (the pretrained backbone's), which the optimizer never sees; no step changes them
+unless a backbone has `train_batch_norm` (then training normalises with batch statistics and updates them);
 its scale and bias train like any parameter.
 """
 import re
@@ -94,24 +95,43 @@ def init_train_state(model: lrr.LRRModel, optimizer: optax.GradientTransformatio
   return nn.unbox(init_boxed_state(model, optimizer, batch, rng))
 
 
+def trains_batch_norm(config: lrr.LRRConfig) -> bool:
+  """Whether a training step updates BatchNorm statistics (a backbone with `train_batch_norm`)."""
+  video = config.video
+  backbones = [video.static_backbone] + ([video.motion_backbone] if video.two_stream else [])
+  return any(b.norm == "batch" and b.train_batch_norm for b in backbones)
+
+
 def loss_and_metrics(params: Any, model: lrr.LRRModel, batch: Batch, dropout_rng: jax.Array | None,
                      batch_stats: Any = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Masked token cross-entropy and accuracy; `batch_stats`: the (frozen) BatchNorm statistics, if any.
+  """Masked token cross-entropy and accuracy; `batch_stats`: the BatchNorm statistics, if any."""
+  loss, (metrics, _) = loss_metrics_and_statistics(params, model, batch, dropout_rng, batch_stats)
+  return loss, metrics
+
+
+def loss_metrics_and_statistics(params: Any, model: lrr.LRRModel, batch: Batch, dropout_rng: jax.Array | None,
+                                batch_stats: Any = None) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
+  """(loss, (metrics, BatchNorm statistics after this batch)): the statistics are `batch_stats` unchanged
+  unless the step trains (a dropout rng) a backbone with `train_batch_norm` (its running averages updated).
 
   With `model.config.loss_chunk_size` > 0 the logits are formed a chunk of positions at a time
   (`chunked_token_sums`); the loss is the same, in float32 whatever the compute dtype.
   """
   variables = model_variables(params, batch_stats)
+  update = dropout_rng is not None and bool(batch_stats) and trains_batch_norm(model.config)
   hidden = model.apply(variables, batch["inputs"], batch["positions"], batch["segment_ids"], batch["frame_index"],
                        batch["video"], deterministic=dropout_rng is None, method=lrr.LRRModel.features,
-                       rngs=None if dropout_rng is None else {"dropout": dropout_rng})
+                       rngs=None if dropout_rng is None else {"dropout": dropout_rng},
+                       mutable=["batch_stats"] if update else False)
+  if update:
+    hidden, batch_stats = hidden[0], dict(hidden[1]["batch_stats"])
   mask = batch["loss_mask"].astype(jnp.float32)
   logits_of = lambda h: model.apply(variables, h, method=lrr.LRRModel.output_logits)
   token_loss, correct = chunked_token_sums(logits_of, hidden, batch["targets"], mask,
                                            model.config.loss_chunk_size)
   num_tokens = jnp.maximum(mask.sum(), 1.0)
   loss = token_loss / num_tokens
-  return loss, {"loss": loss, "token_accuracy": correct / num_tokens, "num_tokens": mask.sum()}
+  return loss, ({"loss": loss, "token_accuracy": correct / num_tokens, "num_tokens": mask.sum()}, batch_stats)
 
 
 def chunked_token_sums(logits_of: Callable[[jax.Array], jax.Array], hidden: jax.Array, targets: jax.Array,
@@ -149,7 +169,9 @@ def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation
   """
 
   def micro_gradients(params, batch_stats, batch: Batch, dropout_rng):
-    grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
+    """((loss, (metrics, BatchNorm statistics)), gradients); with micro-batches the statistics run through
+    them in turn, as over consecutive batches."""
+    grad_fn = jax.value_and_grad(loss_metrics_and_statistics, has_aux=True)
     if accumulation_steps == 1:
       return grad_fn(params, model, batch, dropout_rng, batch_stats)
     micro = jax.tree.map(lambda x: x.reshape(accumulation_steps, -1, *x.shape[1:]), batch)
@@ -157,25 +179,26 @@ def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation
 
     def add(carry, inputs):
       index, micro_batch = inputs
-      (_, metrics), grads = grad_fn(params, model, micro_batch, jax.random.fold_in(dropout_rng, index),
-                                      batch_stats)
+      (_, (metrics, stats)), grads = grad_fn(params, model, micro_batch, jax.random.fold_in(dropout_rng, index),
+                                             carry[2])
       weight = metrics["num_tokens"] / total_tokens
       grads = jax.tree.map(lambda total, g: total + weight * g, carry[0], grads)
       sums = {k: carry[1][k] + (v if k == "num_tokens" else weight * v) for k, v in metrics.items()}
-      return (grads, sums), None
+      return (grads, sums, stats), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     sums = {"loss": 0.0, "token_accuracy": 0.0, "num_tokens": 0.0}
-    (grads, metrics), _ = jax.lax.scan(add, (zeros, sums), (jnp.arange(accumulation_steps), micro))
-    return (metrics["loss"], metrics), grads
+    (grads, metrics, batch_stats), _ = jax.lax.scan(add, (zeros, sums, batch_stats),
+                                                    (jnp.arange(accumulation_steps), micro))
+    return (metrics["loss"], (metrics, batch_stats)), grads
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
     dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    (_, metrics), grads = micro_gradients(state.params, state.batch_stats, batch, dropout_rng)
+    (_, (metrics, batch_stats)), grads = micro_gradients(state.params, state.batch_stats, batch, dropout_rng)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, batch_stats=batch_stats), metrics
 
   return train_step
 

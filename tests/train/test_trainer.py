@@ -126,12 +126,13 @@ def test_freezing_by_path_patterns_trains_only_the_matches():
     one_step(ml_collections.ConfigDict(dict(OPTIMIZER.to_dict(), trainable=("cross_atention",))))
 
 
-def batch_norm_model() -> lrr.LRRModel:
-  """The tiny LRR with both video streams' ResNets on (frozen) BatchNorm, its gates open (the video counts)."""
+def batch_norm_model(train_batch_norm: bool = False) -> lrr.LRRModel:
+  """The tiny LRR with both video streams' ResNets on BatchNorm (frozen unless `train_batch_norm`), its gates
+  open (the video counts)."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   from lrr_jax.models import resnet  # pylint: disable=g-import-not-at-top
   config = lrr.lrr_config("tiny", gate_init=1.0)
-  backbone = dataclasses.replace(resnet.RESNET_CONFIGS["tiny"], norm="batch")
+  backbone = dataclasses.replace(resnet.RESNET_CONFIGS["tiny"], norm="batch", train_batch_norm=train_batch_norm)
   video = dataclasses.replace(config.video, static_backbone=backbone, motion_backbone=backbone, two_stream=True)
   return lrr.LRRModel(dataclasses.replace(config, video=video))
 
@@ -164,3 +165,30 @@ def test_batch_norm_backbones_train_with_their_running_statistics_frozen():
     moved = after.params["video_encoder"]["static_stream"]["stem"]["norm"]["scale"]
     assert np.abs(np.asarray(moved) - np.asarray(state.params["video_encoder"]["static_stream"]["stem"]["norm"]
                                                   ["scale"])).max() > 0
+
+
+def test_batch_norm_trained_with_batch_statistics_updates_its_running_averages():
+  """`train_batch_norm`: a training step normalises with the batch's statistics and moves the running averages
+  by momentum 0.9 towards them (the stem's mean checked against its conv output); evaluation reads them."""
+  model = batch_norm_model(train_batch_norm=True)
+  optimizer = trainer.make_optimizer(OPTIMIZER)
+  batch = fixed_batch()
+  state = trainer.init_train_state(model, optimizer, batch, jax.random.key(0))
+  step = jax.jit(trainer.make_train_step(model, optimizer, trainer.learning_rate_schedule(OPTIMIZER)))
+  after, metrics = step(state, batch)
+  assert np.isfinite(float(metrics["loss"]))
+  old = state.batch_stats["video_encoder"]["static_stream"]["stem"]["norm"]
+  new = after.batch_stats["video_encoder"]["static_stream"]["stem"]["norm"]
+  # The stem's conv output on this batch's frames, as the static stream sees them.
+  from lrr_jax.models import video_encoder  # pylint: disable=g-import-not-at-top
+  frames = video_encoder.normalize_frames(jax.numpy.asarray(batch["video"]))
+  frames = frames.reshape(-1, *frames.shape[2:])
+  if model.config.video.coordinate_channels:
+    frames = video_encoder.with_coordinates(frames)
+  stem = state.params["video_encoder"]["static_stream"]["stem"]["conv"]
+  conv = jax.lax.conv_general_dilated(frames, stem["kernel"], (2, 2), [(3, 3), (3, 3)],
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(new["mean"], 0.9 * old["mean"] + 0.1 * conv.mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
+  loss_before, _ = trainer.loss_and_metrics(after.params, model, batch, None, state.batch_stats)
+  loss_after, _ = trainer.loss_and_metrics(after.params, model, batch, None, after.batch_stats)
+  assert float(loss_before) != float(loss_after)  # evaluation normalises with the running averages
