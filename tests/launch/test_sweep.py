@@ -10,13 +10,18 @@ import pytest
 from launch import sweep
 
 ROOT = pathlib.Path(__file__).parents[2]
-CATER = [f"variant={v},camera={c}" for c in ("static", "moving") for v in ("direct", "no_surrogate", "no_tags", "full")]
+ABLATION = [f"variant={v},camera={c}" for c in ("static", "moving")
+            for v in ("direct", "no_surrogate", "no_tags", "full")]
+ENCODER_OVERRIDES = ["model.video.two_stream=False", "model.video.temporal_window=2", "model.video.temporal_window=4"]
+CATER = ABLATION + [f"variant=full,camera=static,{o}" for o in ENCODER_OVERRIDES]  # run names
+CONFIG_ARGS = ABLATION + ["variant=full,camera=static"] * len(ENCODER_OVERRIDES)
+FLAGS = [[]] * len(ABLATION) + [[f"--config.{o}"] for o in ENCODER_OVERRIDES]
 
 
-def test_cater_sweep_expands_to_the_rationale_ablation_on_both_cameras(tmp_path):
+def test_cater_sweep_expands_to_the_rationale_ablation_on_both_cameras_and_the_encoder_ablations(tmp_path):
   runs = sweep.expand(str(ROOT / "configs/cater.py"), tmp_path)
   assert [r.name for r in runs] == CATER
-  assert [r.config for r in runs] == [f"{ROOT / 'configs/cater.py'}:{arg}" for arg in CATER]
+  assert [r.config for r in runs] == [f"{ROOT / 'configs/cater.py'}:{arg}" for arg in CONFIG_ARGS]
   assert [r.workdir for r in runs] == [tmp_path / arg for arg in CATER]
   assert sweep.command(runs[0], ["--config.num_steps=100"], python="py") == [
       "py", "-m", "lrr_jax.main", f"--config={ROOT / 'configs/cater.py'}:variant=direct,camera=static",
@@ -29,9 +34,10 @@ def test_print_gives_one_command_per_run_for_each_launcher(capsys):
     return capsys.readouterr().out.splitlines()
 
   assert printed("--config.num_steps=100") == [
-      f"py -m lrr_jax.main --config=configs/cater.py:{a} --workdir=sw/{a} --config.num_steps=100" for a in CATER]
-  assert printed("--launcher=slurm") == [
-      f"CONFIG=configs/cater.py:{a} WORKDIR=sw/{a} sbatch launch/slurm.sbatch" for a in CATER]
+      " ".join([f"py -m lrr_jax.main --config=configs/cater.py:{a} --workdir=sw/{name}", *flags,
+                "--config.num_steps=100"]) for a, name, flags in zip(CONFIG_ARGS, CATER, FLAGS)]
+  assert printed("--launcher=slurm")[:len(ABLATION)] == [
+      f"CONFIG=configs/cater.py:{a} WORKDIR=sw/{a} sbatch launch/slurm.sbatch" for a in ABLATION]
   tpu = printed("--launcher=tpu_vm", "--config.batch_size=64")
   assert tpu[0] == (f"CONFIG=configs/cater.py:{CATER[0]} WORKDIR=sw/{CATER[0]} LOGS_DIR=sw/{CATER[0]} "
                     "bash launch/tpu_vm.sh --config.batch_size=64")  # the first run sets the TPU VM up
@@ -82,10 +88,10 @@ def test_summary_table_of_finished_runs(tmp_path, capsys):
   assert table[2] == f"| {CATER[0]} | done | 3.000 | 1.500 | 0.250 |  |"
   assert table[3] == f"| {CATER[1]} | missing |  |  |  |  |"
   assert table[5] == f"| {CATER[3]} | done | 12.250 | 0.750 | 0.500 | 1.125 |"
-  assert len(table) == 2 + 8 and "\n".join(table) in capsys.readouterr().out
+  assert len(table) == 2 + len(CATER) and "\n".join(table) in capsys.readouterr().out
   rows = json.loads((sweep_dir / "summary.json").read_text())
   assert rows[3]["eval"] == {"top1": 0.5, "l1": 1.125} and rows[3]["train"]["loss"] == 0.75
-  assert [r["status"] for r in rows] == ["done", "missing", "missing", "done", *["missing"] * 4]
+  assert [r["status"] for r in rows] == ["done", "missing", "missing", "done", *["missing"] * (len(CATER) - 4)]
 
 
 def test_local_sweep_runs_what_is_missing_and_passes_overrides(tmp_path):
@@ -109,13 +115,14 @@ def test_local_sweep_runs_what_is_missing_and_passes_overrides(tmp_path):
   argv = ["--config=configs/cater.py", f"--sweep_dir={sweep_dir}", f"--python={fake}", "--config.num_steps=7"]
   assert sweep.main(argv) == 1  # two runs failed
   calls = log.read_text().splitlines()
-  assert len(calls) == 7 and not any(CATER[0] in c for c in calls)  # the finished run was skipped
+  assert len(calls) == len(CATER) - 1 and not any(CATER[0] in c for c in calls)  # the finished run was skipped
   assert all(c.startswith("-m lrr_jax.main --config=configs/cater.py:") and c.endswith(" --config.num_steps=7")
              for c in calls)
   rows = json.loads((sweep_dir / "summary.json").read_text())
-  assert [r["status"] for r in rows] == ["done", "done", "failed", "done", "done", "done", "failed", "done"]
+  assert [r["status"] for r in rows] == ["done", "done", "failed", "done", "done", "done", "failed", "done",
+                                         *["done"] * len(ENCODER_OVERRIDES)]
   assert rows[0]["eval"]["top1"] == 0.125 and rows[1]["eval"]["top1"] == 0.5
-  assert sweep.main(argv) == 1 and len(log.read_text().splitlines()) == 9  # a rerun retries only the failures
+  assert sweep.main(argv) == 1 and len(log.read_text().splitlines()) == len(CATER) + 1  # a rerun retries only the failures
 
 
 def test_remote_launchers_only_print():
