@@ -35,9 +35,6 @@ def builder_for(dataset: str, config: str, data_dir: str, **sizes):
         world=generated.acre.AcreConfig(split=config), **sizes)
     return generated.GeneratedAcre(config=builder_config, data_dir=data_dir, file_format="array_record")
   released = _released_builders()
-  if dataset == "something_else" and config not in ("default", "boxes"):  # bins from the name (`boxes<N>`)
-    from lrr_jax.data.builders import something_else  # pylint: disable=g-import-not-at-top
-    config = something_else.builder_config(config)
   if dataset in released:
     builder_config = release.release_config(released[dataset], config, **sizes)
     return released[dataset](config=builder_config, data_dir=data_dir, file_format="array_record")

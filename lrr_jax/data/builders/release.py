@@ -38,6 +38,14 @@ class ReleaseBuilder(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(builder=self, features=records.features(cfg.resolution, cfg.resolution,
                                                                           cfg.frame_format))
 
+  @classmethod
+  def named_config(cls, name: str) -> tfds.core.BuilderConfig:
+    """The builder config called `name` (subclasses may build configs from their names)."""
+    configs = {config.name: config for config in cls.BUILDER_CONFIGS}
+    if name not in configs:
+      raise ValueError(f"Unknown {cls.__name__} config {name!r}; expected one of {sorted(configs)}.")
+    return configs[name]
+
   def make_record(self, frames, examples, label: int, **metadata: Any) -> dict[str, Any]:
     """`records.make_record` with frames stored as the config says."""
     cfg = self.builder_config
@@ -45,20 +53,13 @@ class ReleaseBuilder(tfds.core.GeneratorBasedBuilder):
                                jpeg_quality=cfg.jpeg_quality, **metadata)
 
 
-def release_config(builder_class: type, name: str | tfds.core.BuilderConfig,
-                   **settings: Any) -> tfds.core.BuilderConfig:
-  """`builder_class`'s config `name` (or a config built for it, e.g. Something-Else's `boxes<N>`) with frame
-  settings (`FRAME_SETTINGS`) replaced; the name is kept when they are its own, else `<name>_<hash of the
-  settings>`."""
-  configs = {config.name: config for config in builder_class.BUILDER_CONFIGS}
-  if isinstance(name, tfds.core.BuilderConfig):
-    configs, name = {name.name: name}, name.name
-  if name not in configs:
-    raise ValueError(f"Unknown {builder_class.__name__} config {name!r}; expected one of {sorted(configs)}.")
+def release_config(builder_class: type, name: str, **settings: Any) -> tfds.core.BuilderConfig:
+  """`builder_class`'s config `name` (`named_config`) with frame settings (`FRAME_SETTINGS`) replaced; the name
+  is kept when they are its own, else `<name>_<hash of the settings>`."""
+  base = builder_class.named_config(name)
   unknown = sorted(set(settings) - set(FRAME_SETTINGS))
   if unknown:
     raise ValueError(f"{builder_class.__name__} has no frame setting(s) {unknown}; expected {FRAME_SETTINGS}.")
-  base = configs[name]
   changed = {k: v for k, v in sorted(settings.items()) if v is not None and getattr(base, k) != v}
   if not changed:
     return base

@@ -92,6 +92,11 @@ class SomethingElse(release.ReleaseBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = "Put annotations/ (split, labels, boxes) and frames/ in manual_dir."
   BUILDER_CONFIGS = [builder_config("default"), builder_config("boxes")]
 
+  @classmethod
+  def named_config(cls, name: str) -> SomethingElseConfig:
+    """`default`, `boxes` or `boxes<N>` (bins from the name)."""
+    return builder_config(name)
+
   def _split_generators(self, dl_manager):
     manual = pathlib.Path(dl_manager.manual_dir)
     labels = files.read_json(manual / "annotations" / "labels.json", dict)
