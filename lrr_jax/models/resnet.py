@@ -139,7 +139,7 @@ def stack_blocks(variables: dict[str, Any], config: ResNetConfig) -> dict[str, A
   """A `ResNet`'s variables (one collection) from the unrolled layout (`stage_<s>_block_<b>`) to the scanned
   one (`stage_<s>_block_0`, then `stage_<s>_blocks` stacking the others)."""
   stacked = {name: v for name, v in variables.items() if not _repeated_block(name)}
-  for stage, num_blocks in enumerate(config.stage_sizes):
+  for stage, num_blocks in enumerate(config.stage_sizes[:config.num_stages]):
     if num_blocks > 1:
       stacked[f"stage_{stage}_blocks"] = scan.stack([variables[f"stage_{stage}_block_{b}"]
                                                      for b in range(1, num_blocks)])
@@ -149,7 +149,7 @@ def stack_blocks(variables: dict[str, Any], config: ResNetConfig) -> dict[str, A
 def unstack_blocks(variables: dict[str, Any], config: ResNetConfig) -> dict[str, Any]:
   """The inverse of `stack_blocks`: scanned layout -> unrolled layout."""
   unrolled = {name: v for name, v in variables.items() if not name.endswith("_blocks")}
-  for stage, num_blocks in enumerate(config.stage_sizes):
+  for stage, num_blocks in enumerate(config.stage_sizes[:config.num_stages]):
     if num_blocks > 1:
       for b, block in enumerate(scan.unstack(variables[f"stage_{stage}_blocks"], num_blocks - 1), start=1):
         unrolled[f"stage_{stage}_block_{b}"] = block

@@ -81,3 +81,15 @@ def test_a_truncated_resnet_gives_the_full_ones_intermediate_features():
   np.testing.assert_array_equal(resnet.ResNet(cut).apply({"params": params}, images), expected)
   with pytest.raises(ValueError, match=r"grid_stage=4: a ResNet of 2 stages .* has stages 2 \(conv2_x\) to 3"):
     resnet.resnet_config("tiny", grid_stage=4)
+
+
+def test_a_truncated_backbone_stacks_and_unstacks_only_the_stages_it_builds():
+  """A scanned backbone with `grid_stage` short of the last (the recipe's conv4_x): the layouts convert."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  cfg = resnet.resnet_config("tiny", stage_sizes=(1, 2, 2), grid_stage=3)  # stages 0 and 1 built
+  images = np.zeros((1, 16, 16, 3), np.float32)
+  unrolled = resnet.ResNet(cfg).init(jax.random.key(0), images)["params"]
+  scanned = resnet.ResNet(dataclasses.replace(cfg, scan_layers=True)).init(jax.random.key(0), images)["params"]
+  stacked = resnet.stack_blocks(unrolled, cfg)
+  assert jax.tree.structure(stacked) == jax.tree.structure(scanned)
+  jax.tree.map(np.testing.assert_array_equal, resnet.unstack_blocks(stacked, cfg), unrolled)
