@@ -91,9 +91,14 @@ class GatedCrossAttention(nn.Module):
     """Project the video once; the result can be cached for all decoding steps."""
     return self.attention.keys_values(visual_tokens)
 
-  def __call__(self, hidden: Array, visual_keys: Array, visual_values: Array,
+  def __call__(self, hidden: Array, visual_keys: Array, visual_values: Array | None,
                visibility: attention.Visibility, deterministic: bool = True) -> Array:
-    """hidden: [B, S, E]; visual_keys/values: [B or 1, M, H, D]; visibility: `frame_visibility`."""
+    """hidden: [B, S, E]; visual_keys/values: the projected video [B or 1, M, H, D] (`visual_keys_values`,
+    cached when decoding), or the video's tokens [B or 1, M, E] and None: projected here, inside the block, so
+    that a rematerialised block recomputes the projection instead of saving it (training: the keys and values
+    of every block at 16 frames are GiBs). visibility: `frame_visibility`."""
+    if visual_values is None:
+      visual_keys, visual_values = self.visual_keys_values(visual_keys)
     query = self.attention.queries(self.attention_norm(hidden))
     attended = self.attention.attend(query, visual_keys, visual_values, visibility, deterministic)
     mask = visibility.dense()  # bool[B, 1, S, M]; below, only reduced over M (XLA fuses it into the reduction)

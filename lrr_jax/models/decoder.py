@@ -232,12 +232,13 @@ class LayerGroup(nn.Module):
     if not cfg.cross_attention_layers or cross_visibility is None:
       return hidden, new_cache
     block = cross_attention_block(cfg, "cross_attention")
-    if visual_tokens is not None:
-      keys, values = block.visual_keys_values(visual_tokens)
-      if new_cache is not None:
-        new_cache["cross_attention"] = {"keys": keys, "values": values}
-    else:
+    if visual_tokens is None:
       keys, values = cache["cross_attention"]["keys"], cache["cross_attention"]["values"]
+    elif new_cache is not None:  # decoding: the projection is kept for the later tokens
+      keys, values = block.visual_keys_values(visual_tokens)
+      new_cache["cross_attention"] = {"keys": keys, "values": values}
+    else:  # training: projected inside the (rematerialised) block
+      keys, values = visual_tokens, None
     return block(hidden, keys, values, cross_visibility, deterministic), new_cache
 
 
@@ -336,11 +337,12 @@ class Decoder(nn.Module):
                        deterministic: bool) -> tuple[Array, Cache | None]:
     """The layers one by one; the cache holds an entry per layer and per cross-attention block."""
     visual_kv = None
-    if cross_visibility is not None and visual is not None:
+    if cross_visibility is not None and visual is not None and cache is None:  # projected inside each block
+      visual_kv = {i: (visual.tokens, None) for i in self.cross_attention}
+    elif cross_visibility is not None and visual is not None:
       visual_kv = {i: block.visual_keys_values(visual.tokens) for i, block in self.cross_attention.items()}
-      if cache is not None:
-        cache["cross_attention"] = {f"cross_attention_{i}": {"keys": k, "values": v}
-                                    for i, (k, v) in visual_kv.items()}
+      cache["cross_attention"] = {f"cross_attention_{i}": {"keys": k, "values": v}
+                                  for i, (k, v) in visual_kv.items()}
     elif cross_visibility is not None:
       visual_kv = {i: (cache["cross_attention"][f"cross_attention_{i}"]["keys"],
                        cache["cross_attention"][f"cross_attention_{i}"]["values"]) for i in self.cross_attention}
