@@ -48,9 +48,13 @@ def read(path) -> list[dict[str, Any]]:
 
 def metric_values(lines: Sequence[dict[str, Any]], metric: str, dataset: str | None = None,
                   where: str = "eval_examples.jsonl") -> tuple[np.ndarray, np.ndarray]:
-  """(indices int[N], values float[N]) of `metric` by record index (of `dataset` in a mixture's file)."""
+  """(indices int[N], values float[N]) of `metric` by record index (of `dataset` in a mixture's file). A
+  group's score, '<group key>/<value>' (ACRE's 'query_type/direct'), is the accuracy of the group's records."""
   chosen = [line for line in lines if dataset is None or line.get("dataset") == dataset]
-  missing = [line["index"] for line in chosen if metric not in line["scores"]]
+  name, (key, _, value) = metric, metric.partition("/")
+  if value and not any(metric in line["scores"] for line in chosen) and any(key in line["groups"] for line in chosen):
+    chosen, name = [line for line in chosen if line["groups"].get(key) == value], "accuracy"
+  missing = [line["index"] for line in chosen if name not in line["scores"]]
   if missing or not chosen:
     raise ValueError(f"{where} has no per-record {metric!r}" + (f" of {dataset}" if dataset else "")
                      + (f" (records {missing[:5]}...)" if missing else "") + ".")
@@ -58,4 +62,4 @@ def metric_values(lines: Sequence[dict[str, Any]], metric: str, dataset: str | N
   indices = np.array([line["index"] for line in chosen])
   if len(set(indices.tolist())) != len(indices):
     raise ValueError(f"{where} holds a record index twice" + (f" in {dataset}" if dataset else "") + ".")
-  return indices, np.array([float(line["scores"][metric]) for line in chosen])
+  return indices, np.array([float(line["scores"][name]) for line in chosen])

@@ -66,6 +66,9 @@ def test_eval_examples_read_back_and_bad_lines_are_named(tmp_path):
   assert outcomes.read(path) == lines
   indices, values = outcomes.metric_values(outcomes.read(path), "l1")
   assert indices.tolist() == [0, 2] and values.tolist() == [2.0, 0.5]  # by record index
+  assert outcomes.metric_values(lines, "split/iid")[1].tolist() == [0.0, 1.0]  # a group's accuracy
+  with pytest.raises(ValueError, match="has no per-record 'split/ood'"):
+    outcomes.metric_values(lines, "split/ood")
   with pytest.raises(ValueError, match="has no per-record 'top1'"):
     outcomes.metric_values(lines, "top1")
   with pytest.raises(ValueError, match="2 values of 'l1' for 3 records"):
