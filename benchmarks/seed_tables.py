@@ -82,13 +82,16 @@ def read_run(cell: str, seed: int, run: sweep.Run, metrics: Sequence[str], faile
   if path:
     results, lines = sweep.read_results(run), outcomes.read(path)
     record["minutes"], record["eval_minutes"] = run_minutes(results)
-    record["values"] = {m: outcomes.metric_values(lines, m, where=str(path)) for m in metrics}
+    record["values"] = {m: outcomes.metric_values(lines, m, where=str(path)) for m in metrics
+                        if outcomes.has_metric(lines, m)}  # e.g. a query type the split lacks: none
   return record
 
 
 def cell_values(runs: Sequence[dict], metric: str) -> list[np.ndarray]:
-  """The done runs' per-record values of `metric`, checked to be over the same records."""
+  """The done runs' per-record values of `metric`, checked to be over the same records ([]: a run lacks it)."""
   done = [r for r in runs if r["status"] == "done"]
+  if not all(metric in r["values"] for r in done):
+    return []
   for run in done[1:]:
     if not np.array_equal(run["values"][metric][0], done[0]["values"][metric][0]):
       raise ValueError(f"{run['workdir']} and {done[0]['workdir']} scored other held-out records for {metric!r}; "
@@ -101,11 +104,13 @@ def cell_row(table: str, cell: str, runs: Sequence[dict], num_resamples: int) ->
   spec, done = tables.TABLES[table], [r for r in runs if r["status"] == "done"]
   row = {**tables.labels(cell), "cell": cell, "seeds": [r["seed"] for r in done],
          "missing_seeds": [r["seed"] for r in runs if r["status"] != "done"],
-         "records": len(done[0]["values"][spec.metrics[0]][0]) if done else 0,
+         "records": max((len(v[0]) for v in done[0]["values"].values()), default=0) if done else 0,
          "minutes": [r["minutes"] for r in done], "eval_minutes": [r["eval_minutes"] for r in done],
          "workdirs": [r["workdir"] for r in runs], "metrics": {}}
-  for metric in spec.metrics if done else ():
+  for metric in spec.metrics:
     values = cell_values(runs, metric)
+    if not values:
+      continue
     interval = intervals.cell_interval(values, num_resamples)
     row["metrics"][metric] = {"mean": interval.mean, "low": interval.low, "high": interval.high,
                               "per_seed": [float(v.mean()) for v in values], "records": len(values[0])}

@@ -46,6 +46,13 @@ def read(path) -> list[dict[str, Any]]:
   return lines
 
 
+def has_metric(lines: Sequence[dict[str, Any]], metric: str) -> bool:
+  """Whether every line scores `metric`, or some line is in the group it names ('query_type/direct')."""
+  key, _, value = metric.partition("/")
+  return bool(lines) and (all(metric in line["scores"] for line in lines)
+                          or any(value and line["groups"].get(key) == value for line in lines))
+
+
 def metric_values(lines: Sequence[dict[str, Any]], metric: str, dataset: str | None = None,
                   where: str = "eval_examples.jsonl") -> tuple[np.ndarray, np.ndarray]:
   """(indices int[N], values float[N]) of `metric` by record index (of `dataset` in a mixture's file). A

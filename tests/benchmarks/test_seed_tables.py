@@ -14,6 +14,7 @@ import pytest
 from benchmarks import reproduce
 from benchmarks import seed_tables
 from lrr_jax import config_checks
+from lrr_jax.data.worlds import acre
 from tests.benchmarks import fake_runs
 
 ROOT = pathlib.Path(__file__).parents[2]
@@ -113,3 +114,36 @@ def test_seeds_are_a_count_or_a_list():
   for bad in ("0", "1,1", "x", "-1,2"):
     with pytest.raises(ValueError, match="--seeds="):
       seed_tables.parse_seeds(bad)
+
+
+def test_acre_cells_score_each_query_type_and_judge_the_ablation_per_split(tmp_path):
+  """Per-record accuracy grouped by query type (backward blocking absent from these records: no score); the
+  ablation's orderings within each split."""
+  types = acre.QUERY_TYPES[:3]  # no "potential" (backward blocking)
+  for split, gain in (("iid", 0.5), ("compositional", 0.0), ("systematic", -0.5)):
+    for variant, level in (("direct", 0.0), ("no_surrogate", 0.5), ("full", 1.0)):
+      for seed in (0, 1):
+        workdir = tmp_path / "runs" / "acre" / f"split={split},variant={variant},seed={seed}"
+        workdir.mkdir(parents=True)
+        hits = (np.random.default_rng(3).random(300) < 0.4 + gain * level * 0.6).astype(int)
+        lines = [{"index": i, "scores": {"accuracy": int(h), "well_formed": 1},
+                  "groups": {"split": split, "query_type": types[i % 3]}, "response": ""} for i, h in enumerate(hits)]
+        (workdir / "eval_examples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        (workdir / "results.json").write_text(json.dumps(
+            {"minutes": 9.0, "eval": {}, "eval_examples": {"file": "eval_examples.jsonl", "count": 300}}))
+  out = tmp_path / "out"
+  reproduce.main(["--tables=acre", "--seeds=2", f"--sweep_dir={tmp_path / 'runs'}", f"--out={out}",
+                  "--num_resamples=300", "--summary"])
+  cells = json.loads((out / "acre_seeds.json").read_text())["cells"]
+  assert len(cells) == 9 and all(c["seeds"] == [0, 1] and c["records"] == 300 for c in cells)
+  iid_full = next(c for c in cells if (c["split"], c["variant"]) == ("iid", "full"))["metrics"]
+  hits = (np.random.default_rng(3).random(300) < 0.7).astype(int)
+  assert iid_full["accuracy"]["mean"] == hits.mean() and iid_full["query_type/indirect"]["records"] == 100
+  assert iid_full["query_type/indirect"]["mean"] == hits[1::3].mean() and "query_type/potential" not in iid_full
+  verdicts = {o["name"]: o["verdict"] for o in json.loads((out / "orderings.json").read_text())["orderings"]}
+  assert verdicts == {"iid: full > no surrogate tasks": "holds", "iid: no surrogate tasks > direct": "holds",
+                      "iid: full > direct": "holds", "compositional: full > no surrogate tasks": "not resolved",
+                      "compositional: no surrogate tasks > direct": "not resolved",
+                      "compositional: full > direct": "not resolved",
+                      "systematic: full > no surrogate tasks": "reversed",
+                      "systematic: no surrogate tasks > direct": "reversed", "systematic: full > direct": "reversed"}
