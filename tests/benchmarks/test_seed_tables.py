@@ -39,7 +39,8 @@ def test_finished_seeds_become_cells_with_intervals_and_orderings(tmp_path):
   assert cells["full"]["minutes"] == [50.0, 51.0, 52.0] and cells["full"]["workdirs"][0].endswith(
       "cater/variant=full,camera=static,seed=0")
   assert cells["no_tags"]["seeds"] == [0, 1] and cells["no_tags"]["missing_seeds"] == [2]
-  assert f"| full | 0,1,2 | 512 | {full['mean']:.3f} [{full['low']:.3f}, " in (out / "cater_static_seeds.md").read_text()
+  table_md = (out / "cater_static_seeds.md").read_text()
+  assert f"| full | 0,1,2 | 512 | {full['mean']:.3f} [{full['low']:.3f}, " in table_md
   assert (out / "cater_static_seeds.png").stat().st_size > 1000
   orderings = {o["name"]: o for o in json.loads((out / "orderings.json").read_text())["orderings"]}
   assert {name: o["verdict"] for name, o in orderings.items()} == {
