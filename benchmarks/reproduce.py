@@ -2,68 +2,38 @@
 
   python -m benchmarks.reproduce --tables=cater_static,search          # what this CPU ran (see README)
   python -m benchmarks.reproduce --tables=cater_static,cater_moving,acre,search --config.num_steps=1600
+  python -m benchmarks.reproduce --tables=cater_static,cater_encoder --seeds=3 --sweep_dir=workdirs/seeds
 
-Tables:
-  cater_static, cater_moving: LRR's rationale ablation on generated CATER (direct answer, rationale without
-    surrogate tasks, without stage tags, full), one camera each; the LLaVA-o1 training comparison
-    (direct vs no stage tags vs stage tags) is the same runs' direct / no_tags / full rows.
-  cater_encoder: the video encoder's ablation on the full rationale, static camera: two streams vs the static
-    stream alone, and temporal attention over all earlier frames vs only the previous tau (configs/cater.py).
-  acre: the ablation (direct, no surrogate tasks, full) on the three generated ACRE splits.
+Tables (benchmarks/tables.py): cater_static, cater_moving (the rationale ablation, one camera each),
+cater_encoder (two streams vs one, temporal window tau), acre (the ablation on three splits); and
   search: greedy vs best-of-N vs sentence-level vs stage-level beam search on the full CATER (static) run.
 Runs live under --sweep_dir (finished runs are reused); results go to --out as JSON, Markdown and PNGs.
 Every run uses the config's seed (0) for its data, initialisation and data order.
+
+--seeds=N (or --seeds=0,1,2): every training cell once per seed on one world, each cell as mean and 95%
+interval over seeds and held-out records, and the papers' orderings judged (benchmarks/seed_tables.py:
+run layout, defaults, files); --summary there only reads the runs that exist.
 """
 import argparse
-import dataclasses
 import json
 import pathlib
 import subprocess
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import matplotlib
 matplotlib.use("Agg")
 from matplotlib import figure  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from benchmarks import seed_tables  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
-from lrr_jax.data.worlds import acre  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lrr_jax.evaluation import intervals  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@dataclasses.dataclass(frozen=True)
-class Table:
-  config: str  # the config file whose sweep has the runs
-  keep: Callable[[dict[str, str]], bool]  # which of the sweep's runs, by their labels (`labels`)
-  keys: tuple[str, ...]  # the labels that name a row
-  metrics: tuple[str, ...]  # the evaluator's names; the first is the plotted headline
-  defaults: dict[str, str] = dataclasses.field(default_factory=dict)  # a key a run's name lacks
-
-
-def rationale_run(camera: str) -> Callable[[dict[str, str]], bool]:
-  """The rationale ablation's runs with this camera (no encoder overrides)."""
-  return lambda run: run.get("camera") == camera and not any(k.startswith("model.") for k in run)
-
-
-CATER_METRICS = ("top1", "top5", "l1", "well_formed")
-TABLES = {
-    "cater_static": Table("configs/cater.py", rationale_run("static"), ("variant",), CATER_METRICS),
-    "cater_moving": Table("configs/cater.py", rationale_run("moving"), ("variant",), CATER_METRICS),
-    # The video encoder's ablation on the full rationale, static camera: both streams and all earlier frames
-    # (the full run of cater_static), the static stream alone, temporal attention over only tau frames back.
-    "cater_encoder": Table("configs/cater.py",
-                           lambda run: (run.get("variant"), run.get("camera")) == ("full", "static"),
-                           ("model.video.two_stream", "model.video.temporal_window"), CATER_METRICS,
-                           {"model.video.two_stream": "True", "model.video.temporal_window": "0"}),
-    "acre": Table("configs/acre.py", lambda run: True, ("split", "variant"),
-                  ("accuracy", *(f"query_type/{q}" for q in acre.QUERY_TYPES), "well_formed")),  # the evaluator's
-}
-
-
-def labels(name: str) -> dict[str, str]:
-  """'variant=direct,camera=static' -> {'variant': 'direct', 'camera': 'static'}."""
-  return dict(part.split("=", 1) for part in name.split(",") if "=" in part)
+TABLES, labels = tables.TABLES, tables.labels  # what the tables are (benchmarks/tables.py)
 
 
 def train_table(table: str, sweep_dir: pathlib.Path, extra: Sequence[str], python: str) -> list[dict[str, Any]]:
@@ -121,18 +91,31 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--out", default="benchmarks/results/reproduce")
   parser.add_argument("--num_examples", type=int, default=32, help="test examples of the search table")
   parser.add_argument("--num_candidates", type=int, default=4)
+  parser.add_argument("--seeds", help="a count (3: seeds 0, 1, 2) or seeds (0,1,2): each cell once per seed")
+  parser.add_argument("--num_resamples", type=int, default=intervals.NUM_RESAMPLES, help="bootstrap (--seeds)")
+  parser.add_argument("--summary", action="store_true", help="--seeds: only read the runs there are")
   parser.add_argument("--python", default=sys.executable)
   args, extra = parser.parse_known_args(argv)
   out, sweep_dir = pathlib.Path(args.out), pathlib.Path(args.sweep_dir)
+  names = args.tables.split(",")
+  unknown = [t for t in names if t not in TABLES and not (t == "search" and not args.seeds)]
+  if unknown:
+    parser.error(f"unknown table(s) {unknown}; expected one of {sorted(TABLES)}"
+                 + (" (the search table has no --seeds mode)" if args.seeds else " or search"))
   out.mkdir(parents=True, exist_ok=True)
-  for table in args.tables.split(","):
+  if args.seeds:
+    seeds = seed_tables.parse_seeds(args.seeds)
+    judged = [j for table in names for j in seed_tables.seeds_table(
+        table, sweep_dir, out, seeds, extra, args.python, args.num_resamples, args.summary)]
+    everything = seed_tables.write_orderings(out, judged, names)
+    print(f"\norderings\n{seed_tables.orderings_markdown(everything)}", flush=True)
+    return
+  for table in names:
     if table == "search":
       rows = search_table(sweep_dir, args.python, args.num_examples, args.num_candidates)
-    elif table in TABLES:
+    else:
       rows = train_table(table, sweep_dir, extra, args.python)
       plot(rows, table, out / f"{table}.png")
-    else:
-      raise ValueError(f"Unknown table {table!r}; expected search or one of {sorted(TABLES)}.")
     (out / f"{table}.json").write_text(json.dumps({"rows": rows, "overrides": extra, "seed": 0}, indent=2))
     (out / f"{table}.md").write_text(markdown(rows) + "\n")
     print(f"\n{table}\n{markdown(rows)}", flush=True)

@@ -32,10 +32,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # lrr_jax/data/surrogate.py) is inserted into its rationale and answered (LRR: 0.3); 0 in the demo, whose
   # figures were measured without it. With it, raise max_length to 240: prompted examples run to 222 tokens
   # (188 on average, against 163 unprompted), and those that do not fit are trained unprompted.
+  # world_seed: the seed the generated world is written with (-1: config.seed), so that runs with other seeds
+  # (initialisation, data order) can share one world and its held-out set.
   config.data = dict(dataset="generated_cater", builder_config="tiny", data_dir="", num_train=4096, num_eval=128,
                      variant=args["variant"], max_length=192, vocab_size=512, tokenizer="", eval_split="test",
                      brightness_jitter=0.0, worker_count=0, worker_buffer=1, read_threads=2, prefetch_buffer=4,
-                     mixture=(), surrogate_prompt_prob=0.0)
+                     mixture=(), surrogate_prompt_prob=0.0, world_seed=-1)
   # From scratch: no dropout, open cross-attention gates (tanh(1) = 0.76), sharper queries, CoordConv channels.
   # Every DecoderConfig / VideoEncoderConfig / ResNetConfig field is a key here (None: the `size` preset's).
   # init_from: a local Hugging Face OPT directory whose weights (and architecture) the decoder starts from.

@@ -20,7 +20,7 @@ import re
 import shlex
 import subprocess
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,11 +123,14 @@ def write_summary(runs: Sequence[Run], sweep_dir: pathlib.Path, failed: Sequence
   return table
 
 
-def run_locally(runs: Sequence[Run], extra: Sequence[str], python: str) -> list[str]:
-  """Train the runs one after another (skipping finished ones); the names of those that failed."""
+def run_locally(runs: Sequence[Run], extra: Sequence[str], python: str,
+                done: Callable[[Run], bool] | None = None) -> list[str]:
+  """Train the runs one after another, skipping those `done` (default: with a results.json); the names of
+  those that failed. A finished run not `done` is evaluated again by `lrr_jax.main`."""
+  done = done or (lambda run: read_results(run) is not None)
   failed = []
   for i, run in enumerate(runs):
-    if read_results(run) is not None:
+    if done(run):
       print(f"[{i + 1}/{len(runs)}] {run.name}: done already ({run.workdir / 'results.json'})", flush=True)
       continue
     print(f"[{i + 1}/{len(runs)}] {run.name}: {shlex.join(command(run, extra, python=python))}", flush=True)

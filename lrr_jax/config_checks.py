@@ -34,7 +34,7 @@ FREE_ON_RESUME = ("log_every", "checkpoint.every", "checkpoint.keep", "eval", "s
                   "data.prefetch_buffer", "data.worker_buffer")
 _ABSENT = "<absent>"
 # Keys added since runs were first written, with the value a run from before them ran with: absent equals it.
-ADDED_KEYS = {"data.surrogate_prompt_prob": 0.0}
+ADDED_KEYS = {"data.surrogate_prompt_prob": 0.0, "data.world_seed": -1}
 
 
 class ConfigError(ValueError):
@@ -80,6 +80,8 @@ def range_errors(config: ConfigDict) -> list[str]:
   bounds.append(("optimizer.final_fraction", lambda v: 0 <= v <= 1, "must be in [0, 1]"))
   if _lookup(config, "data.surrogate_prompt_prob") is not None:  # absent from older configs: no prompting
     bounds.append(("data.surrogate_prompt_prob", lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+  if _lookup(config, "data.world_seed") is not None:  # absent from older configs: config.seed
+    bounds.append(("data.world_seed", lambda v: v >= -1 and v == int(v), "must be an integer >= -1 (-1: seed)"))
   errors = []
   for key, holds, expected in bounds:
     value = _lookup(config, key)
@@ -184,10 +186,18 @@ def flatten(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
+def _world_resolved(flat: dict[str, Any]) -> dict[str, Any]:
+  """A flattened config with `data.world_seed` as the seed its world is written with (-1 or absent: `seed`,
+  `experiment.world_seed`), so that a run of seed 0 given `world_seed=0` resumes one that ran without it."""
+  value = flat.get("data.world_seed", ADDED_KEYS["data.world_seed"])
+  return {**flat, "data.world_seed": flat.get("seed") if value is None or value < 0 else value}
+
+
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
   """{key: (old value, new value)} where two configs differ; an absent key equals None (a preset's value),
-  an empty value (a key added since, such as an unset path) or its value in ADDED_KEYS."""
-  old, new = flatten(old), flatten(new)
+  an empty value (a key added since, such as an unset path) or its value in ADDED_KEYS. `data.world_seed`
+  compares (and is reported) as the seed of the world written (`_world_resolved`)."""
+  old, new = _world_resolved(flatten(old)), _world_resolved(flatten(new))
   changes = {}
   for key in sorted(set(old) | set(new)):
     before, after = old.get(key, ADDED_KEYS.get(key)), new.get(key, ADDED_KEYS.get(key))

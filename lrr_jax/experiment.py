@@ -104,15 +104,21 @@ def video_shape(config: ConfigDict) -> tuple[int, int]:
   return frames.num_frames, frames.resolution
 
 
+def world_seed(config: ConfigDict) -> int:
+  """The seed a generated world is written with: `data.world_seed`, or `seed` where that is -1 (or absent)."""
+  value = config.data.get("world_seed", -1)
+  return config.seed if value is None or value < 0 else value
+
+
 def builder_sizes(config: ConfigDict, dataset: str | None = None) -> dict[str, Any]:
   """The keyword arguments of `dataset`'s builder (default: the run's first): a generated CATER world's fields
-  and sizes; a generated ACRE's sizes (its world is its split, the builder config); a released dataset's frame
-  settings: written at `data.resolution`, stored as `data.frame_format` with `data.jpeg_quality` (those the
-  config has)."""
+  and sizes; a generated ACRE's sizes (its world is its split, the builder config), both seeded by `world_seed`;
+  a released dataset's frame settings: written at `data.resolution`, stored as `data.frame_format` with
+  `data.jpeg_quality` (those the config has)."""
   dataset = dataset or sources(config)[0].dataset
   if not dataset.startswith("generated_"):
     return {key: config.data[key] for key in ("resolution", "frame_format", "jpeg_quality") if key in config.data}
-  sizes = dict(num_train=config.data.num_train, num_test=config.data.num_eval, seed=config.seed)
+  sizes = dict(num_train=config.data.num_train, num_test=config.data.num_eval, seed=world_seed(config))
   return {**config.world.to_dict(), **sizes} if dataset == "generated_cater" else sizes
 
 

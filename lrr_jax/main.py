@@ -8,6 +8,8 @@ Before any work the config is validated (`lrr_jax.config_checks`). A workdir wit
 unless the config changes its arithmetic (refused, naming the keys; `--config.resume_with_changes=True`
 overrides); one finished (checkpoint at num_steps) is evaluated again, keeping its train metrics and earlier
 results. `<workdir>/run.json` records every start: time, command line, config, step resumed from, changes.
+Each evaluated record's scores go to `<workdir>/eval_examples.jsonl` (`lrr_jax.evaluation.outcomes`), named
+with their count in results.json's `eval_examples`.
 """
 import datetime
 import json
@@ -23,6 +25,7 @@ from ml_collections import config_flags
 from lrr_jax import config_checks
 from lrr_jax import experiment
 from lrr_jax.data import files
+from lrr_jax.evaluation import outcomes
 from lrr_jax.evaluation import sharding
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
@@ -84,28 +87,30 @@ def response_results(responses: list[str] | dict[str, list[str]]) -> dict:
 
 
 def evaluate_finished(config: ml_collections.ConfigDict, workdir, model, evaluator,
-                      step: int, earlier: dict | None) -> dict:
-  """Results of a run whose checkpoint is at (or past) config.num_steps: its checkpoint evaluated again, the
-  train metrics those of the `earlier` results (or of metrics.jsonl if the run stopped before writing any)."""
+                      step: int, earlier: dict | None) -> tuple[dict, list[dict]]:
+  """Results and per-record lines of a run whose checkpoint is at (or past) config.num_steps: its checkpoint
+  evaluated again, the train metrics those of the `earlier` results (or of metrics.jsonl if the run stopped
+  before writing any)."""
   print(f"{workdir} is finished: its checkpoint is at step {step} (config.num_steps={config.num_steps}); "
         "evaluating it again, training nothing.", flush=True)
   variables, _ = checkpoint.restore_variables(workdir / "ckpt", experiment.variable_shapes(model), step)
-  scores, responses = evaluator(trainer.model_variables(variables["params"], variables["batch_stats"]))
+  evaluation = evaluator.evaluate(trainer.model_variables(variables["params"], variables["batch_stats"]))
   train = earlier["train"] if earlier and earlier.get("train") else experiment.last_train_metrics(workdir, step)
-  return {"train": train, "eval": scores, "params_checksum": loop.params_checksum(variables["params"]),
-          **response_results(responses)}
+  return ({"train": train, "eval": evaluation.scores, "params_checksum": loop.params_checksum(variables["params"]),
+           **response_results(evaluation.responses)}, evaluation.examples)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir, model, train_data, evaluator) -> dict:
-  """Train (or resume), then evaluate; SIGTERM on any process saves, or ends the evaluation at its next batch
-  with the scores so far (`partial`)."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir, model, train_data,
+                       evaluator) -> tuple[dict, list[dict]]:
+  """Train (or resume), then evaluate: results and per-record lines; SIGTERM on any process saves, or ends the
+  evaluation at its next batch with the scores so far (`partial`)."""
   preemption = loop.Preemption()
   state, train_metrics = loop.train(config, model, train_data, workdir,
                                     lambda variables, count: evaluator(variables, count, preemption.agreed)[0],
                                     preemption)
-  scores, responses = evaluator(state.variables, should_stop=preemption.agreed)
-  return {"train": train_metrics, "eval": scores, "params_checksum": loop.params_checksum(state.params),
-          **response_results(responses)}
+  evaluation = evaluator.evaluate(state.variables, should_stop=preemption.agreed)
+  return ({"train": train_metrics, "eval": evaluation.scores, "params_checksum": loop.params_checksum(state.params),
+           **response_results(evaluation.responses)}, evaluation.examples)
 
 
 def main(argv):
@@ -130,10 +135,13 @@ def main(argv):
   model = experiment.make_model(config, tokenizer)
   evaluator = experiment.make_run_evaluator(config, model, test_sources, tokenizer)
   if finished:
-    results = evaluate_finished(config, workdir, model, evaluator, step, kept[-1] if kept else None)
+    results, examples = evaluate_finished(config, workdir, model, evaluator, step, kept[-1] if kept else None)
   else:
-    results = train_and_evaluate(config, workdir, model, train_data, evaluator)
+    results, examples = train_and_evaluate(config, workdir, model, train_data, evaluator)
+  examples_file = workdir / distributed.process_file_name(outcomes.FILE)
+  outcomes.write(examples_file, examples)
   results.update(step=step if finished else config.num_steps, minutes=(time.time() - start) / 60,
+                 evaluated_only=finished, eval_examples=dict(file=examples_file.name, count=len(examples)),
                  config=config.to_dict(), earlier_results=kept)  # nothing lost
   if config.data.get("mixture"):
     results["eval_by_dataset"] = by_dataset(config, results["eval"])

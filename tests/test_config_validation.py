@@ -43,6 +43,7 @@ def test_the_shipped_configs_are_valid(config, num_devices):
     ("optimizer.b2", 1.0, "config.optimizer.b2=1.0 must be in [0, 1)."),
     ("optimizer.final_fraction", 1.5, "config.optimizer.final_fraction=1.5 must be in [0, 1]."),
     ("data.surrogate_prompt_prob", 1.3, "config.data.surrogate_prompt_prob=1.3 must be in [0, 1]."),
+    ("data.world_seed", -2, "config.data.world_seed=-2 must be an integer >= -1 (-1: seed)."),
     ("grad_accum_steps", 0, "config.grad_accum_steps=0 must be > 0."),
     ("log_every", 0, "config.log_every=0 must be > 0."),
     ("eval.batch_size", 0, "config.eval.batch_size=0 must be > 0."),
@@ -122,7 +123,8 @@ def test_changes_that_alter_the_arithmetic_are_refused():
   new = cater_config(**{"optimizer.lr": 0.01, "num_steps": 2000, "seed": 1, "data.variant": "direct"}).to_dict()
   assert config_checks.resume_changes(cater.get_config().to_dict(), new) == {
       "data.variant": ("full", "direct"), "num_steps": (1400, 2000), "optimizer.lr": (0.001, 0.01),
-      "optimizer.total_steps": (1400, 2000), "seed": (0, 1)}
+      "optimizer.total_steps": (1400, 2000), "seed": (0, 1),
+      "data.world_seed": (0, 1)}  # world_seed -1: the world is the seed's, so it changes too
 
 
 def test_an_absent_key_equals_its_preset_none():
@@ -136,6 +138,21 @@ def test_an_absent_key_equals_its_preset_none():
   assert config_checks.resume_changes(old, cater.get_config().to_dict()) == {}
   prompted = cater_config(**{"data.surrogate_prompt_prob": 0.3}).to_dict()
   assert config_checks.resume_changes(old, prompted) == {"data.surrogate_prompt_prob": ("<absent>", 0.3)}
+
+
+def test_a_run_from_before_world_seed_resumes_with_its_own_world_given_explicitly():
+  """A run written before data.world_seed (its world seeded by config.seed) resumes with the key at its default
+  or set to that seed; another world, or the same world with another seed, is refused."""
+  old = cater.get_config().to_dict()
+  del old["data"]["world_seed"]
+  for world_seed in (-1, 0):
+    assert config_checks.config_changes(old, cater_config(**{"data.world_seed": world_seed}).to_dict()) == {}
+    assert config_checks.check_resume(cater_config(**{"data.world_seed": world_seed}), old, 1400,
+                                      pathlib.Path("/runs/a")) == {}
+  assert config_checks.resume_changes(old, cater_config(**{"data.world_seed": 3}).to_dict()) == {
+      "data.world_seed": (0, 3)}
+  other_seed = cater_config(**{"seed": 1, "data.world_seed": 0}).to_dict()
+  assert config_checks.resume_changes(old, other_seed) == {"seed": (0, 1)}  # the same world, another run
 
 
 def test_check_resume_refuses_unless_told_to_resume_with_changes():

@@ -87,6 +87,14 @@ def test_the_data_section_reaches_the_pipeline_and_the_release_builder():
   assert (demo.read_threads, demo.prefetch_buffer, demo.contrast_jitter) == (2, 4, 0.0)
 
 
+def test_the_world_seed_seeds_the_generated_world_and_the_run_seed_the_rest():
+  """data.world_seed fixes the world (and its held-out set) across run seeds; -1 gives the run's seed."""
+  for name in ("cater.py", "acre.py"):
+    assert experiment.builder_sizes(parse(name, "--config.seed=2"))["seed"] == 2
+    fixed = parse(name, "--config.seed=2", "--config.data.world_seed=0")
+    assert experiment.builder_sizes(fixed)["seed"] == 0 and experiment.pipeline_config(fixed, "t.json").seed == 2
+
+
 def test_the_released_recipe_reads_a_14x14_grid_of_224_pixel_frames():
   """conv4_x of ResNet-101 (stride 16) on 224 px; the motion stream's conv4_x on 112 px, resized to it."""
   video = experiment.model_config(parse("released.py:dataset=star,lm=opt-125m")).video

@@ -16,6 +16,11 @@ def test_main_trains_evaluates_and_writes_results(tiny_run):
   assert results["eval"]["top5"] >= results["eval"]["top1_ranked"]
   assert list((workdir / "data").rglob("tokenizer.json")) and list(workdir.rglob("*.array_record-*"))
   assert "| top1 |" in out.stdout
+  assert results["eval_examples"] == {"file": "eval_examples.jsonl", "count": 4} and not results["evaluated_only"]
+  lines = [json.loads(line) for line in (workdir / "eval_examples.jsonl").read_text().splitlines()]
+  assert [line["index"] for line in lines] == [0, 1, 2, 3]
+  for metric in ("top1", "top1_ranked", "top5", "l1", "well_formed"):  # each record's, averaging to the score
+    assert sum(line["scores"][metric] for line in lines) / 4 == results["eval"][metric], metric
 
 
 def test_evaluation_runs_during_training(tiny_run):

@@ -31,6 +31,10 @@ def test_a_mixture_trains_on_both_datasets_and_reports_each_with_its_own_metrics
   assert results["eval"]["something_else/top1"] == by_dataset["something_else"]["top1"]
   assert results["eval"]["mean_headline"] == (by_dataset["star"]["accuracy"] + by_dataset["something_else"]["top1"]) / 2
   assert results["evaluated_records"] == {"star": [0], "something_else": [0]}
+  lines = [json.loads(line) for line in (tmp_path / "run" / "eval_examples.jsonl").read_text().splitlines()]
+  assert [(line["dataset"], line["index"]) for line in lines] == [("star", 0), ("something_else", 0)]
+  assert lines[0]["scores"]["accuracy_pooled"] == by_dataset["star"]["accuracy_pooled"]
+  assert "question_type" in lines[0]["groups"] and lines[1]["scores"]["top5"] == by_dataset["something_else"]["top5"]
   assert "Mixture of star default (weight 1), something_else default (weight 3)" in out.stdout
   assert "| something_else | top5 |" in out.stdout and "| all | mean_headline |" in out.stdout
   [path] = (tmp_path / "data" / "mixtures").glob("*/tokenizer.json")  # one BPE over both datasets' text

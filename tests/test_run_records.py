@@ -85,10 +85,25 @@ def test_resuming_with_another_config_is_refused_naming_the_changes(finished_run
   assert seconds < 20 and snapshot(finished_run) == before
 
 
+def as_before_world_seed_and_eval_examples(workdir: pathlib.Path) -> None:
+  """The workdir as lrr_jax.main wrote it before config.data.world_seed and eval_examples.jsonl existed."""
+  meta = json.loads((workdir / "run.json").read_text())
+  for config in [meta["config"], *(start["config"] for start in meta["starts"])]:
+    del config["data"]["world_seed"]
+  (workdir / "run.json").write_text(json.dumps(meta))
+  results = json.loads((workdir / "results.json").read_text())
+  del results["eval_examples"], results["evaluated_only"]
+  (workdir / "results.json").write_text(json.dumps(results))
+  (workdir / "eval_examples.jsonl").unlink()
+
+
 def test_a_finished_run_is_evaluated_again_keeping_its_records(finished_run):
+  """A run from before world_seed and per-record scores, evaluated again with the world's seed given: nothing
+  changes, and its per-record scores are written."""
+  as_before_world_seed_and_eval_examples(finished_run)
   earlier = json.loads((finished_run / "results.json").read_text())
   logs = {name: (finished_run / name).read_text() for name in ("metrics.jsonl", "batches.jsonl")}
-  out, _ = main(finished_run, *TINY_RUN_FLAGS)
+  out, _ = main(finished_run, *TINY_RUN_FLAGS, "--config.data.world_seed=0")
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"{finished_run} is finished: its checkpoint is at step 4 (config.num_steps=4)" in out.stdout
   results = json.loads((finished_run / "results.json").read_text())
@@ -100,8 +115,12 @@ def test_a_finished_run_is_evaluated_again_keeping_its_records(finished_run):
   assert {name: (finished_run / name).read_text() for name in logs} == logs  # nothing trained
   starts = json.loads((finished_run / "run.json").read_text())["starts"]
   assert [(s["resumed_from"], s["evaluated_only"]) for s in starts] == [(None, False), (4, True)]
-  assert starts[1]["argv"] == [f"--workdir={finished_run}", *TINY_RUN_FLAGS] and starts[1]["changes"] == {}
+  assert starts[1]["argv"] == [f"--workdir={finished_run}", *TINY_RUN_FLAGS, "--config.data.world_seed=0"]
+  assert starts[1]["changes"] == {} and starts[1]["config"]["data"].pop("world_seed") == 0
   assert starts[1]["config"] == starts[0]["config"] and starts[1]["time"] >= starts[0]["time"]
+  assert results["evaluated_only"] and results["eval_examples"] == {"file": "eval_examples.jsonl", "count": 4}
+  lines = [json.loads(line) for line in (finished_run / "eval_examples.jsonl").read_text().splitlines()]
+  assert sum(line["scores"]["top5"] for line in lines) / len(lines) == results["eval"]["top5"]
 
 
 def old_run_file(meta: dict) -> dict:

@@ -7,19 +7,28 @@ the mean over its question types (`mean_over_group`), as its paper reports it; t
 import collections
 from typing import Sequence
 
+import numpy as np
+
 from lrr_jax.data import rationales
 
 # STAR's question types, as its question ids begin (the builder keeps them as the record's `question_type`).
 STAR_QUESTION_TYPES = ("Interaction", "Sequence", "Prediction", "Feasibility")
 
 
+def answer_outcomes(responses: Sequence[str], answers: Sequence[str]) -> dict[str, np.ndarray]:
+  """Per response: accuracy (1: its answer is the reference's, as text) and well_formed (1: it has an answer)."""
+  predicted = [rationales.parse_response(text).answer for text in responses]
+  correct = [p is not None and p.strip().lower() == a.strip().lower() for p, a in zip(predicted, answers)]
+  return {"accuracy": np.array(correct, np.int64).reshape(-1),
+          "well_formed": np.array([p is not None for p in predicted], np.int64).reshape(-1)}
+
+
 def answer_accuracy(responses: Sequence[str], answers: Sequence[str],
                     groups: dict[str, Sequence[str]] | None = None) -> dict[str, float]:
   """{'accuracy', 'well_formed', '<key>/<value>' for each group key and value} over the responses."""
-  predicted = [rationales.parse_response(text).answer for text in responses]
-  correct = [p is not None and p.strip().lower() == a.strip().lower() for p, a in zip(predicted, answers)]
-  scores = {"accuracy": sum(correct) / max(len(correct), 1),
-            "well_formed": sum(p is not None for p in predicted) / max(len(predicted), 1)}
+  outcomes = answer_outcomes(responses, answers)
+  correct = outcomes["accuracy"].tolist()
+  scores = {name: float(values.sum() / max(len(values), 1)) for name, values in outcomes.items()}
   for key, values in (groups or {}).items():
     by_value = collections.defaultdict(list)
     for value, ok in zip(values, correct):

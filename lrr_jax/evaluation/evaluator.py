@@ -16,7 +16,11 @@ by the prompt widths, not one per batch.
 Stopping: `should_stop() -> bool` (e.g. a SIGTERM flag) is called after each batch; when it returns True while
 records remain, the evaluation ends there and the scores cover the records done, with `num_examples` and
 `partial: 1` added (keys present only on a partial evaluation).
+
+Per record: `Evaluator.evaluate` also gives each record's value of every score that is a mean over records
+(`task_outcomes`; top-5's hit), as `evaluation.outcomes` lines, so that intervals can resample records.
 """
+import dataclasses
 from typing import Any, Callable, Sequence
 
 from absl import logging
@@ -34,6 +38,7 @@ from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.worlds import cater
 from lrr_jax.evaluation import answers as answers_eval
 from lrr_jax.evaluation import cater as cater_eval
+from lrr_jax.evaluation import outcomes as outcomes_lib
 from lrr_jax.evaluation import sharding
 from lrr_jax.inference import generate as generate_lib
 from lrr_jax.inference import ranking
@@ -57,10 +62,23 @@ def answer_candidates(dataset: str, num_classes: int = 0) -> list[str] | None:
   return None
 
 
+def top_k_hits(logprobs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+  """int[B]: 1 where a row's label is among its k most likely candidates (float[B, K] log-probabilities)."""
+  top = np.argsort(-logprobs, axis=1, kind="stable")[:, :k]
+  return np.array([label in row for label, row in zip(labels, top)], np.int64).reshape(-1)
+
+
 def top_k_accuracy(logprobs: np.ndarray, labels: np.ndarray, k: int) -> float:
   """Share of rows whose label is among the k most likely candidates (float[B, K] log-probabilities)."""
-  top = np.argsort(-logprobs, axis=1, kind="stable")[:, :k]
-  return float(np.mean([label in row for label, row in zip(labels, top)]))
+  return float(np.mean(top_k_hits(logprobs, labels, k)))
+
+
+@dataclasses.dataclass
+class Evaluation:
+  """An evaluation's scores, responses (by dataset for a mixture) and per-record lines (`outcomes.rows`)."""
+  scores: dict[str, float]
+  responses: list[str] | dict[str, list[str]]
+  examples: list[dict[str, Any]]
 
 
 class Evaluator:
@@ -94,7 +112,13 @@ class Evaluator:
 
   def __call__(self, variables, num_examples: int | None = None,
                should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, float], list[str]]:
-    """(scores, responses) over the first `num_examples` test records (all when None).
+    """(scores, responses) of `evaluate`."""
+    evaluation = self.evaluate(variables, num_examples, should_stop)
+    return evaluation.scores, evaluation.responses
+
+  def evaluate(self, variables, num_examples: int | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Evaluation:
+    """Scores, responses and per-record lines over the first `num_examples` test records (all when None).
 
     variables: the model's ({"params": ..., and "batch_stats" for BatchNorm backbones}).
     With several processes each generates for every P-th record (`sharding.my_records`) with the whole variables
@@ -131,17 +155,21 @@ class Evaluator:
     responses = sharding.gather_texts(responses[:len(done)], count)
     everything = [rows[i] if i in rows else self.source[i] for i in range(count)]  # each record read once
     labels = np.array([int(r["label"]) for r in everything])
-    scores = self._scores(responses, [examples[i] if i in examples else
-                                      records.read_example(r, self.variant, f"test record {i}")
-                                      for i, r in enumerate(everything)],
-                          labels, [records.read_metadata(r) for r in everything])
+    read = [examples[i] if i in examples else records.read_example(r, self.variant, f"test record {i}")
+            for i, r in enumerate(everything)]
+    metadata = [records.read_metadata(r) for r in everything]
+    scores = self._scores(responses, read, labels, metadata)
+    per_record = task_outcomes(self.dataset, responses, [e.answer for e in read], labels,
+                               [e.response_text for e in read])
     if self.candidates:
       local = np.concatenate(logprobs)[:len(done)] if logprobs else np.zeros((0, len(self.candidates)))
       ranked = sharding.gather_rows(local, count)
+      per_record.update(top1_ranked=top_k_hits(ranked, labels, 1), top5=top_k_hits(ranked, labels, 5))
       scores.update(top1_ranked=top_k_accuracy(ranked, labels, 1), top5=top_k_accuracy(ranked, labels, 5))
     if count < (len(self.source) if not num_examples else min(num_examples, len(self.source))):
       scores.update(num_examples=count, partial=1)
-    return scores, responses
+    lines = outcomes_lib.rows(range(count), per_record, record_groups(self.dataset, metadata), responses)
+    return Evaluation(scores, responses, lines)
 
   def _check_batch(self, prompts, indices: Sequence[int], num_frames: int, first: bool) -> None:
     """Before a batch runs: each prompt fits `max_length` and, with the budget and the answer ranking, the
@@ -201,9 +229,7 @@ def task_scores(dataset: str, responses: Sequence[str], answers: Sequence[str], 
   detections' mean IoU (`boxes.detection_iou`)."""
   if dataset in CATER_DATASETS:
     return cater_eval.cater_scores(list(responses), labels)
-  keys = GROUP_KEYS.get(dataset, ())
-  groups = {key: [str(m.get(key)) for m in metadata] for key in keys if metadata and key in metadata[0]}
-  scores = answers_eval.answer_accuracy(responses, answers, groups)
+  scores = answers_eval.answer_accuracy(responses, answers, record_groups(dataset, metadata))
   if dataset == "something_else":
     scores["top1"] = scores.pop("accuracy")
     ious = [boxes.detection_iou(r, ref) for r, ref in zip(responses, references)]
@@ -215,6 +241,30 @@ def task_scores(dataset: str, responses: Sequence[str], answers: Sequence[str], 
     scores["accuracy_pooled"] = scores["accuracy"]
     scores["accuracy"] = answers_eval.mean_over_group(scores, "question_type", answers_eval.STAR_QUESTION_TYPES)
   return scores
+
+
+def record_groups(dataset: str, metadata: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+  """{group key: each record's value} of the keys the task's scores are grouped by (`GROUP_KEYS`)."""
+  keys = GROUP_KEYS.get(dataset, ())
+  return {key: [str(m.get(key)) for m in metadata] for key in keys if metadata and key in metadata[0]}
+
+
+def task_outcomes(dataset: str, responses: Sequence[str], answers: Sequence[str], labels: np.ndarray,
+                  references: Sequence[str] = ()) -> dict[str, np.ndarray]:
+  """Per response, each score of `task_scores` that is a mean over responses, by its name: CATER's top1, l1
+  and well_formed; accuracy (Something-Else: top1; STAR: accuracy_pooled), well_formed and box_iou where
+  `task_scores` has it. Averaged over the responses, each equals that score."""
+  if dataset in CATER_DATASETS:
+    return cater_eval.cater_outcomes(list(responses), labels)
+  per_record = answers_eval.answer_outcomes(responses, answers)
+  if dataset == "something_else":
+    per_record["top1"] = per_record.pop("accuracy")
+    ious = [boxes.detection_iou(r, ref) for r, ref in zip(responses, references)]
+    if ious and all(i is not None for i in ious):
+      per_record["box_iou"] = np.array(ious, np.float64)
+  if dataset == "star":  # its accuracy is a mean over question types, not over records
+    per_record["accuracy_pooled"] = per_record.pop("accuracy")
+  return per_record
 
 
 def answer_ending(example: rationales.Example, tokenizer: tokenizer_lib.Tokenizer) -> list[int]:

@@ -20,17 +20,26 @@ class PerDataset:
 
   def __call__(self, variables: Any, num_examples: int | None = None,
                should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, float], dict[str, list[str]]]:
-    """Each dataset's scores on its first `num_examples` held-out records (all when None). When `should_stop`
-    ends one dataset's evaluation early, the datasets after it are skipped and `partial` (1) is added."""
-    scores, responses = {}, {}
+    """(scores, responses by dataset name) of `evaluate`."""
+    evaluation = self.evaluate(variables, num_examples, should_stop)
+    return evaluation.scores, evaluation.responses
+
+  def evaluate(self, variables: Any, num_examples: int | None = None,
+               should_stop: Callable[[], bool] | None = None) -> evaluator_lib.Evaluation:
+    """Each dataset's scores on its first `num_examples` held-out records (all when None), responses by dataset
+    and per-record lines, each naming its dataset. When `should_stop` ends one dataset's evaluation early, the
+    datasets after it are skipped and `partial` (1) is added."""
+    scores, responses, lines = {}, {}, []
     for name, evaluator in self.evaluators.items():
-      own, responses[name] = evaluator(variables, num_examples, should_stop)
-      scores.update({f"{name}/{key}": value for key, value in own.items()})
-      if own.get("partial"):
+      own = evaluator.evaluate(variables, num_examples, should_stop)
+      responses[name] = own.responses
+      lines += [{"dataset": name, **line} for line in own.examples]
+      scores.update({f"{name}/{key}": value for key, value in own.scores.items()})
+      if own.scores.get("partial"):
         scores["partial"] = 1
         break
     headlines = [scores[f"{name}/{HEADLINE[e.dataset]}"] for name, e in self.evaluators.items()
                  if f"{name}/{HEADLINE.get(e.dataset)}" in scores]
     if headlines:
       scores["mean_headline"] = sum(headlines) / len(headlines)
-    return scores, responses
+    return evaluator_lib.Evaluation(scores, responses, lines)

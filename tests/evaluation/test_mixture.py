@@ -1,6 +1,7 @@
 """A mixture's evaluation: each dataset's own evaluator and metrics, `<dataset>/<metric>`, and the summary."""
 import pytest
 
+from lrr_jax.evaluation import evaluator as evaluator_lib
 from lrr_jax.evaluation import mixture
 
 
@@ -10,11 +11,12 @@ class FakeEvaluator:
   def __init__(self, dataset: str, scores: dict, responses: list[str]):
     self.dataset, self.scores, self.responses, self.calls = dataset, scores, responses, []
 
-  def __call__(self, variables, num_examples=None, should_stop=None):
+  def evaluate(self, variables, num_examples=None, should_stop=None):
     self.calls.append((variables, num_examples))
-    if should_stop is not None and should_stop():
-      return {**self.scores, "num_examples": 1, "partial": 1}, self.responses[:1]
-    return dict(self.scores), self.responses
+    responses = self.responses[:1] if should_stop is not None and should_stop() else self.responses
+    scores = dict(self.scores, **({"num_examples": 1, "partial": 1} if len(responses) < len(self.responses) else {}))
+    lines = [{"index": i, "scores": {"hit": 1}, "groups": {}, "response": r} for i, r in enumerate(responses)]
+    return evaluator_lib.Evaluation(scores, responses, lines)
 
 
 def evaluators():
@@ -31,6 +33,9 @@ def test_each_dataset_is_scored_by_its_own_evaluator_and_the_headlines_are_avera
                     "mean_headline": pytest.approx((0.5 + 0.25 + 0.6) / 3)}
   assert responses == {"cater": ["a", "b"], "star": ["c"], "acre/iid": ["d"]}
   assert all(e.calls == [({"params": 1}, 8)] for e in parts.values())
+  lines = mixture.PerDataset(evaluators()).evaluate({"params": 1}, 8).examples
+  assert [(line["dataset"], line["index"], line["response"]) for line in lines] == [
+      ("cater", 0, "a"), ("cater", 1, "b"), ("star", 0, "c"), ("acre/iid", 0, "d")]
 
 
 def test_a_stop_ends_the_evaluation_at_the_dataset_it_stopped():
