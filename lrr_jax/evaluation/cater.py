@@ -16,12 +16,18 @@ def parse_cell(answer: str | None) -> int | None:
   return row * cater.GRID + col if 0 <= row < cater.GRID and 0 <= col < cater.GRID else None
 
 
-def cater_scores(responses: list[str], labels: np.ndarray) -> dict[str, float]:
-  """top1, l1 distance (grid cells) and the fraction of well-formed responses, over the responses."""
+def cater_outcomes(responses: list[str], labels: np.ndarray) -> dict[str, np.ndarray]:
+  """Per response: top1 (0/1), l1 distance in grid cells (GRID_DIAMETER when unreadable), well_formed (0/1)."""
   cells = [parse_cell(rationales.parse_response(text).answer) for text in responses]
   readable = np.array([c is not None for c in cells])
   predicted = np.array([c if c is not None else -1 for c in cells])
   distance = np.where(readable, np.abs(predicted // cater.GRID - labels // cater.GRID)
                       + np.abs(predicted % cater.GRID - labels % cater.GRID), GRID_DIAMETER)
-  return {"top1": float(np.mean(predicted == labels)), "l1": float(distance.mean()),
-          "well_formed": float(readable.mean()), "chance_top1": 1.0 / cater.GRID ** 2}
+  return {"top1": (predicted == labels).astype(np.int64), "l1": distance.astype(np.int64),
+          "well_formed": readable.astype(np.int64)}
+
+
+def cater_scores(responses: list[str], labels: np.ndarray) -> dict[str, float]:
+  """top1, l1 distance (grid cells) and the fraction of well-formed responses, over the responses."""
+  outcomes = cater_outcomes(responses, labels)
+  return {**{name: float(values.mean()) for name, values in outcomes.items()}, "chance_top1": 1.0 / cater.GRID ** 2}
