@@ -23,7 +23,9 @@ Unset flags take the run's `config.search` (sampling, budgets, scorer, N, beam).
 Each row has the means over the examples and `per_example` arrays (example index, top1 and well_formed 0/1, l1,
 tokens sampled and judged, seconds) whose means they are, for a bootstrap over examples. The examples are the
 test split's first --num_examples (the evaluator's); wall time excludes compilation: each row answers example 0
-once before the measured pass. Trained runs of several seeds: one call per workdir (benchmarks/reproduce.py).
+once before the measured pass, except shapes first met later (a judge prompt of a new length, bucketed to 32
+tokens; a step budget cut to fit), compiled once inside it: per example, take the median. Trained runs of several
+seeds: one call per workdir (benchmarks/reproduce.py).
 """
 import json
 import io
