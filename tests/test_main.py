@@ -91,6 +91,7 @@ def test_scaling_table_compares_strategies(tiny_run, tmp_path):
     assert per_example["index"] == [0, 1]
     for key in ("top1", "l1", "well_formed", "tokens_sampled", "tokens_judged", "seconds"):
       assert len(per_example[key]) == 2 and row[key] == pytest.approx(sum(per_example[key]) / 2), (row, key)
+    assert min(per_example["seconds"]) <= row["seconds_median"] <= max(per_example["seconds"])
   assert "| stage_beam | judge | 2 | 2 |" in (tmp_path / "scaling.md").read_text()
   assert (tmp_path / "scaling.png").stat().st_size > 1000
 

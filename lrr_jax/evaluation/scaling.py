@@ -23,9 +23,9 @@ Unset flags take the run's `config.search` (sampling, budgets, scorer, N, beam).
 Each row has the means over the examples and `per_example` arrays (example index, top1 and well_formed 0/1, l1,
 tokens sampled and judged, seconds) whose means they are, for a bootstrap over examples. The examples are the
 test split's first --num_examples (the evaluator's); wall time excludes compilation: each row answers example 0
-once before the measured pass, except shapes first met later (a judge prompt of a new length, bucketed to 32
-tokens; a step budget cut to fit), compiled once inside it: per example, take the median. Trained runs of several
-seeds: one call per workdir (benchmarks/reproduce.py).
+once before the measured pass, except the judge's prompts of a length first met later (bucketed to 32 tokens),
+compiled once inside it (hence the median beside the mean). Trained runs of several seeds: one call per workdir
+(benchmarks/reproduce.py).
 """
 import json
 import io
@@ -108,7 +108,8 @@ def evaluate_strategy(run: experiment.Run, source, config: search.SearchConfig, 
   searcher = experiment.make_searcher(run, config, scorer, generator)
   call = lambda e: searcher(run.variables, e["video"], e["prompt"], e["frames"], e["question"])
   call(experiment.read_test_example(run, source, 0))  # compile outside the measurement
-  label = f"{config.strategy} N={config.num_candidates} beam={config.beam} {scorer_name}"
+  label = ("greedy" if config.strategy == "greedy"
+           else f"{config.strategy} N={config.num_candidates} beam={config.beam} {scorer_name}")
   responses, labels, sampled, judged, seconds = [], [], [], [], []
   for index in tqdm.trange(num_examples, desc=label, unit="example"):
     example = experiment.read_test_example(run, source, index)
@@ -125,7 +126,8 @@ def evaluate_strategy(run: experiment.Run, source, config: search.SearchConfig, 
   return dict(strategy=config.strategy, scorer="none" if greedy else scorer_name,
               num_candidates=1 if greedy else config.num_candidates, beam=1 if single else config.beam,
               examples=num_examples, sampling_seed=config.seed, train_seed=int(run.config.seed),
-              **{k: float(np.mean(per_example[k])) for k in PER_EXAMPLE[1:]}, per_example=per_example)
+              **{k: float(np.mean(per_example[k])) for k in PER_EXAMPLE[1:]},
+              seconds_median=float(np.median(seconds)), per_example=per_example)
 
 
 def row_label(row: dict) -> str:
@@ -135,10 +137,10 @@ def row_label(row: dict) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
   lines = ["| strategy | scorer | N | beam | top-1 | L1 | well-formed | tokens sampled | tokens judged "
-           "| s / example |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| s / example (mean, median) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   lines += [f"| {r['strategy']} | {r['scorer']} | {r['num_candidates']} | {r['beam']} | {r['top1']:.3f} "
             f"| {r['l1']:.2f} | {r['well_formed']:.2f} | {r['tokens_sampled']:.0f} | {r['tokens_judged']:.0f} "
-            f"| {r['seconds']:.2f} |" for r in rows]
+            f"| {r['seconds']:.2f}, {r['seconds_median']:.2f} |" for r in rows]
   return "\n".join(lines)
 
 
