@@ -6,7 +6,9 @@
 
 Tables (benchmarks/tables.py): cater_static, cater_moving (the rationale ablation, one camera each),
 cater_encoder (two streams vs one, temporal window tau), acre (the ablation on three splits); and
-  search: greedy vs best-of-N vs sentence-level vs stage-level beam search on the full CATER (static) run.
+  search: greedy vs best-of-N vs sentence-level vs stage-level beam search on the full CATER (static) run, or
+    on each training seed's (--search_seeds); --num_candidates=paper --stage_beams=1,2,4 --scorers=likelihood,judge
+    is LLaVA-o1's Table 5 N with a beam sweep and both scorers (`lrr_jax.evaluation.scaling` says what each is).
 Runs live under --sweep_dir (finished runs are reused); results go to --out as JSON, Markdown and PNGs.
 Every run uses the config's seed (0) for its data, initialisation and data order.
 
@@ -50,19 +52,28 @@ def train_table(table: str, sweep_dir: pathlib.Path, extra: Sequence[str], pytho
   return rows
 
 
-def search_table(sweep_dir: pathlib.Path, python: str, num_examples: int, num_candidates: int) -> list[dict]:
-  """The inference-time scaling table (`lrr_jax.evaluation.scaling`) on the full static-camera CATER run."""
-  workdir = sweep_dir / "cater" / "variant=full,camera=static"
-  if not (workdir / "results.json").is_file():
-    raise FileNotFoundError(f"{workdir} has no finished run: reproduce cater_static first.")
-  subprocess.run([python, "-m", "lrr_jax.evaluation.scaling", f"--workdir={workdir}",
-                  f"--num_examples={num_examples}", f"--num_candidates={num_candidates}", "--scorer=judge"],
-                 check=True)
-  return json.loads((workdir / "scaling" / "scaling.json").read_text())
+def search_workdirs(sweep_dir: pathlib.Path, seeds: Sequence[int]) -> list[pathlib.Path]:
+  """The full static-camera CATER run of each training seed (`...,seed=<s>`); no seeds: the config's seed's."""
+  names = [f"variant=full,camera=static,seed={s}" for s in seeds] or ["variant=full,camera=static"]
+  return [sweep_dir / "cater" / name for name in names]
+
+
+def search_table(workdirs: Sequence[pathlib.Path], python: str, scaling_flags: Sequence[str]) -> list[dict]:
+  """The inference-time scaling table (`lrr_jax.evaluation.scaling`, its flags) on each run; rows name the run.
+  Each row keeps its `per_example` outcomes (for a bootstrap over examples and seeds)."""
+  missing = [str(w) for w in workdirs if not (w / "results.json").is_file()]
+  if missing:
+    raise FileNotFoundError(f"{', '.join(missing)}: no finished run; reproduce cater_static (with its seeds) first.")
+  rows = []
+  for workdir in workdirs:
+    subprocess.run([python, "-m", "lrr_jax.evaluation.scaling", f"--workdir={workdir}", *scaling_flags],
+                   check=True)
+    rows += [{"run": workdir.name, **row} for row in json.loads((workdir / "scaling" / "scaling.json").read_text())]
+  return rows
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-  columns = list(rows[0])
+  columns = [c for c in rows[0] if not isinstance(rows[0][c], (dict, list))]  # per_example: in the JSON only
   cell = lambda v: "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
   lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
   return "\n".join(lines + ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows])
@@ -90,7 +101,12 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--sweep_dir", default="workdirs/reproduce")
   parser.add_argument("--out", default="benchmarks/results/reproduce")
   parser.add_argument("--num_examples", type=int, default=32, help="test examples of the search table")
-  parser.add_argument("--num_candidates", type=int, default=4)
+  parser.add_argument("--num_candidates", default="4", help="search N: an int, 'paper' (LLaVA-o1 Table 5: "
+                      "best_of_n:10,sentence_beam:2,stage_beam:4) or per strategy (lrr_jax.evaluation.scaling)")
+  parser.add_argument("--stage_beams", default="", help="stage_beam's beams (kept per stage), a row each: 1,2,4")
+  parser.add_argument("--scorers", default="judge", help="search scorers, a row each: likelihood,judge")
+  parser.add_argument("--search_seeds", default="", help="the search table on the full static run of each "
+                      "training seed (<sweep_dir>/cater/variant=full,camera=static,seed=<s>), e.g. 0,1,2")
   parser.add_argument("--seeds", help="a count (3: seeds 0, 1, 2) or seeds (0,1,2): each cell once per seed")
   parser.add_argument("--num_resamples", type=int, default=intervals.NUM_RESAMPLES, help="bootstrap (--seeds)")
   parser.add_argument("--summary", action="store_true", help="--seeds: only read the runs there are")
@@ -112,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     return
   for table in names:
     if table == "search":
-      rows = search_table(sweep_dir, args.python, args.num_examples, args.num_candidates)
+      flags = [f"--num_examples={args.num_examples}", f"--num_candidates={args.num_candidates}",
+               f"--scorers={args.scorers}"] + ([f"--stage_beams={args.stage_beams}"] if args.stage_beams else [])
+      seeds = [int(s) for s in args.search_seeds.split(",") if s]
+      rows = search_table(search_workdirs(sweep_dir, seeds), args.python, flags)
     else:
       rows = train_table(table, sweep_dir, extra, args.python)
       plot(rows, table, out / f"{table}.png")

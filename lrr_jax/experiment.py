@@ -434,10 +434,17 @@ def make_generator(run: Run, cache_length: int) -> generate_lib.Generator:
                                 run.tokenizer.token_id("<CONCLUSION>"))
 
 
-def make_searcher(run: Run, config: search.SearchConfig, scorer: scorers.Scorer) -> search.Searcher:
-  """A searcher whose cache holds the longest prompt plus two token budgets (candidates' steps included)."""
-  generator = make_generator(run, run.config.data.max_length + 2 * config.max_new_tokens)
-  return search.Searcher(generator, run.tokenizer, config, scorer)
+def search_generator(run: Run, config: search.SearchConfig) -> generate_lib.Generator:
+  """A generator for `config`'s searches: its cache holds the longest prompt plus two token budgets (candidates'
+  steps included)."""
+  return make_generator(run, run.config.data.max_length + 2 * config.max_new_tokens)
+
+
+def make_searcher(run: Run, config: search.SearchConfig, scorer: scorers.Scorer,
+                  generator: generate_lib.Generator | None = None) -> search.Searcher:
+  """A searcher on `generator` (default: a new `search_generator`); searches that share one share its compiled
+  programs."""
+  return search.Searcher(generator or search_generator(run, config), run.tokenizer, config, scorer)
 
 
 def ask_surrogate(run: Run, example: dict[str, Any], request: str,

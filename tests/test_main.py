@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 
 
 def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -76,15 +77,28 @@ def write_video(path, frames: int = 12, size: int = 48) -> None:
     container.mux(stream.encode())
 
 
-def test_scaling_table_compares_strategies(tiny_run):
+def test_scaling_table_compares_strategies(tiny_run, tmp_path):
+  """Per-strategy N, stage_beam per beam, both scorers in one call; per-example outcomes average to the row."""
   workdir, _ = tiny_run
   out = run("lrr_jax.evaluation.scaling", f"--workdir={workdir}", "--strategies=greedy,best_of_n,stage_beam",
-            "--num_examples=2", "--num_candidates=2", "--max_new_tokens=8", "--scorer=likelihood")
+            "--num_examples=2", "--num_candidates=best_of_n:3,stage_beam:2", "--stage_beams=1,2",
+            "--scorers=likelihood,judge", "--max_new_tokens=8", f"--output={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]
-  rows = json.loads((workdir / "scaling" / "scaling.json").read_text())
-  assert [r["strategy"] for r in rows] == ["greedy", "best_of_n", "stage_beam"]
-  assert rows[0]["tokens_sampled"] <= 8 < rows[2]["tokens_sampled"]  # greedy: one response; stage beam: 4 x 2
-  assert (workdir / "scaling" / "scaling.png").stat().st_size > 1000
+  rows = json.loads((tmp_path / "scaling.json").read_text())
+  assert [(r["strategy"], r["num_candidates"], r["beam"], r["scorer"]) for r in rows] == [
+      ("greedy", 1, 1, "none"), ("best_of_n", 3, 1, "likelihood"), ("best_of_n", 3, 1, "judge"),
+      ("stage_beam", 2, 1, "likelihood"), ("stage_beam", 2, 1, "judge"),
+      ("stage_beam", 2, 2, "likelihood"), ("stage_beam", 2, 2, "judge")]
+  assert rows[0]["tokens_sampled"] <= 8 < rows[3]["tokens_sampled"]  # greedy: one response; stage beam: 4 x 2
+  assert [r["tokens_judged"] > 0 for r in rows] == [False, False, True, False, True, False, True]
+  for row in rows:
+    per_example = row["per_example"]
+    assert per_example["index"] == [0, 1]
+    for key in ("top1", "l1", "well_formed", "tokens_sampled", "tokens_judged", "seconds"):
+      assert len(per_example[key]) == 2 and row[key] == pytest.approx(sum(per_example[key]) / 2), (row, key)
+    assert min(per_example["seconds"]) <= row["seconds_median"] <= max(per_example["seconds"])
+  assert "| stage_beam | judge | 2 | 2 |" in (tmp_path / "scaling.md").read_text()
+  assert (tmp_path / "scaling.png").stat().st_size > 1000
 
 
 def test_infer_errors_name_the_bad_input(tiny_run, tmp_path):

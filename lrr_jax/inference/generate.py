@@ -244,14 +244,20 @@ class Generator:
     return self._jit_extend(variables, state, tokens, last_frame, segment_ids)
 
   def sample(self, variables, state: DecodeState, rng: Array, stops: Array, last_frame: int | Array,
-             max_new_tokens: int, sampling: Sampling = Sampling()) -> tuple[DecodeState, Sampled]:
+             max_new_tokens: int, sampling: Sampling = Sampling(), limit: int | None = None
+             ) -> tuple[DecodeState, Sampled]:
     """Sample up to `max_new_tokens` per row until each row ends with a stop sequence (`stop_table`).
 
-    Raises a ValueError when `max_new_tokens` more tokens do not fit (`room`): cut the budget first to go on.
+    limit: at most this many (<= max_new_tokens), passed traced: budgets cut to fit (a search's later steps) run
+    the program compiled for `max_new_tokens`, the width of the tokens returned, instead of one each.
+    Raises a ValueError when that many more tokens do not fit (`room`): cut the budget first to go on.
     """
-    self.check_room(state, max_new_tokens, max_new_tokens, "max_new_tokens")
-    return self._jit_sample(variables, state, rng, stops, last_frame, max_new_tokens=max_new_tokens,
-                            sampling=sampling)
+    limit = max_new_tokens if limit is None else limit
+    if not 0 < limit <= max_new_tokens:
+      raise ValueError(f"limit {limit} must be in 1..max_new_tokens {max_new_tokens}.")
+    self.check_room(state, limit, limit, "max_new_tokens")
+    return self._jit_sample(variables, state, rng, stops, last_frame, jnp.int32(limit),
+                            max_new_tokens=max_new_tokens, sampling=sampling)
 
   def room(self, state: DecodeState) -> tuple[int, str]:
     """(tokens that still fit every row of `state`, what limits them): the cache's free slots, or the free
@@ -315,12 +321,12 @@ class Generator:
                        state.slot + tokens.shape[1])
 
   def _sample(self, variables, state: DecodeState, rng: Array, stops: Array, last_frame: int | Array,
-              max_new_tokens: int, sampling: Sampling) -> tuple[DecodeState, Sampled]:
+              limit: Array, max_new_tokens: int, sampling: Sampling) -> tuple[DecodeState, Sampled]:
     """Stops are matched on the last tokens only, on device, at every step."""
     batch = state.logits.shape[0]
     width = stops.shape[1]
     # `sample` has checked the room on the host; traced callers are still kept inside the cache and positions.
-    budget = jnp.minimum(jnp.minimum(max_new_tokens, state.cache["segment_ids"].shape[1] - state.slot),
+    budget = jnp.minimum(jnp.minimum(limit, state.cache["segment_ids"].shape[1] - state.slot),
                          self.max_positions - jnp.max(state.position))
     # The projected video does not change while decoding: keep it out of the loop's carry, which XLA may
     # copy at every step (on CPU that copy cost more than the step itself).

@@ -242,8 +242,9 @@ class _Run:
     parents = np.repeat(np.arange(len(texts)), cfg.num_candidates)
     state = generate_lib.select_rows(state, parents)
     self.rng, rng = jax.random.split(self.rng)
+    width = max(cfg.max_new_tokens, cfg.max_step_tokens)  # one compiled decode per row count, whatever the cut
     state, sampled = gen.sample(self.variables, state, rng, jnp.asarray(generate_lib.stop_table(stops)),
-                                self.last_frame, max_new_tokens=max_tokens, sampling=cfg.sampling)
+                                self.last_frame, max_new_tokens=width, sampling=cfg.sampling, limit=max_tokens)
     tokens, lengths = np.asarray(sampled.tokens), np.asarray(sampled.lengths)
     self.generated_tokens += int(lengths.sum())
     new_texts = [tokenizer.decode(row[:n]) for row, n in zip(tokens, lengths)]

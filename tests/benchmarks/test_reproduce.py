@@ -1,6 +1,8 @@
 """benchmarks/reproduce.py turns finished sweep runs into the ablation tables and plots (no training here)."""
 import json
 
+import pytest
+
 from benchmarks import reproduce
 from lrr_jax.data.worlds import acre
 
@@ -56,3 +58,16 @@ def test_the_encoder_table_holds_the_full_run_and_the_encoder_ablations(tmp_path
   static = reproduce.TABLES["cater_static"].keep
   assert [name for name in runs if static(reproduce.labels(name))] == ["variant=full,camera=static",
                                                                       "variant=direct,camera=static"]
+
+
+def test_search_table_runs_on_each_seed_and_keeps_per_example_outcomes_out_of_the_markdown(tmp_path):
+  workdirs = reproduce.search_workdirs(tmp_path, [0, 2])
+  assert [w.name for w in workdirs] == ["variant=full,camera=static,seed=0", "variant=full,camera=static,seed=2"]
+  assert reproduce.search_workdirs(tmp_path, [])[0].name == "variant=full,camera=static"
+  workdirs[0].mkdir(parents=True)
+  (workdirs[0] / "results.json").write_text("{}")
+  with pytest.raises(FileNotFoundError, match="seed=2: no finished run") as error:
+    reproduce.main(["--tables=search", f"--sweep_dir={tmp_path}", f"--out={tmp_path / 'out'}", "--search_seeds=0,2"])
+  assert "seed=0" not in str(error.value)
+  row = {"run": "seed=0", "strategy": "best_of_n", "top1": 0.5, "per_example": {"top1": [1, 0]}}
+  assert reproduce.markdown([row]).splitlines()[0] == "| run | strategy | top1 |"

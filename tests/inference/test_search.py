@@ -65,6 +65,25 @@ def test_sentence_beam_steps_end_at_a_period_or_the_end(tiny, tokenizer):
     assert kept.rstrip().endswith(".") or step.num_tokens[step.kept[0]] == 10, kept
 
 
+def test_budgets_cut_to_fit_reuse_one_compiled_decode(tiny, tokenizer):
+  """sentence_beam's budgets shrink as the response grows (max_new_tokens - used): the decode is compiled once
+  per row count, not once per budget, and each budget is kept to."""
+  generator = generate_lib.Generator(tiny["model"], cache_length=160,
+                                     conclusion_id=tokenizer.token_id("<CONCLUSION>"))
+  limits, sample = [], generator.sample
+  def recording_sample(*args, limit, **kwargs):
+    limits.append(limit)
+    return sample(*args, limit=limit, **kwargs)
+  generator.sample = recording_sample
+  config = search.SearchConfig(strategy="sentence_beam", num_candidates=4, max_new_tokens=16, max_step_tokens=10,
+                               sampling=SAMPLING)
+  open_ended = lambda question, prefix, candidate, stage: -1000 * ("</CONCLUSION>" in candidate)  # go on
+  searcher = search.Searcher(generator, tokenizer, config, scorers.Reward(open_ended))
+  result = searcher(tiny["variables"], tiny["video"], tiny["prompt"], tiny["frames"], "Where is the snitch?")
+  assert len(set(limits)) >= 2 and generator._jit_sample._cache_size() == 1  # pylint: disable=protected-access
+  assert all(n <= limit for step, limit in zip(result.steps, limits) for n in step.num_tokens)
+
+
 def test_beam_keeps_several_and_likelihood_scores_rank(tiny, tokenizer):
   result = run(tiny, tokenizer, scorers.Likelihood(), strategy="stage_beam", beam=2, num_candidates=3)
   for step in result.steps:
