@@ -24,6 +24,7 @@ import sys
 from typing import Any, Sequence
 
 import matplotlib
+import numpy as np
 matplotlib.use("Agg")
 from matplotlib import figure  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -70,6 +71,22 @@ def search_table(workdirs: Sequence[pathlib.Path], python: str, scaling_flags: S
                    check=True)
     rows += [{"run": workdir.name, **row} for row in json.loads((workdir / "scaling" / "scaling.json").read_text())]
   return rows
+
+
+def search_orderings(rows: Sequence[dict[str, Any]], num_resamples: int) -> list[dict[str, Any]]:
+  """LLaVA-o1's search ordering (`tables.SEARCH_ORDERINGS`) judged per scorer on the search table's rows: each
+  strategy at beam 1 (greedy shared), one per-example top-1 array per training run, bootstrapped over runs and
+  examples as the training tables are."""
+  judged = []
+  for scorer in sorted({r["scorer"] for r in rows} - {"none"}):
+    values: dict[str, dict[str, list]] = {}
+    for row in rows:
+      if row["beam"] == 1 and row["scorer"] in ("none", scorer):
+        cell = values.setdefault(f"strategy={row['strategy']}", {"top1": []})
+        cell["top1"].append(np.asarray(row["per_example"]["top1"], np.float64))
+    for item in seed_tables.judge_orderings("search", tables.SEARCH_ORDERINGS, values, num_resamples):
+      judged.append({**item, "name": f"{item['name']} ({scorer})"})
+  return judged
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
@@ -132,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                f"--scorers={args.scorers}"] + ([f"--stage_beams={args.stage_beams}"] if args.stage_beams else [])
       seeds = [int(s) for s in args.search_seeds.split(",") if s]
       rows = search_table(search_workdirs(sweep_dir, seeds), args.python, flags)
+      everything = seed_tables.write_orderings(out, search_orderings(rows, args.num_resamples), ["search"])
+      print(f"\norderings\n{seed_tables.orderings_markdown(everything)}", flush=True)
     else:
       rows = train_table(table, sweep_dir, extra, args.python)
       plot(rows, table, out / f"{table}.png")

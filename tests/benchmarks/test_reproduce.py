@@ -71,3 +71,23 @@ def test_search_table_runs_on_each_seed_and_keeps_per_example_outcomes_out_of_th
   assert "seed=0" not in str(error.value)
   row = {"run": "seed=0", "strategy": "best_of_n", "top1": 0.5, "per_example": {"top1": [1, 0]}}
   assert reproduce.markdown([row]).splitlines()[0] == "| run | strategy | top1 |"
+
+
+def test_search_orderings_are_judged_per_scorer_at_beam_one():
+  n = 256
+  row = lambda strategy, scorer, beam, top1: dict(strategy=strategy, scorer=scorer, beam=beam,
+                                                  per_example=dict(top1=top1))
+  rng = __import__("numpy").random.default_rng(0)
+  half = (rng.random(n) < 0.5).astype(float).tolist()
+  rows = [row("greedy", "none", 1, [0.0] * n),
+          row("best_of_n", "likelihood", 1, half), row("stage_beam", "likelihood", 1, [1.0] * n),
+          row("stage_beam", "likelihood", 2, [0.0] * n),  # beam 2: not in the ordering
+          row("sentence_beam", "likelihood", 1, [0.0] * n),
+          row("best_of_n", "judge", 1, [1.0] * n), row("stage_beam", "judge", 1, half)]
+  judged = {j["name"]: j for j in reproduce.search_orderings(rows, num_resamples=200)}
+  assert judged["stage-level > best-of-N (likelihood)"]["verdict"] == "holds"
+  assert judged["stage-level > best-of-N (likelihood)"]["advantage"] == pytest.approx(1 - sum(half) / n)
+  assert judged["best-of-N > greedy (likelihood)"]["verdict"] == "holds"
+  assert judged["sentence-level not above greedy (likelihood)"]["verdict"] == "holds"
+  assert judged["stage-level > best-of-N (judge)"]["verdict"] == "reversed"
+  assert judged["sentence-level not above greedy (judge)"]["verdict"] == "missing"
