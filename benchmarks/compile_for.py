@@ -117,7 +117,7 @@ def compile_step(config, devices: list[Any]) -> dict[str, Any]:
   shardings = partitioning.logical_shardings(boxed, mesh, rules)
   state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings)
   step = trainer.make_train_step(model, optimizer, trainer.learning_rate_schedule(config.optimizer),
-                                 config.grad_accum_steps)
+                                 config.grad_accum_steps, shardings.params)
   start = time.time()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     lowered = jax.jit(step, in_shardings=(shardings, {k: partitioning.batch_sharding(mesh) for k in batch}),
@@ -149,9 +149,11 @@ def compile_step(config, devices: list[Any]) -> dict[str, Any]:
       model_flops=3.0 * float(forward_cost.get("flops", 0.0)))
 
 
-def utilisation(figures: dict[str, Any], chip: dict[str, float]) -> dict[str, Any]:
-  """MFU from the compiler's time estimate, and from a roofline of its FLOPs and bytes (per device)."""
-  roofline_s = max(figures["flops"] / chip["flops"], figures["bytes_accessed"] / chip["bandwidth"])
+def utilisation(figures: dict[str, Any], chip: dict[str, float], micro_batches: int = 1) -> dict[str, Any]:
+  """MFU from the compiler's time estimate, and from a roofline of its FLOPs and bytes (per device). XLA's cost
+  analysis counts a loop's body once: with k micro-batches (a loop) the roofline takes k x its FLOPs and bytes
+  (the optimizer update, outside the loop, is then counted k times: a small overestimate of the step)."""
+  roofline_s = micro_batches * max(figures["flops"] / chip["flops"], figures["bytes_accessed"] / chip["bandwidth"])
   est = figures["model_flops"] / (figures["optimal_seconds"] * chip["flops"]) if figures["optimal_seconds"] > 0 \
       else None
   return dict(est_mfu=est, roofline_s=roofline_s,
@@ -167,7 +169,7 @@ def main(argv=None) -> None:
   config = run_config(args, len(devices))
   figures = compile_step(config, devices)
   chip = chip_figures(generation)
-  figures.update(utilisation(figures, chip), topology=args.topology, chip=generation,
+  figures.update(utilisation(figures, chip, config.grad_accum_steps), topology=args.topology, chip=generation,
                  shape=dict(frames=args.frames, resolution=args.resolution, tokens=args.tokens,
                             per_device_batch=args.per_device_batch, lm=args.lm),
                  overrides=args.override)

@@ -161,12 +161,18 @@ def chunked_token_sums(logits_of: Callable[[jax.Array], jax.Array], hidden: jax.
 
 
 def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    accumulation_steps: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                    accumulation_steps: int = 1, param_shardings: Any = None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """The pure step; per-step randomness is `fold_in(state.rng, step)`, so a resumed run draws the same.
 
   With `accumulation_steps` k > 1 the batch is split into k micro-batches whose gradients are summed, each
   weighted by its share of the loss tokens: the update equals the one of the whole batch at 1/k the memory.
+  Micro-batch i holds rows i, i + k, ...: every device keeps 1/k of its own rows in each (a contiguous split
+  would put each micro-batch on 1/k of the devices). param_shardings (the params' shardings, under a mesh):
+  the summed gradients are held laid out as the params (else XLA may keep a replicated float32 copy).
   """
+  constrain = lambda tree: tree if param_shardings is None else jax.lax.with_sharding_constraint(
+      tree, param_shardings)
 
   def micro_gradients(params, batch_stats, batch: Batch, dropout_rng):
     """((loss, (metrics, BatchNorm statistics)), gradients); with micro-batches the statistics run through
@@ -174,7 +180,7 @@ def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation
     grad_fn = jax.value_and_grad(loss_metrics_and_statistics, has_aux=True)
     if accumulation_steps == 1:
       return grad_fn(params, model, batch, dropout_rng, batch_stats)
-    micro = jax.tree.map(lambda x: x.reshape(accumulation_steps, -1, *x.shape[1:]), batch)
+    micro = jax.tree.map(lambda x: x.reshape(-1, accumulation_steps, *x.shape[1:]).swapaxes(0, 1), batch)
     total_tokens = jnp.maximum(batch["loss_mask"].sum().astype(jnp.float32), 1.0)
 
     def add(carry, inputs):
@@ -182,11 +188,11 @@ def make_train_step(model: lrr.LRRModel, optimizer: optax.GradientTransformation
       (_, (metrics, stats)), grads = grad_fn(params, model, micro_batch, jax.random.fold_in(dropout_rng, index),
                                              carry[2])
       weight = metrics["num_tokens"] / total_tokens
-      grads = jax.tree.map(lambda total, g: total + weight * g, carry[0], grads)
+      grads = constrain(jax.tree.map(lambda total, g: total + weight * g, carry[0], grads))
       sums = {k: carry[1][k] + (v if k == "num_tokens" else weight * v) for k, v in metrics.items()}
       return (grads, sums, stats), None
 
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    zeros = constrain(jax.tree.map(jnp.zeros_like, params))
     sums = {"loss": 0.0, "token_accuracy": 0.0, "num_tokens": 0.0}
     (grads, metrics, batch_stats), _ = jax.lax.scan(add, (zeros, sums, batch_stats),
                                                     (jnp.arange(accumulation_steps), micro))
@@ -219,7 +225,8 @@ def make_sharded_training(model: lrr.LRRModel, optimizer: optax.GradientTransfor
   # constraints would reject; out_shardings lays the state out instead.
   init = jax.jit(lambda rng: init_train_state(model, optimizer, example_batch, rng),
                  in_shardings=partitioning.replicated(mesh), out_shardings=state_shardings)
-  step = partitioning.jit_sharded(make_train_step(model, optimizer, schedule, accumulation_steps), mesh, rules,
+  step = partitioning.jit_sharded(make_train_step(model, optimizer, schedule, accumulation_steps,
+                                                  state_shardings.params), mesh, rules,
                                   in_shardings=(state_shardings, batch_shardings),
                                   out_shardings=(state_shardings, partitioning.replicated(mesh)),
                                   donate_argnums=(0,))
