@@ -64,7 +64,10 @@ def set_devices(topology: str) -> list[Any]:
     jax.config.update("jax_num_cpu_devices", int(shape))
     return jax.devices("cpu")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
-  return list(topologies.get_topology_desc(topology_name=topology, platform="tpu").devices)
+  devices = list(topologies.get_topology_desc(topology_name=topology, platform="tpu").devices)
+  # v4's description has a device per TensorCore; JAX runs a v4 chip's two cores as one device (megacore), and
+  # meshes take one device per chip: the chip's first core stands for it (its HBM: the chip's 32 GiB).
+  return [d for d in devices if getattr(d, "core_on_chip", 0) == 0]
 
 
 def run_config(args: argparse.Namespace, num_devices: int):
