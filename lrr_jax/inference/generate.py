@@ -18,7 +18,6 @@ the position table (NaN) or overwrites a cache slot. `room` says how many more t
 budget to fit say so themselves. `decode_state_bytes` and `check_memory` refuse a decode too large for memory
 before anything is allocated.
 """
-import dataclasses
 import functools
 import pathlib
 from typing import NamedTuple, Sequence
@@ -27,19 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrr_jax.inference import sampling as sampling_lib
 from lrr_jax.models import cross_attention
 from lrr_jax.models import decoder as decoder_lib
 from lrr_jax.models import lrr
 
 Array = jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampling:
-  """temperature 0 is greedy; top_k 0 and top_p 1.0 keep the whole vocabulary."""
-  temperature: float = 0.0
-  top_k: int = 0
-  top_p: float = 1.0
+Sampling = sampling_lib.Sampling  # here too, for callers of generation
+sample_logits = sampling_lib.sample_logits
 
 
 class DecodeState(NamedTuple):
@@ -92,23 +86,6 @@ def select_rows(state: DecodeState, rows: Array | Sequence[int]) -> DecodeState:
   per_row = jax.tree.map(take, {k: v for k, v in state.cache.items() if k not in shared})
   return DecodeState({**per_row, **shared}, take(state.logits), take(state.position), take(state.frame),
                      state.slot)
-
-
-def sample_logits(logits: Array, rng: Array, sampling: Sampling) -> Array:
-  """int32[B] tokens drawn from float[B, V] logits with temperature, top-k and top-p (nucleus)."""
-  if sampling.temperature <= 0.0:
-    return jnp.argmax(logits, -1).astype(jnp.int32)
-  logits = logits.astype(jnp.float32) / sampling.temperature
-  if sampling.top_k:
-    kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]
-    logits = jnp.where(logits < kth, -jnp.inf, logits)
-  if sampling.top_p < 1.0:
-    sorted_logits = jnp.sort(logits, -1)[:, ::-1]
-    probs = jax.nn.softmax(sorted_logits, -1)
-    before = jnp.cumsum(probs, -1) - probs  # mass of the tokens strictly more likely
-    cutoff = jnp.min(jnp.where(before < sampling.top_p, sorted_logits, jnp.inf), -1, keepdims=True)
-    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-  return jax.random.categorical(rng, logits).astype(jnp.int32)
 
 
 def stop_table(stop_sequences: Sequence[Sequence[int]]) -> np.ndarray:
