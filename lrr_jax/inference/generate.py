@@ -272,7 +272,8 @@ class Generator:
     batch, length = prompt["tokens"].shape
     cache = lrr.init_cache(self.model.config, batch, cache_length, visual)
     logits, cache = self.model.apply(variables, prompt["tokens"], prompt["positions"], prompt["segment_ids"],
-                                     prompt["frame_index"], cache, 0, visual, method=lrr.LRRModel.decode)
+                                     prompt["frame_index"], cache, 0, visual, last_only=True,
+                                     method=lrr.LRRModel.decode)
     return DecodeState(cache, logits[:, -1], prompt["positions"][:, -1] + 1, prompt["frame_index"][:, -1],
                        jnp.asarray(length, jnp.int32))
 
@@ -287,7 +288,7 @@ class Generator:
     frame, frames = jax.lax.scan(advance, state.frame, (tokens.T, segment_ids.T))
     positions = state.position[:, None] + jnp.cumsum(segment_ids, 1) - 1
     logits, cache = self.model.apply(variables, tokens, positions, segment_ids, frames.T,
-                                     state.cache, state.slot, method=lrr.LRRModel.decode)
+                                     state.cache, state.slot, last_only=True, method=lrr.LRRModel.decode)
     return DecodeState(cache, logits[:, -1], state.position + segment_ids.sum(1), frame,
                        state.slot + tokens.shape[1])
 
