@@ -8,8 +8,9 @@ top_p, as it does for a trained model's peaked distributions) and the nucleus fo
 (a bisection on the cutoff logit: 32 masked sums, for flat distributions) are the same set, and the same as
 sorting the vocabulary would give. Sorting 50,272 logits per row at every token was the cost of top-p on CPU.
 
-The token is then `jax.random.categorical` over the filtered logits (a Gumbel max over the whole vocabulary),
-so a key draws the same token however the nucleus was found.
+The token is then `jax.random.categorical`'s over the filtered logits (the same Gumbel max over the whole
+vocabulary, the argmax taken as two plain reductions), so a key draws the same token however the nucleus was
+found.
 """
 import dataclasses
 import math
@@ -40,9 +41,17 @@ class Sampling:
 def sample_logits(logits: Array, rng: Array, sampling: Sampling) -> Array:
   """int32[B] tokens drawn from float[B, V] logits with temperature, top-k and top-p (nucleus)."""
   if sampling.temperature <= 0.0:
-    return jnp.argmax(logits, -1).astype(jnp.int32)
+    return first_argmax(logits)
   logits = filter_logits(logits.astype(jnp.float32) / sampling.temperature, sampling)
-  return jax.random.categorical(rng, logits).astype(jnp.int32)
+  return first_argmax(jax.random.gumbel(rng, logits.shape, logits.dtype) + logits)  # jax.random.categorical
+
+
+def first_argmax(x: Array) -> Array:
+  """int32[B]: `jnp.argmax(x, -1)` (the first maximum; the first NaN if any) as a max and a min over the
+  indices that hit it: two plain reductions, where XLA:CPU's argmax (one reduction of (value, index) pairs)
+  took 17 ms for 10 rows of 50,272."""
+  hit = (x == jnp.max(x, -1, keepdims=True)) | jnp.isnan(x)
+  return jnp.min(jnp.where(hit, jnp.arange(x.shape[-1], dtype=jnp.int32), x.shape[-1]), -1)
 
 
 def filter_logits(logits: Array, sampling: Sampling, candidates: int = CANDIDATES) -> Array:

@@ -89,3 +89,20 @@ def test_sampling_settings_are_checked():
     sampling_lib.Sampling(0.6, -1, 0.9)
   with pytest.raises(ValueError, match="exceeds the vocabulary"):
     sampling_lib.filter_logits(jnp.zeros((1, 8)), sampling_lib.Sampling(1.0, 9, 1.0))
+
+
+def test_first_argmax_is_jnp_argmax_with_ties_and_nan():
+  x = np.round(np.random.default_rng(4).standard_normal((64, 300)) * 2) / 2  # many tied maxima
+  x[3, [7, 11]] = np.nan
+  x[5, 2] = np.inf
+  np.testing.assert_array_equal(np.asarray(sampling_lib.first_argmax(jnp.asarray(x, jnp.float32))),
+                                np.argmax(x, -1))
+
+
+def test_temperature_alone_draws_what_jax_random_categorical_draws():
+  logits = jnp.asarray(random_logits("flat"))
+  keys = jax.random.split(jax.random.key(5), 100)
+  sampling = sampling_lib.Sampling(0.6)
+  new = jax.jit(jax.vmap(lambda key: sampling_lib.sample_logits(logits, key, sampling)))(keys)
+  old = jax.jit(jax.vmap(lambda key: jax.random.categorical(key, logits / 0.6)))(keys)
+  np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
