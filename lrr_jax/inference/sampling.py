@@ -8,9 +8,9 @@ top_p, as it does for a trained model's peaked distributions) and the nucleus fo
 (a bisection on the cutoff logit: 32 masked sums, for flat distributions) are the same set, and the same as
 sorting the vocabulary would give. Sorting 50,272 logits per row at every token was the cost of top-p on CPU.
 
-The token is then `jax.random.categorical`'s over the filtered logits (the same Gumbel max over the whole
-vocabulary, the argmax taken as two plain reductions), so a key draws the same token however the nucleus was
-found.
+The token is then drawn from the filtered logits as `jax.random.categorical` draws it (a Gumbel max over the
+whole vocabulary; the argmax as two plain reductions), so a key draws the same token however the nucleus was
+found, and the same token as before this module.
 """
 import dataclasses
 import math
