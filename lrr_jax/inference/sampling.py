@@ -10,7 +10,9 @@ sorting the vocabulary would give. Sorting 50,272 logits per row at every token 
 
 The token is then drawn from the filtered logits as `jax.random.categorical` draws it (a Gumbel max over the
 whole vocabulary; the argmax as two plain reductions), so a key draws the same token however the nucleus was
-found, and the same token as before this module.
+found. Before this module the masses were float32 sums over the sorted vocabulary, which can move the cutoff by
+one token where top_p falls within their rounding; tests/inference/test_sampling.py draws the same tokens as
+that code for every key tried.
 """
 import dataclasses
 import math
