@@ -43,7 +43,7 @@ def layer_norm(*, name: str, dtype: Dtype, param_dtype: Dtype, affine: bool = Tr
 def masked_attention_weights(query: Array, key: Array, mask: Array | None) -> Array:
   """float32[B, H, Sq, Sk] softmax weights (shapes as `masked_attention`; a batch-1 key is read by all rows)."""
   shared = key.shape[0] == 1 and query.shape[0] > 1
-  if query.shape[1] == 1:  # one query per row (a decoding step): see `_one_query_scores`
+  if _one_query_rows(query):  # a decoding step of several rows: see `_one_query_scores`
     scores = _one_query_scores(query, key)
   elif shared:
     scores = jnp.einsum("bqhd,khd->bhqk", query, key[0], preferred_element_type=jnp.float32)
@@ -52,6 +52,13 @@ def masked_attention_weights(query: Array, key: Array, mask: Array | None) -> Ar
   if mask is not None:
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
   return jax.nn.softmax(scores, axis=-1)
+
+
+def _one_query_rows(query: Array) -> bool:
+  """One query in each of several rows (candidates decoded together): scores and values as a multiply and a
+  sum. Measured on XLA:CPU at OPT-125M's widths and a 212-slot cache, per layer: 10 rows 2.3 ms against 22 ms
+  for the einsums, 2 rows 0.3 against 0.9 ms; one row 1.4 against 0.4 ms, so one row keeps the einsums."""
+  return query.shape[1] == 1 and query.shape[0] > 1
 
 
 def _one_query_scores(query: Array, key: Array) -> Array:
@@ -75,7 +82,7 @@ def masked_attention(query: Array, key: Array, value: Array, mask: Array | None,
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-  if query.shape[1] == 1:  # the values read in place too, summed over Sk in float32
+  if _one_query_rows(query):  # the values read in place too, summed over Sk in float32
     weighted = weights[:, :, 0].transpose(0, 2, 1)[..., None] * value.astype(jnp.float32)  # [B, Sk, H, D]
     return jnp.sum(weighted, 1, keepdims=True).astype(value.dtype)
   if shared:
