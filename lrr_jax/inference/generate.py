@@ -18,7 +18,6 @@ the position table (NaN) or overwrites a cache slot. `room` says how many more t
 budget to fit say so themselves. `decode_state_bytes` and `check_memory` refuse a decode too large for memory
 before anything is allocated.
 """
-import dataclasses
 import functools
 import pathlib
 from typing import NamedTuple, Sequence
@@ -27,19 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrr_jax.inference import sampling as sampling_lib
 from lrr_jax.models import cross_attention
 from lrr_jax.models import decoder as decoder_lib
 from lrr_jax.models import lrr
 
 Array = jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampling:
-  """temperature 0 is greedy; top_k 0 and top_p 1.0 keep the whole vocabulary."""
-  temperature: float = 0.0
-  top_k: int = 0
-  top_p: float = 1.0
+Sampling = sampling_lib.Sampling  # here too, for callers of generation
+sample_logits = sampling_lib.sample_logits
 
 
 class DecodeState(NamedTuple):
@@ -92,23 +86,6 @@ def select_rows(state: DecodeState, rows: Array | Sequence[int]) -> DecodeState:
   per_row = jax.tree.map(take, {k: v for k, v in state.cache.items() if k not in shared})
   return DecodeState({**per_row, **shared}, take(state.logits), take(state.position), take(state.frame),
                      state.slot)
-
-
-def sample_logits(logits: Array, rng: Array, sampling: Sampling) -> Array:
-  """int32[B] tokens drawn from float[B, V] logits with temperature, top-k and top-p (nucleus)."""
-  if sampling.temperature <= 0.0:
-    return jnp.argmax(logits, -1).astype(jnp.int32)
-  logits = logits.astype(jnp.float32) / sampling.temperature
-  if sampling.top_k:
-    kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]
-    logits = jnp.where(logits < kth, -jnp.inf, logits)
-  if sampling.top_p < 1.0:
-    sorted_logits = jnp.sort(logits, -1)[:, ::-1]
-    probs = jax.nn.softmax(sorted_logits, -1)
-    before = jnp.cumsum(probs, -1) - probs  # mass of the tokens strictly more likely
-    cutoff = jnp.min(jnp.where(before < sampling.top_p, sorted_logits, jnp.inf), -1, keepdims=True)
-    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-  return jax.random.categorical(rng, logits).astype(jnp.int32)
 
 
 def stop_table(stop_sequences: Sequence[Sequence[int]]) -> np.ndarray:
@@ -301,7 +278,8 @@ class Generator:
     batch, length = prompt["tokens"].shape
     cache = lrr.init_cache(self.model.config, batch, cache_length, visual)
     logits, cache = self.model.apply(variables, prompt["tokens"], prompt["positions"], prompt["segment_ids"],
-                                     prompt["frame_index"], cache, 0, visual, method=lrr.LRRModel.decode)
+                                     prompt["frame_index"], cache, 0, visual, last_only=True,
+                                     method=lrr.LRRModel.decode)
     return DecodeState(cache, logits[:, -1], prompt["positions"][:, -1] + 1, prompt["frame_index"][:, -1],
                        jnp.asarray(length, jnp.int32))
 
@@ -316,7 +294,7 @@ class Generator:
     frame, frames = jax.lax.scan(advance, state.frame, (tokens.T, segment_ids.T))
     positions = state.position[:, None] + jnp.cumsum(segment_ids, 1) - 1
     logits, cache = self.model.apply(variables, tokens, positions, segment_ids, frames.T,
-                                     state.cache, state.slot, method=lrr.LRRModel.decode)
+                                     state.cache, state.slot, last_only=True, method=lrr.LRRModel.decode)
     return DecodeState(cache, logits[:, -1], state.position + segment_ids.sum(1), frame,
                        state.slot + tokens.shape[1])
 

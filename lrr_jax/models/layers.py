@@ -43,11 +43,30 @@ def layer_norm(*, name: str, dtype: Dtype, param_dtype: Dtype, affine: bool = Tr
 def masked_attention_weights(query: Array, key: Array, mask: Array | None) -> Array:
   """float32[B, H, Sq, Sk] softmax weights (shapes as `masked_attention`; a batch-1 key is read by all rows)."""
   shared = key.shape[0] == 1 and query.shape[0] > 1
-  scores = (jnp.einsum("bqhd,khd->bhqk", query, key[0], preferred_element_type=jnp.float32) if shared else
-            jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32))
+  if _one_query_rows(query):  # a decoding step of several rows: see `_one_query_scores`
+    scores = _one_query_scores(query, key)
+  elif shared:
+    scores = jnp.einsum("bqhd,khd->bhqk", query, key[0], preferred_element_type=jnp.float32)
+  else:
+    scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
   if mask is not None:
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
   return jax.nn.softmax(scores, axis=-1)
+
+
+def _one_query_rows(query: Array) -> bool:
+  """One query in each of several rows (candidates decoded together): scores and values as a multiply and a
+  sum. Measured on XLA:CPU at OPT-125M's widths and a 212-slot cache, per layer: 10 rows 2.3 ms against 22 ms
+  for the einsums, 2 rows 0.3 against 0.9 ms; one row 1.4 against 0.4 ms, so one row keeps the einsums."""
+  return query.shape[1] == 1 and query.shape[0] > 1
+
+
+def _one_query_scores(query: Array, key: Array) -> Array:
+  """float32[B, H, 1, Sk] of one query per row [B, 1, H, D] against keys [B or 1, Sk, H, D], as a multiply and
+  a sum over D that read the keys (a decoder's whole KV cache) where they lie: as a dot, XLA:CPU first copied
+  them to [B, H, Sk, D], every layer and every token, a third of a decoding step at OPT-125M's widths."""
+  scores = jnp.sum(query.astype(jnp.float32) * key.astype(jnp.float32), -1)  # [B, Sk, H]
+  return scores.transpose(0, 2, 1)[:, :, None]
 
 
 def masked_attention(query: Array, key: Array, value: Array, mask: Array | None, *,
@@ -63,6 +82,9 @@ def masked_attention(query: Array, key: Array, value: Array, mask: Array | None,
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  if _one_query_rows(query):  # the values read in place too, summed over Sk in float32
+    weighted = weights[:, :, 0].transpose(0, 2, 1)[..., None] * value.astype(jnp.float32)  # [B, Sk, H, D]
+    return jnp.sum(weighted, 1, keepdims=True).astype(value.dtype)
   if shared:
     return jnp.einsum("bhqk,khd->bqhd", weights.astype(value.dtype), value[0])
   return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)

@@ -158,11 +158,14 @@ class LRRModel(nn.Module):
 
   def decode(self, tokens: Array, positions: Array, segment_ids: Array, frame_index: Array,
              cache: decoder_lib.Cache, cache_index: Array,
-             visual: cross_attention.VisualMemory | None = None) -> tuple[Array, decoder_lib.Cache]:
-    """Cached decoding: writes `tokens` at cache slots [cache_index, cache_index + S) and returns logits."""
-    logits, cache = self.decoder(tokens, positions, segment_ids, frame_index=frame_index, visual=visual,
-                                 cache=cache, cache_index=cache_index, deterministic=True)
-    return self._mask_padding_rows(logits), cache
+             visual: cross_attention.VisualMemory | None = None,
+             last_only: bool = False) -> tuple[Array, decoder_lib.Cache]:
+    """Cached decoding: writes `tokens` at cache slots [cache_index, cache_index + S) and returns logits
+    [B, S, vocab], or [B, 1, vocab] of the last column with `last_only` (a prefill: the vocabulary projection
+    of the other S - 1 columns, which XLA does not prune, is most of a long prompt's cost at a 50k vocabulary)."""
+    hidden, cache = self.decoder.features(tokens, positions, segment_ids, frame_index=frame_index, visual=visual,
+                                          cache=cache, cache_index=cache_index, deterministic=True)
+    return self.output_logits(hidden[:, -1:] if last_only else hidden), cache
 
   def _mask_padding_rows(self, logits: Array) -> Array:
     """Logits of the vocabulary's padding rows (beyond `num_predicted_tokens`) at the lowest value."""

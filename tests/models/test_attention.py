@@ -15,6 +15,7 @@ import pytest
 from lrr_jax.models import attention
 from lrr_jax.models import cross_attention
 from lrr_jax.models import decoder
+from lrr_jax.models import layers
 from lrr_jax.models import lrr
 from lrr_jax.models import video_encoder
 from tests.models.test_lrr import example_inputs, open_gates
@@ -114,6 +115,21 @@ def test_each_path_equals_the_reference(implementation, kind):
   sees = reads_any(visibility, 2, sq)
   assert np.isfinite(got).all()
   np.testing.assert_allclose(got[sees], expected[sees], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own keys", "shared keys"])
+def test_one_query_per_row_equals_the_einsum(shared):
+  """The reference's decoding-step path (a multiply and a sum, no transposed cache) against the einsums."""
+  visibility, sq, sk = case("decode", b=3)
+  query, key, value = qkv(3, sq, sk, jnp.float32)
+  if shared:
+    key, value = key[:1], value[:1]
+  mask = visibility.dense()
+  got = jax.jit(layers.masked_attention)(query, key, value, mask)
+  key, value = (jnp.broadcast_to(x, (3, *x.shape[1:])) for x in (key, value))
+  scores = jnp.where(mask, jnp.einsum("bqhd,bkhd->bhqk", query, key), jnp.finfo(jnp.float32).min)
+  expected = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, -1), value)
+  np.testing.assert_allclose(got, expected, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("implementation", ["xla", "splash"])

@@ -92,6 +92,19 @@ def test_cached_decoding_with_open_gates_equals_full_forward(tiny):
     np.testing.assert_allclose(logits[:, 0], full[:, step], atol=1e-5)
 
 
+def test_decoding_the_last_column_only_gives_its_logits_and_the_same_cache(tiny):
+  model, variables, inputs, _ = tiny
+  visual = model.apply(variables, inputs["video"], method=lrr.LRRModel.encode_video)
+  cache = lrr.init_cache(model.config, BATCH, LENGTH, visual)
+  seq = [inputs[k][:, :7] for k in ("tokens", "positions", "segment_ids", "frame_index")]
+  decode = jax.jit(lambda last_only: model.apply(variables, *seq, cache, 0, visual, last_only=last_only,
+                                                 method=lrr.LRRModel.decode), static_argnums=0)
+  (all_logits, all_cache), (last, last_cache) = decode(False), decode(True)
+  assert last.shape == (BATCH, 1, model.config.decoder.vocab_size)
+  np.testing.assert_allclose(last, all_logits[:, -1:], atol=1e-6, rtol=0)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0), all_cache, last_cache)
+
+
 def open_gates(variables, value: float = 1.0):
   """Set every cross-attention gate to `value` so that the video reaches the logits."""
   flat = flax.traverse_util.flatten_dict(nn.unbox(variables))
