@@ -23,17 +23,14 @@ def answer_outcomes(responses: Sequence[str], answers: Sequence[str]) -> dict[st
           "well_formed": np.array([p is not None for p in predicted], np.int64).reshape(-1)}
 
 
-def answer_accuracy(responses: Sequence[str], answers: Sequence[str],
-                    groups: dict[str, Sequence[str]] | None = None) -> dict[str, float]:
-  """{'accuracy', 'well_formed', '<key>/<value>' for each group key and value} over the responses."""
-  outcomes = answer_outcomes(responses, answers)
-  correct = outcomes["accuracy"].tolist()
-  scores = {name: float(values.sum() / max(len(values), 1)) for name, values in outcomes.items()}
-  for key, values in (groups or {}).items():
+def group_means(values: np.ndarray, groups: dict[str, Sequence[str]]) -> dict[str, float]:
+  """{'<key>/<value>': the mean of `values` over the records with that value} for each group key."""
+  scores = {}
+  for key, of_record in groups.items():
     by_value = collections.defaultdict(list)
-    for value, ok in zip(values, correct):
-      by_value[value].append(ok)
-    scores.update({f"{key}/{value}": sum(oks) / len(oks) for value, oks in sorted(by_value.items())})
+    for value, outcome in zip(of_record, values.tolist()):
+      by_value[value].append(outcome)
+    scores.update({f"{key}/{value}": sum(v) / len(v) for value, v in sorted(by_value.items())})
   return scores
 
 

@@ -25,9 +25,3 @@ def cater_outcomes(responses: list[str], labels: np.ndarray) -> dict[str, np.nda
                       + np.abs(predicted % cater.GRID - labels % cater.GRID), GRID_DIAMETER)
   return {"top1": (predicted == labels).astype(np.int64), "l1": distance.astype(np.int64),
           "well_formed": readable.astype(np.int64)}
-
-
-def cater_scores(responses: list[str], labels: np.ndarray) -> dict[str, float]:
-  """top1, l1 distance (grid cells) and the fraction of well-formed responses, over the responses."""
-  outcomes = cater_outcomes(responses, labels)
-  return {**{name: float(values.mean()) for name, values in outcomes.items()}, "chance_top1": 1.0 / cater.GRID ** 2}

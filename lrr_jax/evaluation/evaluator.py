@@ -158,9 +158,9 @@ class Evaluator:
     read = [examples[i] if i in examples else records.read_example(r, self.variant, f"test record {i}")
             for i, r in enumerate(everything)]
     metadata = [records.read_metadata(r) for r in everything]
-    scores = self._scores(responses, read, labels, metadata)
     per_record = task_outcomes(self.dataset, responses, [e.answer for e in read], labels,
                                [e.response_text for e in read])
+    scores = outcome_scores(self.dataset, per_record, metadata)
     if self.candidates:
       local = np.concatenate(logprobs)[:len(done)] if logprobs else np.zeros((0, len(self.candidates)))
       ranked = sharding.gather_rows(local, count)
@@ -216,44 +216,18 @@ class Evaluator:
     return ranking.candidate_logprobs(self.generator, variables, video, prompts, continuations, candidates,
                                       self.tokenizer.pad_id, self.memory_limit_bytes)
 
-  def _scores(self, responses, examples, labels, metadata) -> dict[str, float]:
-    return task_scores(self.dataset, responses, [e.answer for e in examples], labels, metadata,
-                       [e.response_text for e in examples])
-
-
 def task_scores(dataset: str, responses: Sequence[str], answers: Sequence[str], labels: np.ndarray,
                 metadata: Sequence[dict[str, Any]], references: Sequence[str] = ()) -> dict[str, float]:
   """The task's scores of generated `responses` against the reference answers (labels: int classes, CATER's
-  cells), grouped by the records' `metadata` (ACRE's split and query type, STAR's question type); with the
-  reference rationales of a dataset written with boxes (Something-Else's `boxes` configs), `box_iou`: the
-  detections' mean IoU (`boxes.detection_iou`)."""
-  if dataset in CATER_DATASETS:
-    return cater_eval.cater_scores(list(responses), labels)
-  scores = answers_eval.answer_accuracy(responses, answers, record_groups(dataset, metadata))
-  if dataset == "something_else":
-    scores["top1"] = scores.pop("accuracy")
-    ious = [boxes.detection_iou(r, ref) for r, ref in zip(responses, references)]
-    if ious and all(i is not None for i in ious):
-      scores["box_iou"] = float(np.mean(ious))
-  if dataset in ("generated_acre", "acre"):
-    scores["chance"] = 1.0 / 3
-  if dataset == "star":  # the paper's overall: the mean over the question types
-    scores["accuracy_pooled"] = scores["accuracy"]
-    scores["accuracy"] = answers_eval.mean_over_group(scores, "question_type", answers_eval.STAR_QUESTION_TYPES)
-  return scores
-
-
-def record_groups(dataset: str, metadata: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
-  """{group key: each record's value} of the keys the task's scores are grouped by (`GROUP_KEYS`)."""
-  keys = GROUP_KEYS.get(dataset, ())
-  return {key: [str(m.get(key)) for m in metadata] for key in keys if metadata and key in metadata[0]}
+  cells): the means of `task_outcomes`, with the grouped scores of `outcome_scores`."""
+  return outcome_scores(dataset, task_outcomes(dataset, responses, answers, labels, references), metadata)
 
 
 def task_outcomes(dataset: str, responses: Sequence[str], answers: Sequence[str], labels: np.ndarray,
                   references: Sequence[str] = ()) -> dict[str, np.ndarray]:
-  """Per response, each score of `task_scores` that is a mean over responses, by its name: CATER's top1, l1
-  and well_formed; accuracy (Something-Else: top1; STAR: accuracy_pooled), well_formed and box_iou where
-  `task_scores` has it. Averaged over the responses, each equals that score."""
+  """Per response, by name: CATER's top1, l1 and well_formed; otherwise accuracy (Something-Else: top1; STAR:
+  accuracy_pooled) and well_formed, and with the reference rationales of a dataset written with boxes
+  (Something-Else's `boxes` configs) box_iou, the detections' IoU (`boxes.detection_iou`)."""
   if dataset in CATER_DATASETS:
     return cater_eval.cater_outcomes(list(responses), labels)
   per_record = answers_eval.answer_outcomes(responses, answers)
@@ -265,6 +239,29 @@ def task_outcomes(dataset: str, responses: Sequence[str], answers: Sequence[str]
   if dataset == "star":  # its accuracy is a mean over question types, not over records
     per_record["accuracy_pooled"] = per_record.pop("accuracy")
   return per_record
+
+
+def outcome_scores(dataset: str, per_record: dict[str, np.ndarray], metadata: Sequence[dict[str, Any]]
+                   ) -> dict[str, float]:
+  """The task's scores from its per-record outcomes (`task_outcomes`): each one's mean; the answer accuracy
+  per group of the records' `metadata` (ACRE's split and query type, STAR's question type); STAR's accuracy as
+  the mean over its question types (the paper's overall); chance where the task has a fixed one."""
+  scores = {name: float(values.sum() / max(len(values), 1)) for name, values in per_record.items()}
+  if dataset in CATER_DATASETS:
+    return {**scores, "chance_top1": 1.0 / cater.GRID ** 2}
+  headline = {"something_else": "top1", "star": "accuracy_pooled"}.get(dataset, "accuracy")
+  scores.update(answers_eval.group_means(per_record[headline], record_groups(dataset, metadata)))
+  if dataset in ("generated_acre", "acre"):
+    scores["chance"] = 1.0 / 3
+  if dataset == "star":
+    scores["accuracy"] = answers_eval.mean_over_group(scores, "question_type", answers_eval.STAR_QUESTION_TYPES)
+  return scores
+
+
+def record_groups(dataset: str, metadata: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+  """{group key: each record's value} of the keys the task's scores are grouped by (`GROUP_KEYS`)."""
+  keys = GROUP_KEYS.get(dataset, ())
+  return {key: [str(m.get(key)) for m in metadata] for key in keys if metadata and key in metadata[0]}
 
 
 def answer_ending(example: rationales.Example, tokenizer: tokenizer_lib.Tokenizer) -> list[int]:

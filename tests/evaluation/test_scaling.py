@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lrr_jax.evaluation import cater as cater_eval
+from lrr_jax.evaluation import evaluator
 from lrr_jax.evaluation import scaling
 
 
@@ -39,5 +40,6 @@ def test_cater_outcomes_per_response_average_to_the_scores():
   assert outcomes["top1"].tolist() == [1, 0, 0]
   assert outcomes["l1"].tolist() == [0, 8, cater_eval.GRID_DIAMETER]
   assert outcomes["well_formed"].tolist() == [1, 1, 0]
-  scores = cater_eval.cater_scores(responses, labels)
+  scores = evaluator.task_scores("generated_cater", responses, [""] * 3, labels, [{}] * 3)
   assert all(scores[k] == pytest.approx(v.mean()) for k, v in outcomes.items())
+  assert scores["chance_top1"] == pytest.approx(1 / 36)
