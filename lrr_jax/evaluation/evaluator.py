@@ -216,6 +216,7 @@ class Evaluator:
     return ranking.candidate_logprobs(self.generator, variables, video, prompts, continuations, candidates,
                                       self.tokenizer.pad_id, self.memory_limit_bytes)
 
+
 def task_scores(dataset: str, responses: Sequence[str], answers: Sequence[str], labels: np.ndarray,
                 metadata: Sequence[dict[str, Any]], references: Sequence[str] = ()) -> dict[str, float]:
   """The task's scores of generated `responses` against the reference answers (labels: int classes, CATER's
