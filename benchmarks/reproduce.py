@@ -32,6 +32,8 @@ from benchmarks import seed_tables  # pylint: disable=g-import-not-at-top,wrong-
 from benchmarks import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lrr_jax.evaluation import intervals  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lrr_jax.evaluation import scaling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lrr_jax.inference import search  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -60,15 +62,20 @@ def search_workdirs(sweep_dir: pathlib.Path, seeds: Sequence[int]) -> list[pathl
 
 
 def search_table(workdirs: Sequence[pathlib.Path], python: str, scaling_flags: Sequence[str]) -> list[dict]:
-  """The inference-time scaling table (`lrr_jax.evaluation.scaling`, its flags) on each run; rows name the run.
-  Each row keeps its `per_example` outcomes (for a bootstrap over examples and seeds)."""
+  """The inference-time scaling table (`lrr_jax.evaluation.scaling`, its flags from `scaling.settings_flags`) on
+  each run, reused where the run's `scaling/flags.json` holds the same flags; rows name the run. Each row keeps
+  its `per_example` outcomes (for a bootstrap over examples and seeds)."""
   missing = [str(w) for w in workdirs if not (w / "results.json").is_file()]
   if missing:
     raise FileNotFoundError(f"{', '.join(missing)}: no finished run; reproduce cater_static (with its seeds) first.")
   rows = []
   for workdir in workdirs:
-    subprocess.run([python, "-m", "lrr_jax.evaluation.scaling", f"--workdir={workdir}", *scaling_flags],
-                   check=True)
+    done = workdir / "scaling" / "flags.json"
+    if done.is_file() and json.loads(done.read_text()) == list(scaling_flags):
+      print(f"{workdir}: reusing its scaling table (same flags)", flush=True)
+    else:
+      subprocess.run([python, "-m", "lrr_jax.evaluation.scaling", f"--workdir={workdir}", *scaling_flags],
+                     check=True)
     rows += [{"run": workdir.name, **row} for row in json.loads((workdir / "scaling" / "scaling.json").read_text())]
   return rows
 
@@ -145,8 +152,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     return
   for table in names:
     if table == "search":
-      flags = [f"--num_examples={args.num_examples}", f"--num_candidates={args.num_candidates}",
-               f"--scorers={args.scorers}"] + ([f"--stage_beams={args.stage_beams}"] if args.stage_beams else [])
+      flags = scaling.settings_flags(strategies=search.STRATEGIES, num_examples=args.num_examples,
+                                     num_candidates=args.num_candidates, scorers=args.scorers,
+                                     stage_beams=args.stage_beams or None)
       seeds = [int(s) for s in args.search_seeds.split(",") if s]
       rows = search_table(search_workdirs(sweep_dir, seeds), args.python, flags)
       everything = seed_tables.write_orderings(out, search_orderings(rows, args.num_resamples), ["search"])

@@ -25,7 +25,7 @@ tokens sampled and judged, seconds) whose means they are, for a bootstrap over e
 test split's first --num_examples (the evaluator's); wall time excludes compilation: each row answers example 0
 once before the measured pass, except the judge's prompts of a length first met later (bucketed to 32 tokens),
 compiled once inside it (hence the median beside the mean). Trained runs of several seeds: one call per workdir
-(benchmarks/reproduce.py).
+(benchmarks/reproduce.py, which reuses a table whose `flags.json`, the settings below, matches its own).
 """
 import json
 import io
@@ -57,6 +57,19 @@ flags.DEFINE_list("scorers", None, f"How candidates are ranked, one row each: of
 flags.DEFINE_integer("max_new_tokens", None, "Token budget of a response (and of each stage).")
 flags.DEFINE_integer("seed", None, "Sampling seed.")
 flags.DEFINE_string("output", None, "Where to write scaling.{json,md,png} (default: <workdir>/scaling).")
+
+
+SETTINGS = ("strategies", "num_examples", "num_candidates", "stage_beams", "scorers", "max_new_tokens", "seed")
+
+
+def settings_flags(**settings) -> list[str]:
+  """The command-line flags of the table's settings (`SETTINGS`; None: unset), in one canonical order: what a
+  table's `flags.json` records, so that a caller can tell whether a finished table is the one it wants."""
+  unknown = sorted(set(settings) - set(SETTINGS))
+  if unknown:
+    raise ValueError(f"{unknown} are not settings of the scaling table; expected some of {SETTINGS}.")
+  value = lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+  return [f"--{name}={value(settings[name])}" for name in SETTINGS if settings.get(name) is not None]
 
 
 def parse_num_candidates(spec: str | None) -> dict[str, int]:
@@ -196,6 +209,7 @@ def main(argv):
   table = markdown_table(rows)
   (output / "scaling.json").write_text(json.dumps(rows, indent=2))
   (output / "scaling.md").write_text(table + "\n")
+  (output / "flags.json").write_text(json.dumps(settings_flags(**{name: f[name].value for name in SETTINGS})))
   plot(rows, output / "scaling.png", f"{run.workdir.name}, {f.num_examples} examples")
   print(table)
   print(f"\nWritten to {output}/scaling.{{json,md,png}}")

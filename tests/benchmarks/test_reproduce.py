@@ -73,6 +73,22 @@ def test_search_table_runs_on_each_seed_and_keeps_per_example_outcomes_out_of_th
   assert reproduce.markdown([row]).splitlines()[0] == "| run | strategy | top1 |"
 
 
+def test_a_finished_search_table_with_the_same_flags_is_reused_and_another_is_not(tmp_path):
+  workdir = reproduce.search_workdirs(tmp_path, [0])[0]
+  (workdir / "scaling").mkdir(parents=True)
+  (workdir / "results.json").write_text("{}")
+  row = {"strategy": "greedy", "scorer": "none", "beam": 1, "per_example": {"top1": [1, 0]}}
+  (workdir / "scaling" / "scaling.json").write_text(json.dumps([row]))
+  flags = reproduce.scaling.settings_flags(num_examples=2, scorers="likelihood", stage_beams=[1, 2])
+  assert flags == ["--num_examples=2", "--stage_beams=1,2", "--scorers=likelihood"]
+  (workdir / "scaling" / "flags.json").write_text(json.dumps(flags))
+  assert reproduce.search_table([workdir], "no-python-needed", flags) == [{"run": workdir.name, **row}]
+  with pytest.raises(FileNotFoundError):  # other flags: the table is run again (here with a python that is not)
+    reproduce.search_table([workdir], str(tmp_path / "no-python"), flags[:1])
+  with pytest.raises(ValueError, match="beams"):
+    reproduce.scaling.settings_flags(beams=[1])
+
+
 def test_search_orderings_are_judged_per_scorer_at_beam_one():
   n = 256
   row = lambda strategy, scorer, beam, top1: dict(strategy=strategy, scorer=scorer, beam=beam,
