@@ -70,9 +70,12 @@ def test_flat_logits_take_the_whole_vocabulary_search():
 
 
 @pytest.mark.parametrize("kind", ["peaked", "flat", "ties"])
-def test_same_key_same_token_as_sorting_in_float32(kind):
+@pytest.mark.parametrize("redraws", [0, 1, sampling_lib.REDRAWS])
+def test_same_key_same_token_as_sorting_in_float32(kind, redraws, monkeypatch):
   """Against the previous implementation: the same token for each of 200 keys x 8 rows (masses summed in
-  float32 may move the cutoff by one token only when top_p falls within rounding of a token's mass)."""
+  float32 may move the cutoff by one token only when top_p falls within rounding of a token's mass), whether
+  the token is a Gumbel max tried (redraws) or every row's nucleus is found (0 tries: the cutoff's path)."""
+  monkeypatch.setattr(sampling_lib, "REDRAWS", redraws)
   logits = jnp.asarray(random_logits(kind))
   keys = jax.random.split(jax.random.key(3), 200)
   sampling = sampling_lib.Sampling(0.7, 0, 0.9)
