@@ -96,6 +96,67 @@ def search_orderings(rows: Sequence[dict[str, Any]], num_resamples: int) -> list
   return judged
 
 
+SEARCH_CELL = ("strategy", "scorer", "num_candidates", "beam")  # a search cell: one row per training run
+
+
+def search_cells(rows: Sequence[dict[str, Any]], num_resamples: int) -> list[dict[str, Any]]:
+  """The search table's cells over training runs: top-1 and L1 as mean [95% interval] (a bootstrap over runs
+  and examples, as the training tables), per-run top-1, and the mean tokens and seconds per example."""
+  cells: dict[tuple, list[dict[str, Any]]] = {}
+  for row in rows:
+    cells.setdefault(tuple(row[k] for k in SEARCH_CELL), []).append(row)
+  out = []
+  for key, runs in cells.items():
+    cell = {**dict(zip(SEARCH_CELL, key)), "runs": len(runs), "examples": runs[0]["examples"]}
+    for metric in ("top1", "l1"):
+      interval = intervals.cell_interval([np.asarray(r["per_example"][metric], np.float64) for r in runs],
+                                         num_resamples)
+      cell[metric] = {"mean": interval.mean, "low": interval.low, "high": interval.high}
+    cell["top1_per_run"] = [r["top1"] for r in runs]
+    for measure in ("tokens_sampled", "tokens_judged", "seconds"):
+      cell[measure] = float(np.mean([r[measure] for r in runs]))
+    out.append(cell)
+  return out
+
+
+def search_cells_markdown(cells: Sequence[dict[str, Any]]) -> str:
+  lines = ["| strategy | scorer | N | beam | runs | examples | top1 | l1 | top1 per run | tokens sampled | "
+           "tokens judged | s / example |", "| " + " | ".join(["---"] * 12) + " |"]
+  for c in cells:
+    lines.append("| " + " | ".join([
+        c["strategy"], c["scorer"], str(c["num_candidates"]), str(c["beam"]), str(c["runs"]), str(c["examples"]),
+        seed_tables.interval_text(c["top1"]), seed_tables.interval_text(c["l1"]),
+        " / ".join(f"{v:.3f}" for v in c["top1_per_run"]), f"{c['tokens_sampled']:.0f}",
+        f"{c['tokens_judged']:.0f}", f"{c['seconds']:.2f}"]) + " |")
+  return "\n".join(lines)
+
+
+def plot_search_cells(cells: Sequence[dict[str, Any]], path: pathlib.Path) -> None:
+  """Top-1 per search cell: the mean with its 95% interval, each training run as a dot, greedy's mean marked."""
+  fig = figure.Figure(figsize=(1.6 + 1.1 * len(cells), 3.4))
+  ax = fig.subplots()
+  means = [c["top1"]["mean"] for c in cells]
+  errors = np.array([[c["top1"]["mean"] - c["top1"]["low"], c["top1"]["high"] - c["top1"]["mean"]]
+                     for c in cells]).T
+  ax.bar(range(len(cells)), means, yerr=errors, capsize=4, color="tab:blue", alpha=0.7, label="mean, 95% interval")
+  for x, c in enumerate(cells):
+    ax.scatter(x + np.linspace(-0.15, 0.15, len(c["top1_per_run"])), c["top1_per_run"], color="black", s=12,
+               zorder=3, label="one training run" if x == 0 else None)
+  greedy = [c["top1"]["mean"] for c in cells if c["strategy"] == "greedy"]
+  if greedy:
+    ax.axhline(greedy[0], color="tab:orange", linestyle=":", label="greedy")
+  ax.axhline(1 / 36, color="gray", linestyle="--", label="chance")
+  ax.set_xticks(range(len(cells)), [f"{c['strategy']}\n{c['scorer']}\nN={c['num_candidates']}"
+                                    + (f" beam={c['beam']}" if c["strategy"] == "stage_beam" else "") for c in cells],
+                fontsize=7)
+  ax.set_ylabel("top1")
+  ax.set_title(f"inference-time scaling, {cells[0]['runs']} training run(s), {cells[0]['examples']} videos",
+               fontsize=9)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
   columns = [c for c in rows[0] if not isinstance(rows[0][c], (dict, list))]  # per_example: in the JSON only
   cell = lambda v: "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
@@ -159,6 +220,12 @@ def main(argv: Sequence[str] | None = None) -> None:
       rows = search_table(search_workdirs(sweep_dir, seeds), args.python, flags)
       everything = seed_tables.write_orderings(out, search_orderings(rows, args.num_resamples), ["search"])
       print(f"\norderings\n{seed_tables.orderings_markdown(everything)}", flush=True)
+      cells = search_cells(rows, args.num_resamples)
+      (out / "search_cells.json").write_text(json.dumps({"cells": cells, "level": intervals.LEVEL,
+                                                         "num_resamples": args.num_resamples}, indent=2))
+      (out / "search_cells.md").write_text(search_cells_markdown(cells) + "\n")
+      plot_search_cells(cells, out / "search.png")
+      print(f"\nsearch cells\n{search_cells_markdown(cells)}", flush=True)
     else:
       rows = train_table(table, sweep_dir, extra, args.python)
       plot(rows, table, out / f"{table}.png")

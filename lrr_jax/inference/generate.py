@@ -106,7 +106,7 @@ def decode_state_bytes(config: lrr.LRRConfig, rows: int, cache_length: int, num_
                        visual_rows: int = 1) -> int:
   """Bytes of a `DecodeState` with `rows` rows, from shapes alone (nothing is allocated).
 
-  The KV cache as `decoder.init_cache` builds it: keys and values [rows, cache_length, heads, head_dim] per
+  The KV cache as `decoder.init_cache` builds it: keys and values [rows, heads, cache_length, head_dim] per
   layer and the slots' segment ids; the projected video's keys and values [visual_rows, num_visual_tokens,
   heads, head_dim] per cross-attention block (one row when candidates share it); and the next-token logits
   float32[rows, vocab].

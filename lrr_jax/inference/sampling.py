@@ -15,9 +15,9 @@ vocabulary is the draw whenever that token is one top-p keeps (one masked sum te
 probability about top_p; a row whose token is not kept draws again among the tokens likelier than it (the
 nucleus is among them), and rows still undecided after `REDRAWS` tries take the nucleus's cutoff. Each is the
 first maximum over a set holding the whole nucleus, so the token is the same as `filter_logits` then the Gumbel
-max gives, with none of its 33 passes over the vocabulary at most steps. Before this module the masses were float32 sums over the sorted vocabulary, which can move the cutoff by
-one token where top_p falls within their rounding; tests/inference/test_sampling.py draws the same tokens as
-that code for every key tried.
+max gives, with none of its 33 passes over the vocabulary at most steps. Before this module the masses were
+float32 sums over the sorted vocabulary, which can move the cutoff by one token where top_p falls within their
+rounding; tests/inference/test_sampling.py draws the same tokens as that code for every key tried.
 """
 import dataclasses
 import math

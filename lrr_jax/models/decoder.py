@@ -119,12 +119,15 @@ def decoder_config(name: str, **overrides: Any) -> DecoderConfig:
 def init_cache(config: DecoderConfig, batch_size: int, max_length: int, num_visual_tokens: int = 0) -> Cache:
   """An empty KV cache for `max_length` slots (and the projected video, if any).
 
+  Self-attention keys and values are stored heads-major, [batch, heads, slots, head_dim]: a decoding step reads
+  each head's slots as one batched matrix product where they lie (`attention.attend_cache`); the projected
+  video keeps `attend`'s [batch, tokens, heads, head_dim].
   segment_ids[b, slot] = 0 marks an empty or padding slot that no query attends to. Unrolled layers: an
   entry per layer (`layers_<i>`, `cross_attention_<i>`). Scanned: an entry per layer of a group
   (`layers_<j>`) and one `cross_attention`, each stacked over the groups along axis 1 (the batch stays first).
   """
   dtype = jnp.dtype(config.dtype)
-  kv_shape = (batch_size, max_length, config.num_heads, config.head_dim)
+  kv_shape = (batch_size, config.num_heads, max_length, config.head_dim)
   cross_heads = config.cross_attention_heads or config.num_heads
   visual_shape = (batch_size, num_visual_tokens, cross_heads, config.hidden_size // cross_heads)
   kv = lambda shape: {"keys": jnp.zeros(shape, dtype), "values": jnp.zeros(shape, dtype)}
@@ -173,13 +176,14 @@ class DecoderLayer(nn.Module):
     if cfg.layer_norm_before:
       hidden = norm("self_attn_layer_norm")(hidden)
     keys, values = attention.keys_values(hidden)
-    if kv_cache is not None:
-      keys = jax.lax.dynamic_update_slice_in_dim(kv_cache["keys"], keys.astype(kv_cache["keys"].dtype),
-                                                 cache_index, axis=1)
-      values = jax.lax.dynamic_update_slice_in_dim(
-          kv_cache["values"], values.astype(kv_cache["values"].dtype), cache_index, axis=1)
-      kv_cache = {"keys": keys, "values": values}
-    hidden = attention.attend(attention.queries(hidden), keys, values, visibility, deterministic)
+    if kv_cache is not None:  # written heads-major (see `init_cache`)
+      write = lambda old, new: jax.lax.dynamic_update_slice_in_dim(old, new.swapaxes(1, 2).astype(old.dtype),
+                                                                   cache_index, axis=2)
+      kv_cache = {"keys": write(kv_cache["keys"], keys), "values": write(kv_cache["values"], values)}
+      hidden = attention.attend(attention.queries(hidden), kv_cache["keys"], kv_cache["values"], visibility,
+                                deterministic, heads_major=True)
+    else:
+      hidden = attention.attend(attention.queries(hidden), keys, values, visibility, deterministic)
     hidden = residual + dropout(hidden)
     if not cfg.layer_norm_before:
       hidden = norm("self_attn_layer_norm")(hidden)

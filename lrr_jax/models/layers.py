@@ -63,8 +63,9 @@ def _one_query_rows(query: Array) -> bool:
 
 def _one_query_scores(query: Array, key: Array) -> Array:
   """float32[B, H, 1, Sk] of one query per row [B, 1, H, D] against keys [B or 1, Sk, H, D], as a multiply and
-  a sum over D that read the keys (a decoder's whole KV cache) where they lie: as a dot, XLA:CPU first copied
-  them to [B, H, Sk, D], every layer and every token, a third of a decoding step at OPT-125M's widths."""
+  a sum over D that read the keys (the projected video, during decoding) where they lie: as a dot, XLA:CPU
+  first copies them to [B, H, Sk, D], every layer and every token. (The decoder's own KV cache is stored
+  heads-major instead and read by `attention.attend_cache`, faster still.)"""
   scores = jnp.sum(query.astype(jnp.float32) * key.astype(jnp.float32), -1)  # [B, Sk, H]
   return scores.transpose(0, 2, 1)[:, :, None]
 

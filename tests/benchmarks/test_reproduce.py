@@ -107,3 +107,21 @@ def test_search_orderings_are_judged_per_scorer_at_beam_one():
   assert judged["sentence-level not above greedy (likelihood)"]["verdict"] == "holds"
   assert judged["stage-level > best-of-N (judge)"]["verdict"] == "reversed"
   assert judged["sentence-level not above greedy (judge)"]["verdict"] == "missing"
+
+
+def test_search_cells_pool_the_training_runs_with_an_interval_and_a_plot(tmp_path):
+  row = lambda run, strategy, top1: dict(run=run, strategy=strategy, scorer="likelihood", num_candidates=10, beam=1,
+                                         examples=4, top1=sum(top1) / 4, tokens_sampled=10.0 * len(run),
+                                         tokens_judged=0.0, seconds=1.0, per_example=dict(top1=top1, l1=[1.0] * 4))
+  rows = [row("seed=0", "best_of_n", [1, 0, 0, 0]), row("seed=1", "best_of_n", [1, 1, 1, 0]),
+          row("seed=0", "stage_beam", [0, 0, 0, 0]), row("seed=1", "stage_beam", [0, 0, 0, 0])]
+  cells = reproduce.search_cells(rows, num_resamples=200)
+  assert [(c["strategy"], c["runs"], c["top1_per_run"]) for c in cells] == [
+      ("best_of_n", 2, [0.25, 0.75]), ("stage_beam", 2, [0.0, 0.0])]
+  best = cells[0]["top1"]
+  assert best["mean"] == pytest.approx(0.5) and best["low"] < 0.5 < best["high"]
+  assert cells[1]["top1"] == {"mean": 0.0, "low": 0.0, "high": 0.0} and cells[0]["l1"]["mean"] == 1.0
+  assert cells[0]["tokens_sampled"] == 60.0
+  assert "| best_of_n | likelihood | 10 | 1 | 2 | 4 | 0.500 [" in reproduce.search_cells_markdown(cells)
+  reproduce.plot_search_cells(cells, tmp_path / "search.png")
+  assert (tmp_path / "search.png").stat().st_size > 0
