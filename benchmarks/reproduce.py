@@ -8,7 +8,9 @@ Tables (benchmarks/tables.py): cater_static, cater_moving (the rationale ablatio
 cater_encoder (two streams vs one, temporal window tau), acre (the ablation on three splits); and
   search: greedy vs best-of-N vs sentence-level vs stage-level beam search on the full CATER (static) run, or
     on each training seed's (--search_seeds); --num_candidates=paper --stage_beams=1,2,4 --scorers=likelihood,judge
-    is LLaVA-o1's Table 5 N with a beam sweep and both scorers (`lrr_jax.evaluation.scaling` says what each is).
+    is LLaVA-o1's Table 5 N with a beam sweep and both scorers (`lrr_jax.evaluation.scaling` says what each is);
+    --search_strategies picks rows, --search_output keeps each setting's table apart in every run (and --out
+    its pooled cells and orderings).
 Runs live under --sweep_dir (finished runs are reused); results go to --out as JSON, Markdown and PNGs.
 Every run uses the config's seed (0) for its data, initialisation and data order.
 
@@ -61,22 +63,23 @@ def search_workdirs(sweep_dir: pathlib.Path, seeds: Sequence[int]) -> list[pathl
   return [sweep_dir / "cater" / name for name in names]
 
 
-def search_table(workdirs: Sequence[pathlib.Path], python: str, scaling_flags: Sequence[str]) -> list[dict]:
+def search_table(workdirs: Sequence[pathlib.Path], python: str, scaling_flags: Sequence[str],
+                 output: str = "scaling") -> list[dict]:
   """The inference-time scaling table (`lrr_jax.evaluation.scaling`, its flags from `scaling.settings_flags`) on
-  each run, reused where the run's `scaling/flags.json` holds the same flags; rows name the run. Each row keeps
-  its `per_example` outcomes (for a bootstrap over examples and seeds)."""
+  each run, in `<workdir>/<output>`, reused where its `flags.json` holds the same flags; rows name the run. Each
+  row keeps its `per_example` outcomes (for a bootstrap over examples and seeds)."""
   missing = [str(w) for w in workdirs if not (w / "results.json").is_file()]
   if missing:
     raise FileNotFoundError(f"{', '.join(missing)}: no finished run; reproduce cater_static (with its seeds) first.")
   rows = []
   for workdir in workdirs:
-    done = workdir / "scaling" / "flags.json"
+    done = workdir / output / "flags.json"
     if done.is_file() and json.loads(done.read_text()) == list(scaling_flags):
       print(f"{workdir}: reusing its scaling table (same flags)", flush=True)
     else:
-      subprocess.run([python, "-m", "lrr_jax.evaluation.scaling", f"--workdir={workdir}", *scaling_flags],
-                     check=True)
-    rows += [{"run": workdir.name, **row} for row in json.loads((workdir / "scaling" / "scaling.json").read_text())]
+      subprocess.run([python, "-m", "lrr_jax.evaluation.scaling", f"--workdir={workdir}", *scaling_flags,
+                      f"--output={workdir / output}"], check=True)
+    rows += [{"run": workdir.name, **row} for row in json.loads((workdir / output / "scaling.json").read_text())]
   return rows
 
 
@@ -190,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                       "best_of_n:10,sentence_beam:2,stage_beam:4) or per strategy (lrr_jax.evaluation.scaling)")
   parser.add_argument("--stage_beams", default="", help="stage_beam's beams (kept per stage), a row each: 1,2,4")
   parser.add_argument("--scorers", default="judge", help="search scorers, a row each: likelihood,judge")
+  parser.add_argument("--search_strategies", default=",".join(search.STRATEGIES), help="the search table's rows")
+  parser.add_argument("--search_output", default="scaling", help="each run's subdirectory for its search table "
+                      "(another name keeps tables of other settings side by side: scaling_beams, scaling_judge)")
   parser.add_argument("--search_seeds", default="", help="the search table on the full static run of each "
                       "training seed (<sweep_dir>/cater/variant=full,camera=static,seed=<s>), e.g. 0,1,2")
   parser.add_argument("--seeds", help="a count (3: seeds 0, 1, 2) or seeds (0,1,2): each cell once per seed")
@@ -213,11 +219,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     return
   for table in names:
     if table == "search":
-      flags = scaling.settings_flags(strategies=search.STRATEGIES, num_examples=args.num_examples,
+      flags = scaling.settings_flags(strategies=args.search_strategies.split(","), num_examples=args.num_examples,
                                      num_candidates=args.num_candidates, scorers=args.scorers,
                                      stage_beams=args.stage_beams or None)
       seeds = [int(s) for s in args.search_seeds.split(",") if s]
-      rows = search_table(search_workdirs(sweep_dir, seeds), args.python, flags)
+      rows = search_table(search_workdirs(sweep_dir, seeds), args.python, flags, args.search_output)
       everything = seed_tables.write_orderings(out, search_orderings(rows, args.num_resamples), ["search"])
       print(f"\norderings\n{seed_tables.orderings_markdown(everything)}", flush=True)
       cells = search_cells(rows, args.num_resamples)

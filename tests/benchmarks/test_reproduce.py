@@ -83,6 +83,10 @@ def test_a_finished_search_table_with_the_same_flags_is_reused_and_another_is_no
   assert flags == ["--num_examples=2", "--stage_beams=1,2", "--scorers=likelihood"]
   (workdir / "scaling" / "flags.json").write_text(json.dumps(flags))
   assert reproduce.search_table([workdir], "no-python-needed", flags) == [{"run": workdir.name, **row}]
+  (workdir / "scaling").rename(workdir / "scaling_beams")  # another setting's table, in its own subdirectory
+  assert reproduce.search_table([workdir], "no-python-needed", flags, "scaling_beams") == [{"run": workdir.name,
+                                                                                            **row}]
+  (workdir / "scaling_beams").rename(workdir / "scaling")
   with pytest.raises(FileNotFoundError):  # other flags: the table is run again (here with a python that is not)
     reproduce.search_table([workdir], str(tmp_path / "no-python"), flags[:1])
   with pytest.raises(ValueError, match="beams"):
