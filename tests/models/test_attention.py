@@ -132,6 +132,18 @@ def test_one_query_per_row_equals_the_einsum(shared):
   np.testing.assert_allclose(got, expected, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["decode", "causal packed"])
+@pytest.mark.parametrize("implementation", ["reference", "xla"])
+def test_attention_over_a_heads_major_cache_equals_attend(kind, implementation):
+  """A decoding step (one query per row) and a prefill (many) over keys/values stored [B, H, Sk, D]."""
+  visibility, sq, sk = case(kind, b=3)
+  query, key, value = qkv(3, sq, sk, jnp.float32)
+  got = jax.jit(lambda *a: attention.attend_cache(*a, implementation=implementation))(
+      query, key.swapaxes(1, 2), value.swapaxes(1, 2), visibility)
+  expected = attention.attend(query, key, value, visibility, "reference")
+  np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("implementation", ["xla", "splash"])
 def test_bfloat16_paths_stay_close_to_the_reference(implementation):
   visibility, sq, sk = case("frames")
