@@ -138,13 +138,7 @@ def plot_search_cells(cells: Sequence[dict[str, Any]], path: pathlib.Path) -> No
   """Top-1 per search cell: the mean with its 95% interval, each training run as a dot, greedy's mean marked."""
   fig = figure.Figure(figsize=(1.6 + 1.1 * len(cells), 3.4))
   ax = fig.subplots()
-  means = [c["top1"]["mean"] for c in cells]
-  errors = np.array([[c["top1"]["mean"] - c["top1"]["low"], c["top1"]["high"] - c["top1"]["mean"]]
-                     for c in cells]).T
-  ax.bar(range(len(cells)), means, yerr=errors, capsize=4, color="tab:blue", alpha=0.7, label="mean, 95% interval")
-  for x, c in enumerate(cells):
-    ax.scatter(x + np.linspace(-0.15, 0.15, len(c["top1_per_run"])), c["top1_per_run"], color="black", s=12,
-               zorder=3, label="one training run" if x == 0 else None)
+  seed_tables.interval_bars(ax, [c["top1"] for c in cells], [c["top1_per_run"] for c in cells], "one training run")
   greedy = [c["top1"]["mean"] for c in cells if c["strategy"] == "greedy"]
   if greedy:
     ax.axhline(greedy[0], color="tab:orange", linestyle=":", label="greedy")

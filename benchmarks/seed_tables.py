@@ -163,6 +163,17 @@ def orderings_markdown(judged: Sequence[dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+def interval_bars(ax, stats: Sequence[dict[str, float] | None], dots: Sequence[Sequence[float]], dot_label: str
+                  ) -> None:
+  """Bars of each cell's mean with its 95% interval (stats: {mean, low, high} or None), its runs as dots."""
+  means = [s["mean"] if s else 0.0 for s in stats]
+  errors = np.array([[s["mean"] - s["low"], s["high"] - s["mean"]] if s else [0.0, 0.0] for s in stats]).T
+  ax.bar(range(len(stats)), means, yerr=errors, capsize=4, color="tab:blue", alpha=0.7, label="mean, 95% interval")
+  for x, values in enumerate(dots):
+    ax.scatter(x + np.linspace(-0.15, 0.15, len(values)), values, color="black", s=12, zorder=3,
+               label=dot_label if x == 0 else None)
+
+
 def plot(table: str, rows: Sequence[dict[str, Any]], path: pathlib.Path) -> None:
   """Bars of the headline metric's mean per cell with its 95% interval, each seed's run as a dot."""
   spec = tables.TABLES[table]
@@ -171,13 +182,7 @@ def plot(table: str, rows: Sequence[dict[str, Any]], path: pathlib.Path) -> None
   ax = fig.subplots()
   names = ["\n".join(f"{k.rsplit('.', 1)[-1]}={r[k]}" if "." in k else str(r[k]) for k in spec.keys) for r in rows]
   stats = [r["metrics"].get(metric) for r in rows]
-  means = [s["mean"] if s else 0.0 for s in stats]
-  errors = np.array([[s["mean"] - s["low"], s["high"] - s["mean"]] if s else [0.0, 0.0] for s in stats]).T
-  ax.bar(range(len(rows)), means, yerr=errors, capsize=4, color="tab:blue", alpha=0.7, label="mean, 95% interval")
-  for x, s in enumerate(stats):
-    if s:
-      ax.scatter(x + np.linspace(-0.15, 0.15, len(s["per_seed"])), s["per_seed"], color="black", s=12, zorder=3,
-                 label="one seed" if x == 0 else None)
+  interval_bars(ax, stats, [s["per_seed"] if s else [] for s in stats], "one seed")
   ax.axhline(1 / 36 if "cater" in table else 1 / 3, color="gray", linestyle="--", label="chance")
   ax.set_xticks(range(len(rows)), names)
   ax.set_ylabel(metric)
