@@ -38,7 +38,10 @@ setuptools.setup(
     name="lrr_jax",
     version="0.1.0",
     description="Look, Remember, Reason video LMs and LLaVA-o1 stage-level search in JAX/Flax.",
-    packages=setuptools.find_packages(include=["lrr_jax", "lrr_jax.*", "configs"]),  # configs: importable from their files
+    # Only lrr_jax is installed: configs/ are files loaded by path (`--config=configs/cater.py`), their sibling
+    # imports (`from configs import common`) resolved from the repository root, the working directory of every
+    # command; a top-level `configs` package in site-packages would shadow, or be shadowed by, any other.
+    packages=setuptools.find_packages(include=["lrr_jax", "lrr_jax.*"]),
     python_requires=">=3.11",
     install_requires=CORE,
     extras_require={"test": TEST, "bench": BENCH},

@@ -1,8 +1,9 @@
 """Stage-level beam search: our shared-cache, batched search against the LLaVA-CoT release's way of running it.
 
   python -m benchmarks.stage_search_speed --size=tiny --out=benchmarks/results/stage_search_tiny.json
-  python -m benchmarks.stage_search_speed --peer=hf --size=tiny --out=benchmarks/results/stage_search_hf_tiny.json
-  python -m benchmarks.stage_search_speed --peer=hf --size=opt-125m --num_layers=2 \
+  python -m benchmarks.stage_search_speed --peer=hf --size=tiny --repetitions=5 \
+      --out=benchmarks/results/stage_search_hf_tiny.json
+  python -m benchmarks.stage_search_speed --peer=hf --size=opt-125m --num_layers=2 --repetitions=5 \
       --out=benchmarks/results/stage_search_hf_opt-125m.json
 
 The release, per stage: N candidates one after another, each a full `generate` that re-encodes the image and

@@ -1,8 +1,9 @@
 """Train-step throughput of our OPT decoder against Hugging Face's PyTorch `OPTForCausalLM`, and MFU.
 
-  python -m benchmarks.train_step --shapes=tiny --out=benchmarks/results/train_step_tiny.json
-  python -m benchmarks.train_step --shapes=opt-125m --repetitions=5 --out=benchmarks/results/train_step_opt-125m.json
-  python -m benchmarks.train_step --shapes=deep --breakdown --out=benchmarks/results/train_step_deep.json
+  python -m benchmarks.train_step --shapes=tiny,opt-125m --repetitions=5 --threads=1,2 --breakdown \
+      --out=benchmarks/results/train_step_tiny_opt-125m.json
+  python -m benchmarks.train_step --shapes=deep --repetitions=5 --threads=1,2 --breakdown \
+      --out=benchmarks/results/train_step_deep.json
 
 Same configuration (cross-attention off, no dropout), batch and sequence length; forward + backward + AdamW;
 medians over repetitions, the two measured alternately in one run. Model FLOPs per step: 6 x (matmul params per

@@ -45,6 +45,9 @@ def load_config_module(path: str):
   spec = importlib.util.spec_from_file_location(f"sweep_config_{pathlib.Path(path).stem}", path)
   if spec is None or not pathlib.Path(path).is_file():
     raise FileNotFoundError(f"Config file {path} does not exist.")
+  root = str(pathlib.Path(path).resolve().parents[1])  # config files import their siblings as `configs.<name>`
+  if root not in sys.path:  # `configs` is not installed: it is found beside the config's folder
+    sys.path.insert(0, root)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "sweep"):

@@ -18,6 +18,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import ml_collections
 from ml_collections import config_flags
@@ -115,6 +116,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, model, train_
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:  # quiet by default (orbax logs at INFO); --verbosity=0 for INFO
+    logging.set_verbosity(logging.WARNING)
   config = flags.FLAGS.config
   distributed.initialize(config.distributed)  # before any other JAX call, or multi-host runs hang
   experiment.enable_compilation_cache(config)  # before the first compile

@@ -20,6 +20,40 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 jax.config.update("jax_threefry_partitionable", False)
 
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SLOW_FIXTURES = ("tiny_run", "gcs")  # a test that needs a trained run or the GCS emulator is slow
+
+
+def pytest_collection_modifyitems(items):
+  """Mark `slow` every test that uses a slow session fixture (the rest are marked in their files)."""
+  for item in items:
+    if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
+      item.add_marker(pytest.mark.slow)
+
+
+def colon_paths(root: pathlib.Path = ROOT) -> set[str]:
+  """Paths in the repository (outside .git and .venv) whose name holds a colon. A `gs://` URL taken for a
+  local path (`pathlib.Path("gs://b/x")` is `gs:/b/x`) writes a folder `gs:`, which breaks Windows checkouts."""
+  found = set()
+  for directory, folders, names in os.walk(root):
+    folders[:] = [f for f in folders if f not in (".git", ".venv", "__pycache__")]
+    found.update(os.path.relpath(os.path.join(directory, n), root) for n in folders + names if ":" in n)
+  return found
+
+
+def pytest_sessionstart(session):
+  session.config.colon_paths_before = colon_paths()
+
+
+def pytest_sessionfinish(session):
+  """Fail the session if any test or command it ran wrote a path with a colon into the repository."""
+  written = colon_paths() - getattr(session.config, "colon_paths_before", set())
+  if written:
+    session.config.get_terminal_writer().line(
+        f"Paths with a colon written into the repository: {sorted(written)}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def save_tiny_hf_opt(directory: pathlib.Path, seed: int = 0, **config_kwargs):
   """Save a tiny random `OPTForCausalLM` (every weight random, biases and norms included); return the model."""
   import torch  # pylint: disable=g-import-not-at-top
