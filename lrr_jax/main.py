@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from lrr_jax import config_checks
 from lrr_jax import experiment
 from lrr_jax.data import files
+from lrr_jax.evaluation import grounding
 from lrr_jax.evaluation import outcomes
 from lrr_jax.evaluation import sharding
 from lrr_jax.train import checkpoint
@@ -58,18 +59,19 @@ def title(config: ml_collections.ConfigDict) -> str:
 
 
 def print_results(config: ml_collections.ConfigDict, results: dict) -> None:
-  """The scores as a Markdown table; a mixture's names the dataset of each metric ('all': the summary)."""
+  """The scores as a Markdown table, grounding's per-frame and per-case scores folded into a row each
+  (`grounding.table_rows`); a mixture's names the dataset of each metric ('all': the summary)."""
   print(f"\n{title(config)}, {results['step']} steps, {results['minutes']:.1f} min")
   names = [s.name for s in experiment.sources(config)] if config.data.get("mixture") else []
   if names:
     print("| dataset | metric | value |\n| --- | --- | --- |")
-    for key, value in results["eval"].items():
+    for key, value in grounding.table_rows(results["eval"]):
       name = next((n for n in names if key.startswith(f"{n}/")), "")  # '' for the summary
-      print(f"| {name or 'all'} | {key[len(name) + 1:] if name else key} | {value:.3f} |")
+      print(f"| {name or 'all'} | {key[len(name) + 1:] if name else key} | {value} |")
   else:
     print("| metric | value |\n| --- | --- |")
-    for key, value in results["eval"].items():
-      print(f"| {key} | {value:.3f} |")
+    for key, value in grounding.table_rows(results["eval"]):
+      print(f"| {key} | {value} |")
   print(f"\nFirst eval response: {results['example_response']}")
 
 

@@ -19,6 +19,9 @@ records remain, the evaluation ends there and the scores cover the records done,
 
 Per record: `Evaluator.evaluate` also gives each record's value of every score that is a mean over records
 (`task_outcomes`; top-5's hit), as `evaluation.outcomes` lines, so that intervals can resample records.
+
+Grounding: every task with per-frame facts also scores the facts each response states against the record's own
+rationale, and the answer by case (`evaluation.grounding`: `grounding/*`, `top1/<case>`, `count/<case>`).
 """
 import dataclasses
 from typing import Any, Callable, Sequence
@@ -38,6 +41,7 @@ from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.worlds import cater
 from lrr_jax.evaluation import answers as answers_eval
 from lrr_jax.evaluation import cater as cater_eval
+from lrr_jax.evaluation import grounding
 from lrr_jax.evaluation import outcomes as outcomes_lib
 from lrr_jax.evaluation import sharding
 from lrr_jax.inference import generate as generate_lib
@@ -166,9 +170,13 @@ class Evaluator:
       ranked = sharding.gather_rows(local, count)
       per_record.update(top1_ranked=top_k_hits(ranked, labels, 1), top5=top_k_hits(ranked, labels, 5))
       scores.update(top1_ranked=top_k_accuracy(ranked, labels, 1), top5=top_k_accuracy(ranked, labels, 5))
+    looked = record_grounding(self.dataset, responses, read, everything, per_record)
+    per_record.update(looked.per_record)
+    scores.update(looked.scores)
     if count < (len(self.source) if not num_examples else min(num_examples, len(self.source))):
       scores.update(num_examples=count, partial=1)
-    lines = outcomes_lib.rows(range(count), per_record, record_groups(self.dataset, metadata), responses)
+    lines = outcomes_lib.rows(range(count), per_record, {**record_groups(self.dataset, metadata), **looked.groups},
+                              responses)
     return Evaluation(scores, responses, lines)
 
   def _check_batch(self, prompts, indices: Sequence[int], num_frames: int, first: bool) -> None:
@@ -257,6 +265,20 @@ def outcome_scores(dataset: str, per_record: dict[str, np.ndarray], metadata: Se
   if dataset == "star":
     scores["accuracy"] = answers_eval.mean_over_group(scores, "question_type", answers_eval.STAR_QUESTION_TYPES)
   return scores
+
+
+def record_grounding(dataset: str, responses: Sequence[str], examples: Sequence[rationales.Example],
+                     rows: Sequence[dict[str, Any]], per_record: dict[str, np.ndarray]) -> grounding.Grounding:
+  """`grounding.evaluate` of the responses against the evaluated variant's rationales (`examples`), the answer
+  (CATER's top1, else accuracy) split by the cases of each record's full rationale (its own where it has none)."""
+  def full_text(row, example):
+    try:
+      return records.read_example(row, "full").response_text
+    except ValueError:
+      return example.response_text
+  correct = per_record.get("top1", per_record.get("accuracy"))
+  return grounding.evaluate(dataset, responses, [e.response_text for e in examples],
+                            [full_text(r, e) for r, e in zip(rows, examples)], correct)
 
 
 def record_groups(dataset: str, metadata: Sequence[dict[str, Any]]) -> dict[str, list[str]]:

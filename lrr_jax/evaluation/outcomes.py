@@ -4,7 +4,9 @@ records (`evaluation.intervals`): `<workdir>/eval_examples.jsonl`, written by `l
 A line: {"index": the record's index in the held-out split, "scores": {metric: value} for each score of
 results.json's `eval` that is a mean over records (the file's mean of a metric equals it: CATER's top1, top5,
 top1_ranked, l1, well_formed; ACRE's accuracy, well_formed), "groups": {key: value} (ACRE's split and
-query_type, STAR's question_type), "response": the generated text}; a mixture's lines also name their "dataset".
+query_type, STAR's question_type, CATER's snitch_at_end and snitch_moved), "response": the generated text}; a
+mixture's lines also name their "dataset". Grounding scores (`evaluation.grounding`) are the record's own shares;
+a record without such facts (e.g. no frame where the snitch is covered) has none of that score in its line.
 """
 import json
 from typing import Any, Sequence
@@ -20,7 +22,8 @@ def rows(indices: Sequence[int], scores: dict[str, np.ndarray], groups: dict[str
   for name, values in {**scores, **groups, "responses": responses}.items():
     if len(values) != len(indices):
       raise ValueError(f"{len(values)} values of {name!r} for {len(indices)} records.")
-  return [{"index": int(index), "scores": {name: values[i].item() for name, values in scores.items()},
+  return [{"index": int(index), "scores": {name: values[i].item() for name, values in scores.items()
+                                          if not np.isnan(values[i])},  # NaN: the record has no such facts
            "groups": {key: str(values[i]) for key, values in groups.items()}, "response": responses[i]}
           for i, index in enumerate(indices)]
 
