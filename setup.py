@@ -1,7 +1,7 @@
 """lrr_jax: Look, Remember, Reason and LLaVA-o1 style structured reasoning in JAX/Flax."""
 import setuptools
 
-# Versions checked together on this stack (see README, "Versions").
+# Versions checked together on this stack (see docs/correctness.md, "Versions").
 CORE = [
     "jax>=0.10.2,<0.11",
     "flax>=0.12.8,<0.13",

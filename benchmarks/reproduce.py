@@ -1,6 +1,6 @@
 """The papers' tables on generated worlds: the runs (through the configs' sweeps), then tables and plots.
 
-  python -m benchmarks.reproduce --tables=cater_static,search          # what this CPU ran (see README)
+  python -m benchmarks.reproduce --tables=cater_static,search          # what this CPU ran (docs/reproduction.md)
   python -m benchmarks.reproduce --tables=cater_static,cater_moving,acre,search --config.num_steps=1600
   python -m benchmarks.reproduce --tables=cater_static,cater_encoder --seeds=3 --sweep_dir=workdirs/seeds
 
