@@ -68,6 +68,8 @@ def test_committed_notebooks_have_no_outputs_and_a_parameters_cell(path):
   nbformat.validate(nb)
   code = [c for c in nb.cells if c.cell_type == "code"]
   assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name}: clear its outputs"
+  setup = code[0].source  # first: install the package where it is missing (Colab)
+  assert 'find_spec("lrr_jax") is None' in setup and "%pip install --quiet {LRR_JAX_SOURCE}" in setup, path.name
   parameters = [c for c in code if "parameters" in c.metadata.get("tags", [])]
   assert len(parameters) == 1 and 'os.environ.get("LRR_WORKDIR"' in parameters[0].source, path.name
   assert nb.metadata.kernelspec.name == "python3"
