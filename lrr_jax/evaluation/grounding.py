@@ -2,9 +2,9 @@
 true rationale, and the final answer split by case.
 
 Facts are read from the text after each `frame t:` marker (to the next marker or stage tag; the first statement
-of a frame is kept), in the stages before `<CONCLUSION>` (`rationales.parse_response`; the whole text when it has
-no tags). Every reference fact is scored; one the response leaves out counts as wrong. Nothing here raises on
-malformed model text. Scores (`grounding/...`, shares of the reference's facts, pooled over records):
+of a frame is kept), before `<CONCLUSION>` (the whole text when it has none); the final answer's correctness is
+the evaluator's (`rationales.parse_response`). Every reference fact is scored; one the response leaves out counts
+as wrong. Nothing here raises on malformed model text. Scores (`grounding/...`, shares of the reference's facts, pooled over records):
 - CATER (generated and released): `frame_fact_acc`, the headline, the share of frame facts (frames 0..T-1) whose
   snitch cell is right (frame 0: the snitch's detection; a hidden snitch: its cone's cell); `frame<t>_acc` the same
   per frame; `detect_cell_acc` every object of the detections at its cell; `track_cell_acc` the frames where the
@@ -43,12 +43,10 @@ Place = tuple[int, ...] | None  # a cell (row, col), a quantised box (x1, y1, x2
 
 
 def fact_body(text: str) -> str:
-  """The text whose frame facts count: the stages before `<CONCLUSION>`, or all of it without stage tags."""
-  parsed = rationales.parse_response(text)
-  if not parsed.stages:
-    return text
-  return " ".join(parsed.stages[name] for name in rationales.STAGES if name in parsed.stages
-                  and name != "CONCLUSION")
+  """The text whose facts count: all of it before `<CONCLUSION>` (stated outside a stage's tags too), or all of
+  it without one (the `no_tags` variant)."""
+  cut = text.find("<CONCLUSION>")
+  return text if cut < 0 else text[:cut]
 
 
 def frame_texts(text: str) -> dict[int, str]:
@@ -363,14 +361,13 @@ def table_rows(scores: dict[str, Any]) -> list[tuple[str, str]]:
   and the answer by case with its record counts."""
   rows: list[tuple[str, str]] = []
   folded: dict[tuple[str, str], list] = {}
+  patterns = {"frame": rf"(.*{PREFIX})frame(\d+)_acc", "facts": rf"(.*{PREFIX})(stated|missing|malformed|num_facts)",
+              "case": r"(.*?)(?:top1|count)/(\w+_at_end|moved|never_moved)"}
   for key, value in scores.items():
-    match = (re.fullmatch(rf"(.*{PREFIX})frame(\d+)_acc", key)
-             or re.fullmatch(rf"(.*{PREFIX})(stated|missing|malformed|num_facts)", key)
-             or re.fullmatch(r"(.*?)(?:top1|count)/(\w+_at_end|moved|never_moved)", key))
+    kind, match = next(((k, m) for k, p in patterns.items() if (m := re.fullmatch(p, key))), (None, None))
     if match is None:
       rows.append((key, f"{value:.3f}"))
       continue
-    kind = "frame" if "frame" in key else "facts" if PREFIX in key else "case"
     if (match.group(1), kind) not in folded:
       folded[(match.group(1), kind)] = []
       rows.append((f"\x00{match.group(1)}\x00{kind}", ""))

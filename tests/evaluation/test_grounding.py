@@ -35,6 +35,14 @@ def test_cater_facts_right_wrong_missing_and_malformed():
   assert result.groups == {"snitch_at_end": ["contained"] * 3, "snitch_moved": ["moved"] * 3}
 
 
+def test_facts_count_outside_stage_tags_but_not_in_the_conclusion():
+  response = ("<SUMMARY>s</SUMMARY> frame 0: <detect> snitch 4,5. <REASONING>frame 1: <track> snitch 4,5. "
+              "<CONCLUSION>frame 2: <track> snitch hidden; <reid> red cone 4,5 covers it. answer 2,2</CONCLUSION>")
+  s = grounding.evaluate("generated_cater", [response], [CATER_TRUE]).scores
+  assert (s["grounding/frame0_acc"], s["grounding/frame1_acc"], s["grounding/frame2_acc"]) == (1, 1, 0)
+  assert s["grounding/detect_cell_acc"] == pytest.approx(1 / 3) and s["grounding/missing"] == 0.5
+
+
 def test_cater_cases_from_the_true_rationale():
   visible = "frame 0: <detect> snitch 1,1; red cone 3,2. frame 1: <track> snitch 1,1. "
   occluded = "frame 0: <detect> snitch 1,1. frame 1: <track> snitch 2,1 occluded. "
