@@ -3,7 +3,8 @@
 Every path a user gives (workdir, data_dir, tokenizer, a Hugging Face or torchvision checkpoint) may be local or
 `gs://`: `as_path` turns it into an `etils.epath.Path`, which reads and writes both (through gcsfs when
 TensorFlow is absent). Readers that need a local file (ArrayRecord's C++ reader, memory-mapped safetensors)
-`localize` it first: a remote file or folder is copied once into a local cache and read from there.
+`localize` it first: a remote file or folder is copied once into a local cache and read from there; the cache is
+keyed by the remote objects' generations, so a file replaced on the bucket is fetched again.
 """
 import hashlib
 import json
@@ -48,16 +49,48 @@ def read_json(path: PathLike, expect: type | None = None) -> Any:
 
 
 def append_lines(path: PathLike, lines: Iterable[str]) -> None:
-  """Append lines to a text file; an object store has no append, so there the file is rewritten whole."""
+  """Append lines to a text file; an object store has no append, so there the file is rewritten whole. A last
+  line cut short by a killed writer (no newline) is dropped first, so that it does not run into the new ones."""
   text = "".join(f"{line}\n" for line in lines)
   if not text:
     return
   path = as_path(path)
   if not is_remote(path):
-    with open(path, "a") as f:
-      f.write(text)
+    with open(path, "ab+") as f:
+      _drop_cut_line(f)
+      f.write(text.encode())
     return
-  path.write_text((path.read_text() if path.exists() else "") + text)
+  old = path.read_text() if path.exists() else ""
+  path.write_text(old[:old.rfind("\n") + 1] + text)
+
+
+def _drop_cut_line(f) -> None:
+  """Truncate an open binary file after its last newline (nothing if it ends with one or is empty)."""
+  size = f.seek(0, os.SEEK_END)
+  if not size:
+    return
+  f.seek(max(0, size - 65536))
+  tail = f.read()
+  if tail.endswith(b"\n"):
+    return
+  cut = tail.rfind(b"\n")
+  f.truncate(size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else size))
+
+
+def write_atomic(path: PathLike, text: str) -> None:
+  """Write a text file whole or not at all: locally a temporary file beside it, renamed over it; on an object
+  store one object write (which is atomic). Errors (OSError) name the path."""
+  path = as_path(path)
+  if is_remote(path):
+    path.write_text(text)
+    return
+  temp = pathlib.Path(path).with_name(f".{path.name}.tmp-{os.getpid()}")
+  try:
+    temp.write_text(text)
+    os.replace(temp, path)
+  except OSError as e:
+    temp.unlink(missing_ok=True)
+    raise OSError(e.errno, f"Cannot write {path}: {e.strerror or e}") from e
 
 
 def cache_root() -> pathlib.Path:
@@ -72,10 +105,29 @@ def localize(path: PathLike) -> pathlib.Path:
   remote = as_path(path)
   if not remote.exists():
     raise FileNotFoundError(f"{remote} is missing.")
-  local = cache_root() / hashlib.sha256(str(remote).encode()).hexdigest()[:16] / remote.name
+  key = hashlib.sha256(f"{remote}\0{remote_version(remote)}".encode()).hexdigest()[:16]
+  local = cache_root() / key / remote.name
   if not local.exists():
     fetch(remote, local)
   return local
+
+
+def remote_version(remote: epath.Path) -> str:
+  """What changes when a remote file, or any file below a remote folder, is replaced: each object's
+  generation (GCS), else its MD5, ETag, or size and time; a cached copy is keyed by it, never by the name alone."""
+  import fsspec  # pylint: disable=g-import-not-at-top
+  fs, root = fsspec.core.url_to_fs(str(remote))
+  fs.invalidate_cache(root)
+  found = fs.find(root, detail=True, withdirs=False)
+  found = found or {root: fs.info(root)}
+
+  def version(info: dict) -> str:
+    for key in ("generation", "md5Hash", "ETag", "etag"):
+      if info.get(key):
+        return str(info[key])
+    return f"{info.get('size')}-{info.get('updated', info.get('mtime', info.get('LastModified')))}"
+  return hashlib.sha256("".join(f"{name}\0{version(info)}\n" for name, info in sorted(found.items())).encode()
+                        ).hexdigest()
 
 
 def fetch(remote: epath.Path, local: pathlib.Path) -> None:

@@ -13,6 +13,7 @@ import struct
 import time
 from typing import Any, Mapping
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -87,9 +88,26 @@ def _tensorboard_writer(logdir):
 
 
 def read_jsonl(logdir: str | os.PathLike) -> list[dict[str, float]]:
-  """The scalars a run wrote, one dict per write."""
+  """The scalars a run wrote, one dict per write. A last line cut short (no newline: the run was killed while
+  writing it) is skipped with a warning; any other line that is not a JSON object is an error naming file and
+  line."""
   path = files.as_path(logdir) / "metrics.jsonl"
-  return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+  if not path.is_file():
+    return []
+  text = path.read_text()
+  lines, rows = text.splitlines(), []
+  for number, line in enumerate(lines, 1):
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      if number == len(lines) and not text.endswith("\n"):
+        logging.warning("%s:%d is cut short (a run killed while writing it?); skipped: %r", path, number, line)
+        continue
+      raise ValueError(f"{path}:{number} is not a JSON line of metrics: {e}") from e
+    if not isinstance(row, dict):
+      raise ValueError(f"{path}:{number} holds a JSON {type(row).__name__}, not an object of metrics.")
+    rows.append(row)
+  return rows
 
 
 def read_event_scalars(logdir: str | os.PathLike) -> list[dict[str, float]]:

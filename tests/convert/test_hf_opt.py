@@ -187,3 +187,17 @@ def test_a_tokenizer_without_stage_tags_gets_them_appended_as_single_tokens(tmp_
   assert ids[:2] == [first.token_id("<CAPTION>"), first.token_id("frame 3:")] and ids[-1] == first.token_id(
       "</CAPTION>")
   assert first.frame_markers()[first.token_id("frame 3:")] == 3
+
+
+def test_tags_after_a_tokenizer_smaller_than_the_checkpoint_get_fresh_rows(checkpoint):
+  """An OPT whose tokenizer has fewer tokens (3 here; OPT-125M: 50,265 of 50,272 rows) than its embedding rows:
+  the tags appended after the tokenizer's own tokens take fresh rows, not the checkpoint's unused ones."""
+  config, pretrained = hf_opt.load_hf_opt(checkpoint[0])
+  own = config.vocab_size - 3
+  grown = dataclasses.replace(config, vocab_size=own + 5)  # 5 tags appended after the tokenizer's own tokens
+  tokens = jnp.ones((1, 4), jnp.int32)
+  fresh = nn.unbox(decoder_lib.Decoder(grown).init(jax.random.key(0), tokens, tokens, tokens)["params"])
+  merged = hf_opt.insert_pretrained({"decoder": fresh}, pretrained, fresh_rows_from=own)
+  embedding = merged["decoder"]["embed_tokens"]["embedding"]
+  np.testing.assert_array_equal(embedding[:own], pretrained["embed_tokens"]["embedding"][:own])
+  np.testing.assert_array_equal(embedding[own:], fresh["embed_tokens"]["embedding"][own:])

@@ -2,6 +2,8 @@
 import struct
 import sys
 
+import pytest
+
 from tensorboardX.proto import event_pb2
 
 from lrr_jax.train import metrics
@@ -31,3 +33,23 @@ def test_scalars_are_written_to_tensorboard_and_jsonl(tmp_path):
   assert metrics.read_jsonl(tmp_path) == [{"step": 10, "loss": 1.5, "token_accuracy": 0.25},
                                           {"step": 11, "loss": 0.5, "token_accuracy": 0.25}]
   assert "tensorflow" not in sys.modules
+
+
+def test_a_cut_last_line_is_skipped_and_dropped_before_the_next_append(tmp_path):
+  """A run killed while writing metrics.jsonl leaves its last line without a newline: read, it is skipped (with
+  a warning); the resumed run's next line replaces it rather than running into it."""
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+  assert metrics.read_jsonl(tmp_path) == [{"step": 1, "loss": 2.0}]
+  writer = metrics.MetricWriter(tmp_path)
+  writer.write_scalars(2, {"loss": 1.0})
+  writer.close()
+  assert metrics.read_jsonl(tmp_path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]
+
+
+def test_a_bad_line_inside_metrics_jsonl_is_named(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3}\n')
+  with pytest.raises(ValueError, match=f"{tmp_path / 'metrics.jsonl'}:2 is not a JSON line of metrics"):
+    metrics.read_jsonl(tmp_path)
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n[1]\n')
+  with pytest.raises(ValueError, match=r"metrics.jsonl:2 holds a JSON list"):
+    metrics.read_jsonl(tmp_path)
