@@ -129,34 +129,40 @@ def grid_features(grid: np.ndarray, projection: np.ndarray | None) -> np.ndarray
   return grid.reshape(*grid.shape[:2], -1)
 
 
-def video_features(run: experiment.Run, video: np.ndarray) -> dict[str, np.ndarray]:
-  """The encoder's output float[B, T, N, D] and the static stream's grid [B, T, gh*gw, C] (when it has one)."""
-  def encode(variables, video):
-    memory, state = run.model.apply(variables, video, method=lrr.LRRModel.encode_video,
-                                    capture_intermediates=lambda module, _: module.name == "static_stream")
-    static = state["intermediates"].get("video_encoder", {}).get("static_stream", {}).get("__call__")
-    return memory.tokens, static[0] if static else None
-  tokens, static = jax.jit(encode)(run.variables, jnp.asarray(video))
-  b, t = video.shape[:2]
-  found = {"encoder": np.asarray(tokens, np.float32).reshape(b, t, -1, tokens.shape[-1])}
-  if static is not None:
-    found["static"] = np.asarray(static, np.float32).reshape(b, t, -1, static.shape[-1])
-  return found
+class Forward:
+  """The run's model jitted once: `encode(video)` -> the encoder's output float[B, T, N, D] and the static
+  stream's grid [B, T, gh*gw, C] (None without one); `teacher_forced(examples, video)` -> the decoder's last
+  hidden states float[B, S, D] and its argmax tokens int[B, S] (S: config.data.max_length)."""
 
+  def __init__(self, run: experiment.Run):
+    self.run = run
+    def encode(variables, video):
+      memory, state = run.model.apply(variables, video, method=lrr.LRRModel.encode_video,
+                                      capture_intermediates=lambda module, _: module.name == "static_stream")
+      static = state["intermediates"].get("video_encoder", {}).get("static_stream", {}).get("__call__")
+      return memory.tokens, static[0] if static else None
+    def forward(variables, batch, video):
+      hidden = run.model.apply(variables, batch["inputs"], batch["positions"], batch["segment_ids"],
+                               batch["frame_index"], video, method=lrr.LRRModel.features)
+      logits = run.model.apply(variables, hidden, method=lrr.LRRModel.output_logits)
+      return hidden, jnp.argmax(logits, -1)
+    self._encode, self._forward = jax.jit(encode), jax.jit(forward)
 
-def decoder_outputs(run: experiment.Run, examples: Sequence, video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Teacher-forced on `examples` (video uint8[B, T, H, W, 3]): the last hidden states float[B, S, D] and the
-  model's argmax tokens int[B, S] (S: config.data.max_length)."""
-  arrays = [encoding.encode_example(e, run.tokenizer, run.config.data.max_length) for e in examples]
-  batch = {k: jnp.asarray(np.stack([a[k] for a in arrays])) for k in ("inputs", "positions", "segment_ids",
-                                                                      "frame_index")}
-  def forward(variables, batch, video):
-    hidden = run.model.apply(variables, batch["inputs"], batch["positions"], batch["segment_ids"],
-                             batch["frame_index"], video, method=lrr.LRRModel.features)
-    logits = run.model.apply(variables, hidden, method=lrr.LRRModel.output_logits)
-    return hidden, jnp.argmax(logits, -1)
-  hidden, predicted = jax.jit(forward)(run.variables, batch, jnp.asarray(video))
-  return np.asarray(hidden, np.float32), np.asarray(predicted)
+  def encode(self, video: np.ndarray) -> dict[str, np.ndarray]:
+    tokens, static = self._encode(self.run.variables, jnp.asarray(video))
+    b, t = video.shape[:2]
+    found = {"encoder": np.asarray(tokens, np.float32).reshape(b, t, -1, tokens.shape[-1])}
+    if static is not None:
+      found["static"] = np.asarray(static, np.float32).reshape(b, t, -1, static.shape[-1])
+    return found
+
+  def teacher_forced(self, examples: Sequence, video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    run = self.run
+    arrays = [encoding.encode_example(e, run.tokenizer, run.config.data.max_length) for e in examples]
+    batch = {k: jnp.asarray(np.stack([a[k] for a in arrays]))
+             for k in ("inputs", "positions", "segment_ids", "frame_index")}
+    hidden, predicted = self._forward(run.variables, batch, jnp.asarray(video))
+    return np.asarray(hidden, np.float32), np.asarray(predicted)
 
 
 # Held-out records -> per-frame samples of every source.
@@ -166,13 +172,15 @@ def collect(run: experiment.Run, source, num_examples: int, batch_size: int) -> 
   cell the rationale states), and `decoder_written` bool[M'] of the decoder's samples."""
   samples: dict[str, list] = {name: [] for name in (*SOURCES, "decoder_written")}
   projections: dict[str, np.ndarray | None] = {}
+  forward = Forward(run)
   for start in range(0, num_examples, batch_size):
-    indices = list(range(start, min(start + batch_size, num_examples)))
+    count = min(batch_size, num_examples - start)  # real records; the rest repeat the last (one shape)
+    indices = list(range(start, start + count)) + [start + count - 1] * (min(batch_size, num_examples) - count)
     rows = [source[i] for i in indices]
     video = np.stack([experiment.read_test_example(run, source, i)["video"] for i in indices])
     full = [records.read_example(r, "full", f"test record {i}") for r, i in zip(rows, indices)]
     cells = np.stack([snitch_cells(e.response_text, video.shape[1]) for e in full])
-    features = video_features(run, video)
+    features = forward.encode(video)
     per_frame = {"encoder_mean": features["encoder"].mean(2)}
     for name, key in (("encoder_grid", "encoder"), ("static_grid", "static")):
       if key in features:
@@ -180,13 +188,13 @@ def collect(run: experiment.Run, source, num_examples: int, batch_size: int) -> 
         projections.setdefault(name, channel_projection(grid.shape[-1], grid.shape[2], len(projections)))
         per_frame[name] = grid_features(grid, projections[name])
     for name, values in per_frame.items():
-      for b, t in zip(*np.nonzero(cells >= 0)):
+      for b, t in zip(*np.nonzero(cells[:count] >= 0)):
         samples[name].append((values[b, t], indices[b], cells[b, t]))
     own = [records.read_example(r, run.config.data.variant, f"test record {i}") for r, i in zip(rows, indices)]
     positions = [cell_positions(e, run.tokenizer) for e in own]
     if any(positions):
-      hidden, predicted = decoder_outputs(run, own, video)
-      for b, found in enumerate(positions):
+      hidden, predicted = forward.teacher_forced(own, video)
+      for b, found in enumerate(positions[:count]):
         for t, p, cell_tokens in found:
           if 0 <= t < len(cells[b]) and cells[b, t] >= 0:
             samples["decoder_hidden"].append((hidden[b, p], indices[b], cells[b, t]))
