@@ -16,7 +16,10 @@ from lrr_jax.data.worlds import cater
 from lrr_jax.inference import search
 
 CURVES = (("loss", "loss"), ("token_accuracy", "token accuracy"), ("learning_rate", "learning rate"),
-          ("grad_norm", "gradient global norm"), ("examples_per_s", "examples / s"), ("tokens_per_s", "tokens / s"))
+          ("grad_norm", "gradient global norm"), ("examples_per_s", "examples / s"), ("tokens_per_s", "tokens / s"),
+          # the evaluations during training: does the model look (`evaluation.grounding`), and answer?
+          ("eval/grounding/frame_fact_acc", "held-out: snitch's cell right (frame facts)"),
+          ("eval/grounding/frame0_acc", "held-out: snitch's cell right, frame 0"), ("eval/top1", "held-out top-1"))
 
 
 def frame_strip(frames: np.ndarray, labels: Sequence[str] | None = None, title: str = "",

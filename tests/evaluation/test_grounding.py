@@ -130,3 +130,14 @@ def test_table_rows_fold_frames_facts_and_cases():
 def test_a_record_without_a_score_leaves_it_out_of_its_line():
   lines = outcomes.rows([0, 1], {"grounding/reid_acc": np.array([np.nan, 0.5])}, {}, ["a", "b"])
   assert [line["scores"] for line in lines] == [{}, {"grounding/reid_acc": 0.5}]
+
+
+def test_training_curves_show_the_grounding_of_the_evaluations_during_training(tmp_path):
+  from lrr_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
+  from lrr_jax.train import metrics  # pylint: disable=g-import-not-at-top
+  writer = metrics.MetricWriter(tmp_path)
+  writer.write_scalars(2, {"loss": 1.0, "eval/grounding/frame_fact_acc": 0.5, "eval/top1": 0.25})
+  writer.close()
+  figure = plots.training_curves(metrics.read_metrics(tmp_path))
+  assert [a.get_title() for a in figure.axes if a.lines] == [
+      "loss", "held-out: snitch's cell right (frame facts)", "held-out top-1"]
