@@ -22,12 +22,15 @@ jax.config.update("jax_threefry_partitionable", False)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SLOW_FIXTURES = ("tiny_run", "gcs")  # a test that needs a trained run or the GCS emulator is slow
+SLOW_TESTS = ("tests/test_main.py::test_generated_acre_reports_accuracy_per_query_type",)  # end-to-end runs
 
 
 def pytest_collection_modifyitems(items):
-  """Mark `slow` every test that uses a slow session fixture (the rest are marked in their files)."""
+  """Mark `slow` every test that uses a slow session fixture, and those named above (the rest are marked in
+  their files), so that `pytest -m "not slow"` is the fast loop."""
   for item in items:
-    if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
+    if (any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES)
+        or item.nodeid.split("[")[0] in SLOW_TESTS):
       item.add_marker(pytest.mark.slow)
 
 

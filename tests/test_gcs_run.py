@@ -9,6 +9,9 @@ import sys
 import time
 
 from etils import epath
+import pytest
+
+pytestmark = pytest.mark.slow  # runs against the GCS emulator
 
 ROOT = pathlib.Path(__file__).parents[1]
 FLAGS = ["--config.num_steps=4", "--config.log_every=1", "--config.checkpoint.every=2", "--config.batch_size=4",

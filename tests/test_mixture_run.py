@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.data import release_fixtures
+
+pytestmark = pytest.mark.slow  # an end-to-end mixture run
 
 
 def test_a_mixture_trains_on_both_datasets_and_reports_each_with_its_own_metrics(tmp_path):

@@ -16,6 +16,8 @@ from lrr_jax import experiment
 from tests.conftest import save_tiny_hf_opt
 from tests.data import release_fixtures
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the released recipe
+
 TRAINABLE = "--config.optimizer.trainable=('^video_encoder/', 'cross_attention_')"
 
 

@@ -5,9 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from lrr_jax.data import tokenizer as tokenizer_lib
 from tests.conftest import save_tiny_hf_opt
 from tests import test_released_recipe
+
+pytestmark = pytest.mark.slow  # an end-to-end run on 8 simulated devices
 
 release = test_released_recipe.release  # the CATER release fixture (a module fixture: this module's own copy)
 

@@ -1,12 +1,15 @@
 """Benchmarks at the tiniest size: the decode benchmark's correctness check (our cached greedy tokens equal HF
 `generate`'s) and the stage-level search against the release's way in Hugging Face (`--peer=hf`)."""
 import numpy as np
+import pytest
 import torch
 
 from benchmarks import decode
 from benchmarks import release_hf
 from benchmarks import stage_search_speed
 from lrr_jax.data import tokenizer as tokenizer_lib
+
+pytestmark = pytest.mark.slow  # benchmarks against torch
 
 
 def test_decode_benchmark_greedy_tokens_equal_hugging_face(tmp_path):

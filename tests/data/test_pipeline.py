@@ -175,6 +175,7 @@ def test_a_damaged_tfds_file_is_named_with_the_record(cater, tmp_path):
       next(batches)
 
 
+@pytest.mark.slow  # Grain worker processes
 def test_worker_processes_give_the_same_batches_and_resume_exactly(tmp_path):
   """JPEG frames decoded, resized and colour-jittered in the workers: the batches (videos included) equal those
   made in this process, a resumed iterator continues exactly, the jitter changes each epoch."""

@@ -16,6 +16,8 @@ import pytest
 
 from launch import local_multiprocess
 
+pytestmark = pytest.mark.slow  # two-process runs
+
 ROOT = pathlib.Path(__file__).parents[2]
 FLAGS = ["--config.num_steps=4", "--config.checkpoint.every=2", "--config.data.num_train=16",
          "--config.data.num_eval=2", "--config.eval.max_new_tokens=4", "--config.batch_size=4",

@@ -198,6 +198,7 @@ def test_splash_under_a_mesh_runs_per_shard():
                              atol=1e-5)
 
 
+@pytest.mark.slow  # a subprocess on simulated devices
 def test_splash_split_over_batch_and_heads_equals_the_reference():
   """On 4 CPU devices (a subprocess): splash under shard_map, inputs split 2 x 2, values and gradients."""
   out = subprocess.run([sys.executable, "-m", "tests.models.splash_sharding_check"], capture_output=True,

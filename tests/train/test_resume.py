@@ -15,6 +15,8 @@ import pytest
 
 from tests.train import test_checkpoint
 
+pytestmark = pytest.mark.slow  # end-to-end runs killed and resumed
+
 ROOT = pathlib.Path(__file__).parents[2]
 FLAGS = ["--config.num_steps=40", "--config.checkpoint.every=10", "--config.data.num_train=32",
          "--config.data.num_eval=2", "--config.eval.max_new_tokens=4", "--config.batch_size=4",
