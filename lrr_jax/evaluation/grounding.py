@@ -32,9 +32,9 @@ from lrr_jax.data import boxes as boxes_lib
 from lrr_jax.data import rationales
 
 PREFIX = "grounding/"
-MARKER = re.compile(r"frame (\d+):")
-CELL = re.compile(r"^(\d+),(\d+)$")
-BOX = re.compile(r"^\((\d+),(\d+),(\d+),(\d+)\)$")
+MARKER = re.compile(r"frame (\d{1,6}):")  # numbers bounded: int() of any text never raises
+CELL = re.compile(r"^(\d{1,6}),(\d{1,6})$")
+BOX = re.compile(r"^\((\d{1,6}),(\d{1,6}),(\d{1,6}),(\d{1,6})\)$")
 PLACE = re.compile(r"^(.*?)\s*(\d+,\d+|\(\d+,\d+,\d+,\d+\))$")
 STATUS = re.compile(r"([^.:;<>]+?): (not a blicket|blicket|undetermined)\b")
 IOU_THRESHOLD = 0.5
@@ -76,8 +76,9 @@ def same_place(stated: Place, true: Place) -> bool:
 
 
 def detections(text: str, names_only: bool = False) -> list[tuple[str, Place]] | None:
-  """The `<detect> a 1,2; b (1,2,3,4).` items as (name, place), names only: `<detect> a, b. ...`; None if the
-  text has no `<detect>` (or an item without a place, where places are expected)."""
+  """The `<detect> a 1,2; b (1,2,3,4).` items as (name, place), names only: `<detect> a, b. ...`; an item without
+  a readable place (where places are expected) is left out. None if the text has no `<detect>`, or items but none
+  readable."""
   _, found, rest = text.partition("<detect>")
   if not found:
     return None
@@ -85,16 +86,12 @@ def detections(text: str, names_only: bool = False) -> list[tuple[str, Place]] |
   if names_only:  # STAR: 'a, b. relations. action: ...'; ACRE: 'a, b; light on.'
     names = rest.split(".")[0].split(";")[0]
     return [(n.strip(), None) for n in names.split(",") if n.strip() and n.strip() != "nothing"]
-  items = []
-  for item in rest.split(".")[0].split(";"):  # a box holds no '.' and no ';'
-    item = item.strip()
-    if not item or item == "nothing":
-      continue
-    match = PLACE.match(item)
-    if match is None:
-      return None
-    items.append((match.group(1).strip(), parse_place(match.group(2))))
-  return items
+  written = [item.strip() for item in rest.split(".")[0].split(";")]  # a box holds no '.' and no ';'
+  written = [item for item in written if item and item != "nothing"]
+  matches = [m for m in map(PLACE.match, written) if m is not None and parse_place(m.group(2)) is not None]
+  if written and not matches:
+    return None
+  return [(m.group(1).strip(), parse_place(m.group(2))) for m in matches]
 
 
 def match_items(stated: list[tuple[str, Place]], true: list[tuple[str, Place]]) -> int:
@@ -149,9 +146,9 @@ def snitch_fact(text: str) -> SnitchFact | None:
     items = detections(text)
     cells = [place for name, place in items or [] if name == "snitch"]
     return SnitchFact("detect", cells[0], items=tuple(items)) if cells else None
-  if (reid := REID.search(text)) is not None:
+  if (reid := REID.search(text)) is not None and parse_place(reid.group(2)):
     return SnitchFact("reid", parse_place(reid.group(2)), cone=reid.group(1).strip())
-  if (track := TRACK.search(text)) is not None:
+  if (track := TRACK.search(text)) is not None and parse_place(track.group(1)):
     return SnitchFact("track", parse_place(track.group(1)), occluded=bool(track.group(2)))
   return None
 
@@ -180,9 +177,9 @@ def cater_tally(response: str, reference: str) -> Tally:
     right = said is not None and said.cell == true.cell
     tally.add("frame_fact_acc", right)
     tally.add(f"frame{t}_acc", right)
-    if true.kind == "detect":
-      tally.add("detect_cell_acc", match_items(list(said.items) if said else [], list(true.items)),
-                len(true.items))
+    if true.kind == "detect":  # every object, even where the snitch's own cell is unreadable
+      items = detections(stated[t]) if t in stated else None
+      tally.add("detect_cell_acc", match_items(items or [], list(true.items)), len(true.items))
     elif true.kind == "track":
       tally.add("track_cell_acc", right and said.kind == "track")
     else:

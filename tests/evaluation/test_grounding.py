@@ -43,6 +43,16 @@ def test_facts_count_outside_stage_tags_but_not_in_the_conclusion():
   assert s["grounding/detect_cell_acc"] == pytest.approx(1 / 3) and s["grounding/missing"] == 0.5
 
 
+def test_an_unreadable_object_or_cell_is_wrong_and_the_rest_still_counts():
+  response = ("<CAPTION>frame 0: <detect> snitch 4,5; red cone; blue cube 0,1.</CAPTION><REASONING>frame 1: "
+              "<track> snitch 99999999999,5. frame 2: <track> snitch hidden; <reid> red cone 4,5 covers it. "
+              "frame 3: <detect> snitch 2,2.</REASONING>")
+  s = grounding.evaluate("generated_cater", [response], [CATER_TRUE]).scores
+  assert (s["grounding/detect_cell_acc"], s["grounding/frame0_acc"], s["grounding/frame1_acc"]) == (2 / 3, 1, 0)
+  assert (s["grounding/reid_acc"], s["grounding/frame3_acc"]) == (0.5, 1)  # frame 3: the right cell, not a reid
+  assert (s["grounding/stated"], s["grounding/malformed"], s["grounding/missing"]) == (0.75, 0.25, 0)
+
+
 def test_cater_cases_from_the_true_rationale():
   visible = "frame 0: <detect> snitch 1,1; red cone 3,2. frame 1: <track> snitch 1,1. "
   occluded = "frame 0: <detect> snitch 1,1. frame 1: <track> snitch 2,1 occluded. "
