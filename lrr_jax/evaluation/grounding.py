@@ -4,7 +4,8 @@ true rationale, and the final answer split by case.
 Facts are read from the text after each `frame t:` marker (to the next marker or stage tag; the first statement
 of a frame is kept), before `<CONCLUSION>` (the whole text when it has none); the final answer's correctness is
 the evaluator's (`rationales.parse_response`). Every reference fact is scored; one the response leaves out counts
-as wrong. Nothing here raises on malformed model text. Scores (`grounding/...`, shares of the reference's facts, pooled over records):
+as wrong. Nothing here raises on malformed model text. Scores (`grounding/...`, shares of the reference's facts,
+pooled over records):
 - CATER (generated and released): `frame_fact_acc`, the headline, the share of frame facts (frames 0..T-1) whose
   snitch cell is right (frame 0: the snitch's detection; a hidden snitch: its cone's cell); `frame<t>_acc` the same
   per frame; `detect_cell_acc` every object of the detections at its cell; `track_cell_acc` the frames where the

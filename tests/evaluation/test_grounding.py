@@ -151,3 +151,25 @@ def test_training_curves_show_the_grounding_of_the_evaluations_during_training(t
   figure = plots.training_curves(metrics.read_metrics(tmp_path))
   assert [a.get_title() for a in figure.axes if a.lines] == [
       "loss", "held-out: snitch's cell right (frame facts)", "held-out top-1"]
+
+
+@pytest.mark.parametrize("box_bins", [0, 32])
+def test_true_rationales_of_the_release_builders_score_one(box_bins):
+  from lrr_jax.data.builders import something_else  # pylint: disable=g-import-not-at-top
+  from lrr_jax.data.builders import star  # pylint: disable=g-import-not-at-top
+  box = lambda x: {"box2d": {"x1": x, "y1": 10, "x2": x + 30, "y2": 50}}
+  frame_boxes = [[{**box(10), "category": "hand"}, {**box(60), "category": "cup"}], [],
+                 [{**box(40), "category": "hand"}]]
+  example = something_else.something_else_example({"template": "Pushing [something]"}, 3, frame_boxes, (100, 80),
+                                                  "full", box_bins)
+  s = grounding.evaluate("something_else", [example.response_text], [example.response_text]).scores
+  place = "box" if box_bins else "cell"
+  assert (s[f"grounding/detect_{place}_acc"], s[f"grounding/track_{place}_acc"], s["grounding/frame_fact_acc"],
+          s["grounding/num_facts"]) == (1, 1, 1, 3)
+  question = {"question_id": "Interaction_T1_7", "question": "What?", "answer": "b",
+              "choices": [{"choice": "a"}, {"choice": "b"}],
+              "situations": {"3": {"bbox_labels": ["o1", "o2"], "rel_pairs": [["o1", "o2"]], "rel_labels": ["r1"],
+                                   "actions": ["a1"]}, "9": {"bbox_labels": []}}}
+  example = star.star_example(question, np.array([0, 4, 8]), 1.0, 0.0, {"o1": "person", "o2": "cup"}, "full")
+  s = grounding.evaluate("star", [example.response_text], [example.response_text]).scores
+  assert (s["grounding/detect_acc"], s["grounding/frame_fact_acc"], s["grounding/num_facts"]) == (1, 1, 2)
