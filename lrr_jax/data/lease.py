@@ -166,7 +166,8 @@ class _GcsStore:
     412) when it differs. (The emulator honours the condition on multipart uploads, not on media ones.)"""
     body = (b"--==0==\nContent-Type: application/json; charset=UTF-8\n\n" + json.dumps({"name": self.key}).encode()
             + b"\n--==0==\nContent-Type: application/json\n\n" + data + b"\n--==0==--")
-    out = self.fs.call("POST", f"{self.fs._location}/upload/storage/v1/b/{self.bucket}/o",  # pylint: disable=protected-access
+    location = self.fs._location  # pylint: disable=protected-access
+    out = self.fs.call("POST", f"{location}/upload/storage/v1/b/{self.bucket}/o",
                        uploadType="multipart", ifGenerationMatch=if_generation_match, data=body,
                        headers={"Content-Type": 'multipart/related; boundary="==0=="'}, json_out=True)
     self.fs.invalidate_cache(self.path)
