@@ -104,9 +104,14 @@ def summarize(runs: Sequence[Run], failed: Sequence[str] = ()) -> list[dict[str,
   return rows
 
 
+# Scores a summary across runs leaves out (results.json keeps them): `lrr_jax.evaluation.grounding`'s per frame,
+# per case count, facts missing or malformed.
+DETAIL = re.compile(r"grounding/(frame\d+_acc|missing|malformed|num_facts)$|(^|/)count/")
+
+
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-  """| run | status | minutes | train loss | <every eval score seen, in order> |"""
-  metrics = list(dict.fromkeys(k for row in rows for k in row["eval"]))
+  """| run | status | minutes | train loss | <every eval score seen, in order, but grounding's details> |"""
+  metrics = list(dict.fromkeys(k for row in rows for k in row["eval"] if not DETAIL.search(k)))
   cell = lambda v: "" if v is None else f"{v:.3f}" if isinstance(v, (int, float)) else str(v)
   lines = ["| " + " | ".join(["run", "status", "minutes", "train loss", *metrics]) + " |",
            "| " + " | ".join(["---"] * (4 + len(metrics))) + " |"]

@@ -388,3 +388,4 @@ def _folded_row(placeholder: str, folded: dict[tuple[str, str], list]) -> tuple[
     cases.setdefault(name, {})["count" if "count/" in key else "top1"] = v
   text = "; ".join(f"{name} {c.get('top1', float('nan')):.2f} ({c.get('count', 0):.0f})" for name, c in cases.items())
   return (f"{prefix}top1 by case (records)", text)
+
