@@ -1,4 +1,5 @@
-"""Every colab runs headless on a tiny run and shows what it promises; committed notebooks carry no outputs.
+"""Every colab runs headless on a tiny run and shows what it promises; committed notebooks carry either no
+outputs or those of one complete run (`colabs/execute.py`).
 
 The kernel is the `python3` spec of this interpreter's environment: `JUPYTER_PATH` puts `<sys.prefix>/share/jupyter`
 (where ipykernel installs its spec, argv `python`, which jupyter_client replaces by `sys.executable`) ahead of any
@@ -63,11 +64,16 @@ def test_there_are_the_four_colabs():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_committed_notebooks_have_no_outputs_and_a_parameters_cell(path):
+def test_committed_notebooks_have_a_complete_run_or_none_and_a_parameters_cell(path):
   nb = nbformat.read(path, as_version=4)
   nbformat.validate(nb)
   code = [c for c in nb.cells if c.cell_type == "code"]
-  assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name}: clear its outputs"
+  counts = [c.execution_count for c in code]
+  if any(count is not None for count in counts):  # outputs of one run, top to bottom, without errors
+    assert counts == list(range(1, len(code) + 1)), f"{path.name}: rerun it with colabs/execute.py"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"], f"{path.name}: a cell failed"
+  else:
+    assert all(not c.outputs for c in code), f"{path.name}: outputs without a run"
   setup = code[0].source  # first: install the package where it is missing (Colab)
   assert 'find_spec("lrr_jax") is None' in setup and "%pip install --quiet {LRR_JAX_SOURCE}" in setup, path.name
   parameters = [c for c in code if "parameters" in c.metadata.get("tags", [])]
