@@ -100,6 +100,7 @@ def test_scaling_table_compares_strategies(tiny_run, tmp_path):
     for key in ("top1", "l1", "well_formed", "tokens_sampled", "tokens_judged", "seconds"):
       assert len(per_example[key]) == 2 and row[key] == pytest.approx(sum(per_example[key]) / 2), (row, key)
     assert min(per_example["seconds"]) <= row["seconds_median"] <= max(per_example["seconds"])
+    assert row["grounding/frame_fact_acc"] == pytest.approx(sum(per_example["frame_fact_acc"]) / 2)  # 8 facts each
   assert "| stage_beam | judge | 2 | 2 |" in (tmp_path / "scaling.md").read_text()
   assert (tmp_path / "scaling.png").stat().st_size > 1000
 
@@ -128,3 +129,5 @@ def test_generated_acre_reports_accuracy_per_query_type(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   scores = json.loads((tmp_path / "results.json").read_text())["eval"]
   assert {"accuracy", "split/compositional", "query_type/direct", "query_type/screen_off"} <= set(scores)
+  grounded = {"grounding/frame_fact_acc", "grounding/detect_acc", "grounding/light_acc", "grounding/status_acc"}
+  assert grounded <= set(scores)

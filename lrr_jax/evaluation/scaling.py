@@ -21,10 +21,11 @@ Rows: greedy once; every other strategy once per scorer, stage_beam once per bea
 Unset flags take the run's `config.search` (sampling, budgets, scorer, N, beam).
 
 Each row has the means over the examples and `per_example` arrays (example index, top1 and well_formed 0/1, l1,
-tokens sampled and judged, seconds) whose means they are, for a bootstrap over examples. The examples are the
-test split's first --num_examples (the evaluator's); wall time excludes compilation: each row answers example 0
-once before the measured pass, except the judge's prompts of a length first met later (bucketed to 32 tokens),
-compiled once inside it (hence the median beside the mean). Trained runs of several seeds: one call per workdir
+tokens sampled and judged, seconds; frame_fact_acc) whose means they are, for a bootstrap over examples, and the
+grounding of the responses (`evaluation.grounding`: `grounding/*`, the answer by case `top1/<case>`). The examples
+are the test split's first --num_examples (the evaluator's); wall time excludes compilation: each row answers
+example 0 once before the measured pass, except the judge's prompts of a length first met later (bucketed to 32
+tokens), compiled once inside it (hence the median beside the mean). Trained runs of several seeds: one call per workdir
 (benchmarks/reproduce.py, which reuses a table whose `flags.json`, the settings below, matches its own).
 """
 import json
@@ -38,7 +39,9 @@ import tqdm
 
 from lrr_jax import experiment
 from lrr_jax.data import files
+from lrr_jax.data import records
 from lrr_jax.evaluation import cater as cater_eval
+from lrr_jax.evaluation import grounding
 from lrr_jax.inference import generate
 from lrr_jax.inference import scorers
 from lrr_jax.inference import search
@@ -123,9 +126,10 @@ def evaluate_strategy(run: experiment.Run, source, config: search.SearchConfig, 
   call(experiment.read_test_example(run, source, 0))  # compile outside the measurement
   label = ("greedy" if config.strategy == "greedy"
            else f"{config.strategy} N={config.num_candidates} beam={config.beam} {scorer_name}")
-  responses, labels, sampled, judged, seconds = [], [], [], [], []
+  responses, labels, sampled, judged, seconds, references = [], [], [], [], [], []
   for index in tqdm.trange(num_examples, desc=label, unit="example"):
     example = experiment.read_test_example(run, source, index)
+    references.append(reference_texts(run, source, index))
     result = call(example)
     responses.append(result.text)
     labels.append(example["label"])
@@ -133,14 +137,28 @@ def evaluate_strategy(run: experiment.Run, source, config: search.SearchConfig, 
     judged.append(result.judge_tokens)
     seconds.append(result.seconds)
   outcomes = cater_eval.cater_outcomes(responses, np.asarray(labels))
+  looked = grounding.evaluate(run.config.data.dataset, responses, [own for own, _ in references],
+                              [full for _, full in references], outcomes["top1"])
   per_example = dict(index=list(range(num_examples)), **{k: v.tolist() for k, v in outcomes.items()},
-                     tokens_sampled=sampled, tokens_judged=judged, seconds=seconds)
+                     tokens_sampled=sampled, tokens_judged=judged, seconds=seconds,
+                     **{k[len(grounding.PREFIX):]: looked.per_record[k].tolist()
+                        for k in (grounding.PREFIX + "frame_fact_acc",) if k in looked.per_record})
   greedy, single = config.strategy == "greedy", config.strategy in ("greedy", "best_of_n")
   return dict(strategy=config.strategy, scorer="none" if greedy else scorer_name,
               num_candidates=1 if greedy else config.num_candidates, beam=1 if single else config.beam,
               examples=num_examples, sampling_seed=config.seed, train_seed=int(run.config.seed),
               **{k: float(np.mean(per_example[k])) for k in PER_EXAMPLE[1:]},
-              seconds_median=float(np.median(seconds)), per_example=per_example)
+              seconds_median=float(np.median(seconds)), **looked.scores, per_example=per_example)
+
+
+def reference_texts(run: experiment.Run, source, index: int) -> tuple[str, str]:
+  """Held-out record `index`'s true rationale in the run's variant and in the full one (the grounding's)."""
+  record = source[index]
+  own = records.read_example(record, run.config.data.variant, f"test record {index}").response_text
+  try:
+    return own, records.read_example(record, "full", f"test record {index}").response_text
+  except ValueError:
+    return own, own
 
 
 def row_label(row: dict) -> str:
@@ -149,9 +167,15 @@ def row_label(row: dict) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-  lines = ["| strategy | scorer | N | beam | top-1 | L1 | well-formed | tokens sampled | tokens judged "
-           "| s / example (mean, median) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  """The rows as Markdown: top-1, its split by the snitch's case at the end (contained / visible) and the share
+  of frame facts whose snitch cell is right (`evaluation.grounding`; '-' where a row has none), compute."""
+  score = lambda r, key: f"{r[key]:.3f}" if key in r else "-"
+  lines = ["| strategy | scorer | N | beam | top-1 | top-1 contained / visible at end | frame facts right | L1 "
+           "| well-formed | tokens sampled | tokens judged | s / example (mean, median) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   lines += [f"| {r['strategy']} | {r['scorer']} | {r['num_candidates']} | {r['beam']} | {r['top1']:.3f} "
+            f"| {score(r, 'top1/contained_at_end')} / {score(r, 'top1/visible_at_end')} "
+            f"| {score(r, grounding.PREFIX + 'frame_fact_acc')} "
             f"| {r['l1']:.2f} | {r['well_formed']:.2f} | {r['tokens_sampled']:.0f} | {r['tokens_judged']:.0f} "
             f"| {r['seconds']:.2f}, {r['seconds_median']:.2f} |" for r in rows]
   return "\n".join(lines)
