@@ -19,6 +19,7 @@ import numpy as np
 from lrr_jax.convert import hf_opt
 from lrr_jax.data import encoding
 from lrr_jax.data import files
+from lrr_jax.data import fingerprints
 from lrr_jax.data import pipeline
 from lrr_jax.data import prepare
 from lrr_jax.data import records
@@ -327,15 +328,31 @@ def read_run_file(path: pathlib.Path) -> dict[str, Any] | None:
 
 
 def write_run_file(workdir: str | pathlib.Path, config: ConfigDict, tokenizer: tokenizer_lib.Tokenizer,
-                   start: dict[str, Any]) -> None:
+                   start: dict[str, Any], inputs: dict[str, dict[str, str]] | None = None) -> None:
   """`<workdir>/run.json`: what `load_run` rebuilds the run from (the latest config, the tokenizer, the data
-  directory) and `starts`, the record of every start of the run: this one is `start` (e.g. its time, command
-  line, the step it resumed from, the keys it changed) with its config, after the earlier ones."""
+  directory, the `inputs`' fingerprints) and `starts`, the record of every start of the run: this one is `start`
+  (e.g. its time, command line, the step it resumed from, the keys it changed) with its config, after the
+  earlier ones. Written atomically."""
   earlier = read_run_file(run_file(workdir))
   starts = (earlier["starts"] if earlier else []) + [{**start, "config": config.to_dict()}]
-  run_file(workdir).write_text(json.dumps(
+  files.write_atomic(run_file(workdir), json.dumps(
       {"config": config.to_dict(), "tokenizer": tokenizer.source, "data_dir": data_dir(config, workdir),
-       "starts": starts}, indent=2))
+       **({"inputs": inputs} if inputs else {}), "starts": starts}, indent=2))
+
+
+def run_inputs(config: ConfigDict, tokenizer_source: str, directory: str,
+               names: tuple[str, ...] | None = None) -> dict[str, dict[str, str]]:
+  """Fingerprints (`data.fingerprints`) of the run's inputs by name: the tokenizer, `model.init_from`,
+  `model.video.<stream>_init_from` (those set) and each dataset (`data:<name>`) under `directory`; `names`:
+  only those."""
+  video = config.model.get("video") or {}
+  inputs = {"tokenizer": (tokenizer_source, "file"), "model.init_from": (config.model.get("init_from"), "tree"),
+            **{f"model.video.{s}_init_from": (video.get(f"{s}_init_from"), "tree") for s in ("static", "motion")}}
+  inputs = {name: value for name, value in inputs.items() if value[0] and (names is None or name in names)}
+  for source in sources(config):
+    if names is None or f"data:{source.name}" in names:
+      inputs[f"data:{source.name}"] = (dataset_builder(config, directory, source).data_dir, "dataset")
+  return fingerprints.fingerprint(inputs)
 
 
 def run_config(meta: dict[str, Any]) -> ConfigDict:
@@ -384,19 +401,33 @@ def last_train_metrics(workdir, step: int) -> dict[str, float]:
   return {k: v for k, v in rows[-1].items() if k != "step"} if rows else {}
 
 
-def load_run(workdir: str | pathlib.Path, step: int | None = None) -> Run:
-  """The run in `workdir` at checkpoint `step` (default: the latest). Errors name the missing or bad file."""
+def load_run(workdir: str | pathlib.Path, step: int | None = None, accept_changed_inputs: bool = False) -> Run:
+  """The run in `workdir` at checkpoint `step` (default: the latest). Errors name the missing or bad file; an
+  input recorded in run.json (tokenizer, dataset) that changed since is refused (`fingerprints.InputChanged`)
+  unless `accept_changed_inputs`, and so is a tokenizer with more tokens than the model's embedding rows."""
   workdir = files.as_path(workdir)
   path = workdir / RUN_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path} is missing: {workdir} is not a workdir written by lrr_jax.main.")
   meta = read_run_file(path)
   config = run_config(meta)
+  recorded = meta.get("inputs") or {}  # a run.json from before fingerprints has none
+  fingerprints.check(recorded, run_inputs(config, meta["tokenizer"], meta["data_dir"], tuple(recorded)),
+                     str(workdir), accept_changed_inputs)
   tokenizer = tokenizer_lib.load(meta["tokenizer"])
   model = lrr.LRRModel(model_config(config, tokenizer.vocab_size))
+  check_embedding_rows(model.config, tokenizer)
   variables, step = checkpoint.restore_variables(workdir / "ckpt", variable_shapes(model), step)
   variables = trainer.model_variables(variables["params"], variables["batch_stats"])
   return Run(workdir, config, model, variables, tokenizer, step, meta["data_dir"])
+
+
+def check_embedding_rows(model: lrr.LRRConfig, tokenizer: tokenizer_lib.Tokenizer) -> None:
+  """Refuse a tokenizer whose ids reach past the model's (unpadded) embedding rows."""
+  rows = model.num_predicted_tokens or model.decoder.vocab_size
+  if tokenizer.vocab_size > rows:
+    raise ValueError(f"The tokenizer {tokenizer.source} has {tokenizer.vocab_size} tokens, more than the "
+                     f"{rows} embedding rows of the run's model: it is not the tokenizer the run was trained with.")
 
 
 def test_source(run: Run):

@@ -11,21 +11,28 @@ results. `<workdir>/run.json` records every start: time, command line, config, s
 Each evaluated record's scores go to `<workdir>/eval_examples.jsonl` (`lrr_jax.evaluation.outcomes`), named
 with their count in results.json's `eval_examples`.
 """
+import atexit
 import datetime
 import json
+import pathlib
 import sys
+import tempfile
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 from ml_collections import config_flags
 
 from lrr_jax import config_checks
 from lrr_jax import experiment
 from lrr_jax.data import files
+from lrr_jax.data import fingerprints
+from lrr_jax.data import lease
 from lrr_jax.evaluation import grounding
 from lrr_jax.evaluation import outcomes
 from lrr_jax.evaluation import sharding
@@ -36,6 +43,14 @@ from lrr_jax.train import trainer
 
 config_flags.DEFINE_config_file("config", "configs/cater.py", "Experiment config file.")
 flags.DEFINE_string("workdir", "workdirs/cater_demo", "Where the tokenizer and results are written.")
+flags.DEFINE_float("lease_stale_seconds", lease.DEFAULT_STALE_SECONDS,
+                   "A workdir's lease not renewed for this long is stale: another run may take the workdir over.")
+flags.DEFINE_bool("accept_changed_inputs", False, "Resume or evaluate again although an input fingerprinted in "
+                  "run.json (tokenizer, pretrained weights, dataset) changed since.")
+
+
+class ResultsNotSaved(OSError):
+  """results.json (or eval_examples.jsonl) could not be written; the message names where they were kept."""
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -89,14 +104,41 @@ def response_results(responses: list[str] | dict[str, list[str]]) -> dict:
   return {"example_response": responses[0], "evaluated_records": sharding.my_records(len(responses))}
 
 
-def evaluate_finished(config: ml_collections.ConfigDict, workdir, model, evaluator,
+def claim_workdir(workdir) -> None:
+  """Take the workdir's lease (`lrr_jax.data.lease`) on process 0 before any work, released at exit; every
+  process raises if another run holds it."""
+  error = None
+  if jax.process_index() == 0:
+    try:
+      atexit.register(lease.Lease(workdir, flags.FLAGS.lease_stale_seconds).acquire().release)
+    except (lease.WorkdirInUse, NotADirectoryError) as e:
+      error = e
+  if jax.process_count() > 1 and not multihost_utils.broadcast_one_to_all(np.array(error is None)):
+    error = error or lease.WorkdirInUse(f"Process 0 could not claim the workdir {workdir}: see its error.")
+  if error is not None:
+    raise error
+
+
+def restore_finished(workdir, model, step: int) -> dict | None:
+  """The variables of a finished run's final checkpoint; None if that step is damaged: the run then resumes
+  from the newest intact checkpoint (the loop moves the damaged step aside) and trains the last steps again."""
+  try:
+    return checkpoint.restore_variables(workdir / "ckpt", experiment.variable_shapes(model), step)[0]
+  except checkpoint.ShapeMismatch:
+    raise
+  except checkpoint.CheckpointError as e:
+    print(f"The final checkpoint of {workdir} (step {step}) is damaged ({e.kind}): {e}\nFalling back: "
+          "resuming from the newest intact checkpoint.", flush=True)
+    return None
+
+
+def evaluate_finished(config: ml_collections.ConfigDict, workdir, variables, evaluator,
                       step: int, earlier: dict | None) -> tuple[dict, list[dict]]:
-  """Results and per-record lines of a run whose checkpoint is at (or past) config.num_steps: its checkpoint
+  """Results and per-record lines of a run whose checkpoint is at (or past) config.num_steps: its `variables`
   evaluated again, the train metrics those of the `earlier` results (or of metrics.jsonl if the run stopped
   before writing any)."""
   print(f"{workdir} is finished: its checkpoint is at step {step} (config.num_steps={config.num_steps}); "
         "evaluating it again, training nothing.", flush=True)
-  variables, _ = checkpoint.restore_variables(workdir / "ckpt", experiment.variable_shapes(model), step)
   evaluation = evaluator.evaluate(trainer.model_variables(variables["params"], variables["batch_stats"]))
   train = earlier["train"] if earlier and earlier.get("train") else experiment.last_train_metrics(workdir, step)
   return ({"train": train, "eval": evaluation.scores, "params_checksum": loop.params_checksum(variables["params"]),
@@ -116,6 +158,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, model, train_
            **response_results(evaluation.responses)}, evaluation.examples)
 
 
+def save_results(workdir, examples_file, examples: list[dict], results: dict) -> None:
+  """Write eval_examples.jsonl, then results.json (atomically). If either fails, both are written to a folder
+  under the temporary directory instead and ResultsNotSaved names it: nothing computed is lost."""
+  try:
+    outcomes.write(examples_file, examples)
+    files.write_atomic(experiment.results_file(workdir), json.dumps(results, indent=2))
+  except OSError as e:
+    kept = pathlib.Path(tempfile.mkdtemp(prefix=f"lrr_jax_results_{time.strftime('%Y%m%d-%H%M%S')}_"))
+    outcomes.write(kept / examples_file.name, examples)
+    (kept / experiment.results_file(workdir).name).write_text(json.dumps(results, indent=2))
+    raise ResultsNotSaved(f"Could not write the results into {workdir} ({e}); they are kept in {kept} "
+                          "(and printed above).") from e
+
+
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:  # quiet by default (orbax logs at INFO); --verbosity=0 for INFO
@@ -125,6 +181,7 @@ def main(argv):
   experiment.enable_compilation_cache(config)  # before the first compile
   config_checks.check(config, jax.device_count(), jax.process_count())
   workdir = files.as_path(flags.FLAGS.workdir)  # local or gs://
+  claim_workdir(workdir)  # one run per workdir, before any work
   previous = experiment.read_run_file(experiment.run_file(workdir))
   step = experiment.latest_checkpoint(workdir)
   previous_config = None if previous is None else experiment.run_config(previous).to_dict()
@@ -134,24 +191,28 @@ def main(argv):
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.time()
   train_data, test_sources, tokenizer = experiment.build_data(config, workdir)
+  inputs = experiment.run_inputs(config, tokenizer.source, experiment.data_dir(config, workdir))
+  changed = fingerprints.check(previous and previous.get("inputs"), inputs, str(workdir),
+                               flags.FLAGS.accept_changed_inputs)
+  model = experiment.make_model(config, tokenizer)
+  variables = restore_finished(workdir, model, step) if finished else None
+  finished = variables is not None
   experiment.write_run_file(workdir, config, tokenizer, dict(  # what `lrr_jax.infer` reads
       time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), argv=sys.argv[1:],
-      resumed_from=step, changes=changes, evaluated_only=finished))
-  model = experiment.make_model(config, tokenizer)
+      resumed_from=step, changes=changes, evaluated_only=finished, changed_inputs=changed), inputs)
   evaluator = experiment.make_run_evaluator(config, model, test_sources, tokenizer)
   if finished:
-    results, examples = evaluate_finished(config, workdir, model, evaluator, step, kept[-1] if kept else None)
+    results, examples = evaluate_finished(config, workdir, variables, evaluator, step, kept[-1] if kept else None)
   else:
     results, examples = train_and_evaluate(config, workdir, model, train_data, evaluator)
   examples_file = workdir / distributed.process_file_name(outcomes.FILE)
-  outcomes.write(examples_file, examples)
   results.update(step=step if finished else config.num_steps, minutes=(time.time() - start) / 60,
                  evaluated_only=finished, eval_examples=dict(file=examples_file.name, count=len(examples)),
                  config=config.to_dict(), earlier_results=kept)  # nothing lost
   if config.data.get("mixture"):
     results["eval_by_dataset"] = by_dataset(config, results["eval"])
-  experiment.results_file(workdir).write_text(json.dumps(results, indent=2))
-  print_results(config, results)
+  print_results(config, results)  # before any write: a failed write loses nothing
+  save_results(workdir, examples_file, examples, results)
 
 
 if __name__ == "__main__":
