@@ -8,7 +8,8 @@ the record's full rationale: its detection on frame 0, its track or its cone's c
 - `encoder_grid`: the same, every grid token kept (flattened);
 - `static_grid`: the static ResNet stream's grid for frame t (flattened), before fusion and attention;
 - `decoder_hidden`: the decoder's last hidden state at the token right before the `frame t:` fact's cell is
-  written, teacher-forced on the record's true rationale (the run's variant; none when it states no facts);
+  written, teacher-forced on the record's true rationale (the run's variant; none when it states no facts; a
+  record longer than the model's positions is left out);
 and `decoder_written`, the share of those cells the teacher-forced model predicts (argmax) token for token.
 Each source is fitted by closed-form ridge regression onto the 36 one-hot cells (features standardised, the ridge
 chosen on a fifth of the probe's training records), records split into probe-train and probe-test. Reading it:
@@ -156,13 +157,21 @@ class Forward:
       found["static"] = np.asarray(static, np.float32).reshape(b, t, -1, static.shape[-1])
     return found
 
-  def teacher_forced(self, examples: Sequence, video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    run = self.run
-    arrays = [encoding.encode_example(e, run.tokenizer, run.config.data.max_length) for e in examples]
-    batch = {k: jnp.asarray(np.stack([a[k] for a in arrays]))
+  def teacher_forced(self, examples: Sequence, video: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    """Also whether each example fits the model's positions (one that does not is left out: its rows are zero).
+    Rows are as long as the batch's longest example, rounded up to 64 tokens (a few shapes compile)."""
+    run, positions = self.run, self.run.model.config.decoder.max_positions
+    lengths = [len(encoding.encode_prompt(e, run.tokenizer)[0]) + len(encoding.segment_tokens(e.response,
+                                                                                              run.tokenizer)[0])
+               for e in examples]  # the inputs: `</s> question response`
+    fits = [n <= positions for n in lengths]
+    width = min(positions, -(-max([n for n, ok in zip(lengths, fits) if ok] or [1]) // 64) * 64)
+    arrays = [encoding.encode_example(e, run.tokenizer, width) if ok else None for e, ok in zip(examples, fits)]
+    blank = {k: np.zeros(width, np.int32) for k in ("inputs", "positions", "segment_ids", "frame_index")}
+    batch = {k: jnp.asarray(np.stack([(a or blank)[k] for a in arrays]))
              for k in ("inputs", "positions", "segment_ids", "frame_index")}
     hidden, predicted = self._forward(run.variables, batch, jnp.asarray(video))
-    return np.asarray(hidden, np.float32), np.asarray(predicted)
+    return np.asarray(hidden, np.float32), np.asarray(predicted), fits
 
 
 # Held-out records -> per-frame samples of every source.
@@ -193,10 +202,10 @@ def collect(run: experiment.Run, source, num_examples: int, batch_size: int) -> 
     own = [records.read_example(r, run.config.data.variant, f"test record {i}") for r, i in zip(rows, indices)]
     positions = [cell_positions(e, run.tokenizer) for e in own]
     if any(positions):
-      hidden, predicted = forward.teacher_forced(own, video)
+      hidden, predicted, fits = forward.teacher_forced(own, video)
       for b, found in enumerate(positions[:count]):
         for t, p, cell_tokens in found:
-          if 0 <= t < len(cells[b]) and cells[b, t] >= 0:
+          if fits[b] and 0 <= t < len(cells[b]) and cells[b, t] >= 0:
             samples["decoder_hidden"].append((hidden[b, p], indices[b], cells[b, t]))
             samples["decoder_written"].append(all(predicted[b, p + k] == tok for k, tok in enumerate(cell_tokens)))
   return samples
