@@ -7,14 +7,17 @@ the record's full rationale: its detection on frame 0, its track or its cone's c
 - `encoder_mean`: the video encoder's output (what the cross-attention reads) for frame t, averaged over the grid;
 - `encoder_grid`: the same, every grid token kept (flattened);
 - `static_grid`: the static ResNet stream's grid for frame t (flattened), before fusion and attention;
+- `read/<block>`: what each gated cross-attention block reads from the video (its attention's output, before the
+  gate) at the token right before the `frame t:` fact's cell is written (below);
 - `decoder_hidden`: the decoder's last hidden state at the token right before the `frame t:` fact's cell is
   written, teacher-forced on the record's true rationale (the run's variant; none when it states no facts; a
   record longer than the model's positions is left out);
 and `decoder_written`, the share of those cells the teacher-forced model predicts (argmax) token for token.
 Each source is fitted by closed-form ridge regression onto the 36 one-hot cells (features standardised, the ridge
 chosen on a fifth of the probe's training records), records split into probe-train and probe-test. Reading it:
-encoder low: the encoder lacks the position; encoder high, decoder hidden low: the cross-attention does not read
-it; hidden high, written low: the decoder does not write it. Chance: the probe-train's most frequent cell.
+encoder low: the encoder lacks the position; encoder high, read low: the cross-attention does not read it; read
+high, decoder hidden low: the decoder loses it; hidden high, written low: the decoder does not write it. Chance:
+the probe-train's most frequent cell.
 Writes `<workdir>/probe.json` and prints a table. Grid features wider than `MAX_FEATURES` are projected per grid
 cell onto fewer channels by a fixed random matrix (the layout, hence the position, is kept).
 """
@@ -24,6 +27,8 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +39,7 @@ from lrr_jax.data import files
 from lrr_jax.data import records
 from lrr_jax.data.worlds import cater
 from lrr_jax.evaluation import grounding
+from lrr_jax.models import cross_attention
 from lrr_jax.models import lrr
 
 NUM_CELLS = cater.GRID * cater.GRID
@@ -130,6 +136,11 @@ def grid_features(grid: np.ndarray, projection: np.ndarray | None) -> np.ndarray
   return grid.reshape(*grid.shape[:2], -1)
 
 
+def reads_video(module: nn.Module, method: str) -> bool:
+  """Capture the attention inside each gated cross-attention block: what it read from the video."""
+  return method == "attend" and isinstance(module.parent, cross_attention.GatedCrossAttention)
+
+
 class Forward:
   """The run's model jitted once: `encode(video)` -> the encoder's output float[B, T, N, D] and the static
   stream's grid [B, T, gh*gw, C] (None without one); `teacher_forced(examples, video)` -> the decoder's last
@@ -143,10 +154,13 @@ class Forward:
       static = state["intermediates"].get("video_encoder", {}).get("static_stream", {}).get("__call__")
       return memory.tokens, static[0] if static else None
     def forward(variables, batch, video):
-      hidden = run.model.apply(variables, batch["inputs"], batch["positions"], batch["segment_ids"],
-                               batch["frame_index"], video, method=lrr.LRRModel.features)
+      hidden, state = run.model.apply(variables, batch["inputs"], batch["positions"], batch["segment_ids"],
+                                      batch["frame_index"], video, method=lrr.LRRModel.features,
+                                      capture_intermediates=reads_video)
       logits = run.model.apply(variables, hidden, method=lrr.LRRModel.output_logits)
-      return hidden, jnp.argmax(logits, -1)
+      read = {"/".join(path[:-2]): value[0] for path, value in  # (also sown there: the attention weights)
+              flax.traverse_util.flatten_dict(state.get("intermediates", {})).items() if path[-1] == "attend"}
+      return hidden, jnp.argmax(logits, -1), read
     self._encode, self._forward = jax.jit(encode), jax.jit(forward)
 
   def encode(self, video: np.ndarray) -> dict[str, np.ndarray]:
@@ -157,9 +171,11 @@ class Forward:
       found["static"] = np.asarray(static, np.float32).reshape(b, t, -1, static.shape[-1])
     return found
 
-  def teacher_forced(self, examples: Sequence, video: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-    """Also whether each example fits the model's positions (one that does not is left out: its rows are zero).
-    Rows are as long as the batch's longest example, rounded up to 64 tokens (a few shapes compile)."""
+  def teacher_forced(self, examples: Sequence, video: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, list[bool], dict[str, np.ndarray]]:
+    """Also whether each example fits the model's positions (one that does not is left out: its rows are zero)
+    and, by block, what each cross-attention block read float[B, S, E] (before its gate). Rows are as long as the
+    batch's longest example, rounded up to 64 tokens (a few shapes compile)."""
     run, positions = self.run, self.run.model.config.decoder.max_positions
     lengths = [len(encoding.encode_prompt(e, run.tokenizer)[0]) + len(encoding.segment_tokens(e.response,
                                                                                               run.tokenizer)[0])
@@ -170,8 +186,9 @@ class Forward:
     blank = {k: np.zeros(width, np.int32) for k in ("inputs", "positions", "segment_ids", "frame_index")}
     batch = {k: jnp.asarray(np.stack([(a or blank)[k] for a in arrays]))
              for k in ("inputs", "positions", "segment_ids", "frame_index")}
-    hidden, predicted = self._forward(run.variables, batch, jnp.asarray(video))
-    return np.asarray(hidden, np.float32), np.asarray(predicted), fits
+    hidden, predicted, read = self._forward(run.variables, batch, jnp.asarray(video))
+    read = {name: np.asarray(value, np.float32) for name, value in read.items()}
+    return np.asarray(hidden, np.float32), np.asarray(predicted), fits, read
 
 
 # Held-out records -> per-frame samples of every source.
@@ -202,13 +219,21 @@ def collect(run: experiment.Run, source, num_examples: int, batch_size: int) -> 
     own = [records.read_example(r, run.config.data.variant, f"test record {i}") for r, i in zip(rows, indices)]
     positions = [cell_positions(e, run.tokenizer) for e in own]
     if any(positions):
-      hidden, predicted, fits = forward.teacher_forced(own, video)
+      hidden, predicted, fits, read = forward.teacher_forced(own, video)
       for b, found in enumerate(positions[:count]):
         for t, p, cell_tokens in found:
           if fits[b] and 0 <= t < len(cells[b]) and cells[b, t] >= 0:
+            for name, values in read.items():
+              samples.setdefault(f"read/{name}", []).append((values[b, p], indices[b], cells[b, t]))
             samples["decoder_hidden"].append((hidden[b, p], indices[b], cells[b, t]))
             samples["decoder_written"].append(all(predicted[b, p + k] == tok for k, tok in enumerate(cell_tokens)))
   return samples
+
+
+def source_order(samples: dict[str, list]) -> list[str]:
+  """The sources with samples, in the video's path: encoder, each cross-attention block's read, decoder."""
+  reads = sorted(name for name in samples if name.startswith("read/"))
+  return [name for name in (*SOURCES[:3], *reads, SOURCES[3]) if samples.get(name)]
 
 
 def probe_table(samples: dict[str, list], test_fraction: float, num_examples: int) -> dict[str, Any]:
@@ -216,9 +241,7 @@ def probe_table(samples: dict[str, list], test_fraction: float, num_examples: in
   chance (the train split's most frequent cell) and the share of cells the decoder writes."""
   first_test = int(round(num_examples * (1 - test_fraction)))
   table: dict[str, Any] = {"probe_train_records": first_test, "probe_test_records": num_examples - first_test}
-  for name in SOURCES:
-    if not samples[name]:
-      continue
+  for name in source_order(samples):
     x = np.stack([f for f, _, _ in samples[name]]).astype(np.float64)
     record = np.array([r for _, r, _ in samples[name]])
     y = np.array([c for _, _, c in samples[name]])
@@ -238,11 +261,10 @@ def probe_table(samples: dict[str, list], test_fraction: float, num_examples: in
 
 def markdown(table: dict[str, Any]) -> str:
   lines = ["| features | probe accuracy (test) | train | dims | ridge |", "| --- | --- | --- | --- | --- |"]
-  for name in SOURCES:
-    if name in table:
-      row = table[name]
-      lines.append(f"| {name} | {row['accuracy']:.3f} | {row['train_accuracy']:.3f} | {row['features']} "
-                   f"| {row['ridge']:g} |")
+  for name in [n for n in table if n in SOURCES or n.startswith("read/")]:
+    row = table[name]
+    lines.append(f"| {name} | {row['accuracy']:.3f} | {row['train_accuracy']:.3f} | {row['features']} "
+                 f"| {row['ridge']:g} |")
   if "decoder_written" in table:
     lines.append(f"| decoder_written (teacher-forced argmax, all records) | {table['decoder_written']['accuracy']:.3f}"
                  " | | | |")
