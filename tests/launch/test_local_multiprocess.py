@@ -16,8 +16,6 @@ import pytest
 
 from launch import local_multiprocess
 
-pytestmark = pytest.mark.slow  # two-process runs
-
 ROOT = pathlib.Path(__file__).parents[2]
 FLAGS = ["--config.num_steps=4", "--config.checkpoint.every=2", "--config.data.num_train=16",
          "--config.data.num_eval=2", "--config.eval.max_new_tokens=4", "--config.batch_size=4",
@@ -74,6 +72,7 @@ def finish(process: subprocess.Popen) -> str:
   return stdout + stderr
 
 
+@pytest.mark.slow  # two-process runs beside a single-process one
 @pytest.mark.parametrize("mesh", [["--config.mesh.data=-1"], ["--config.mesh.data=1", "--config.mesh.fsdp=-1"]],
                          ids=["data_parallel", "fsdp_sigterm_to_one_process"])
 def test_two_processes_train_as_one_process_with_two_devices(tmp_path, mesh):
