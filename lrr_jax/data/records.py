@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from lrr_jax.data import files
 from lrr_jax.data import frame_codec
 from lrr_jax.data import rationales
 
@@ -51,7 +52,7 @@ def _text(value) -> str:
 def read_example(record: dict[str, Any], variant: str, source: str = "record") -> rationales.Example:
   """The `variant` example of a record; ValueError naming `source` if the record lacks it or is malformed."""
   try:
-    variants = json.loads(_text(record["examples"]))
+    variants = files.parse_json(_text(record["examples"]), f"{source}'s 'examples' field", dict)
     data = variants[variant]
     to_segments = lambda pairs: [rationales.Segment(str(text), int(frame)) for text, frame in pairs]
     return rationales.Example(to_segments(data["question"]), to_segments(data["response"]), str(data["answer"]))
@@ -63,4 +64,4 @@ def read_example(record: dict[str, Any], variant: str, source: str = "record") -
 
 
 def read_metadata(record: dict[str, Any]) -> dict[str, Any]:
-  return json.loads(_text(record["metadata"]))
+  return files.parse_json(_text(record["metadata"]), "a record's 'metadata' field", dict)

@@ -70,8 +70,9 @@ def load(path: str | os.PathLike) -> Tokenizer:
   file = path / "tokenizer.json" if path.is_dir() else path
   if not file.is_file():
     raise FileNotFoundError(f"No tokenizer.json at {path}.")
+  text = files.read_json_text(file)  # size, UTF-8 and nesting checked, the file named
   try:
-    tokenizer = tokenizers.Tokenizer.from_str(file.read_text())
+    tokenizer = tokenizers.Tokenizer.from_str(text)
   except Exception as e:  # the tokenizers library raises a bare Exception on malformed files
     raise ValueError(f"{file} is not a valid tokenizer.json: {e}") from e
   base_size = tokenizer.get_vocab_size()

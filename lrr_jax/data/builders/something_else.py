@@ -26,6 +26,7 @@ from lrr_jax.data.builders import video_files
 
 GRID = 6
 BOX_BINS = 32  # the `boxes` config's bins per side
+BOX_FILE_BYTES = 16 * 2**30  # bounding_box_smthsmth_part*.json are gigabytes each
 
 
 @dataclasses.dataclass
@@ -103,7 +104,7 @@ class SomethingElse(release.ReleaseBuilder):
     box_files = sorted((manual / "annotations").glob("bounding_box_smthsmth*.json"))
     if not box_files:
       raise FileNotFoundError(f"Something-Else: no bounding_box_smthsmth*.json in {manual / 'annotations'}.")
-    boxes = {k: v for path in box_files for k, v in files.read_json(path, dict).items()}
+    boxes = {k: v for path in box_files for k, v in files.read_json(path, dict, BOX_FILE_BYTES).items()}
     splits = {"train": "train", "validation": "validation"}
     return {split: self._generate_examples(manual, files.read_json(manual / "annotations" / f"{name}.json", list),
                                            labels, boxes) for split, name in splits.items()}
