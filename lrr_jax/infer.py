@@ -17,6 +17,7 @@ import jax
 from lrr_jax import experiment
 from lrr_jax.data import rationales
 from lrr_jax.data import surrogate
+from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.inference import search
 
@@ -38,6 +39,12 @@ flags.DEFINE_integer("top_k", None, "Top-k sampling (0: off).")
 flags.DEFINE_integer("max_new_tokens", None, "Token budget of the response (and of each stage).")
 flags.DEFINE_integer("seed", None, "Sampling seed.")
 
+flags.register_validator("temperature", lambda v: v is None or 0 <= v < float("inf"),
+                         "--temperature must be a finite number >= 0 (0: greedy).")
+flags.register_validator("top_p", lambda v: v is None or 0 < v <= 1, "--top_p must be in (0, 1] (1: off).")
+for _name, _minimum in (("top_k", 0), ("num_candidates", 1), ("beam", 1), ("max_new_tokens", 1)):
+  flags.register_validator(_name, lambda v, m=_minimum: v is None or v >= m, f"--{_name} must be >= {_minimum}.")
+
 SEARCH_FLAGS = ("strategy", "num_candidates", "beam", "scorer", "temperature", "top_p", "top_k", "seed")
 
 
@@ -49,6 +56,11 @@ def main(argv):
       surrogate.parse_request(f.surrogate)
     except ValueError as e:
       raise app.UsageError(f"--surrogate: {e}") from e
+  if f.question is not None:
+    try:
+      tokenizer_lib.utf8_text(f.question, "--question")
+    except ValueError as e:
+      raise app.UsageError(str(e)) from e
   run = experiment.load_run(f.workdir, f.step)
   if f.video:
     if not f.question:
@@ -57,7 +69,7 @@ def main(argv):
   else:
     example = experiment.read_test_example(run, experiment.test_source(run), f.example)
   if f.surrogate:
-    ask_surrogate(run, example, f.surrogate, f.max_new_tokens or 64)
+    ask_surrogate(run, example, f.surrogate, 64 if f.max_new_tokens is None else f.max_new_tokens)
     return
   config, scorer = experiment.search_config(
       run.config, max_new_tokens=f.max_new_tokens, max_step_tokens=f.max_new_tokens,

@@ -28,7 +28,10 @@ _STAGE_TAG = re.compile(r"^</?(" + "|".join(rationales.STAGES) + r")>")
 # How a user may name a task on the command line (`infer --surrogate="track snitch at frame 5"`).
 _TASK_WORDS = {"detect": "detect", "detection": "detect", "reid": "reid", "re-identify": "reid",
                "reidentify": "reid", "re-identification": "reid", "track": "track", "tracking": "track"}
-_REQUEST = re.compile(r"^\s*([a-z-]+)\b.*?(\d+)\s*\??\s*$", re.IGNORECASE | re.DOTALL)
+# '<task> [words] <frame>[?]': words of letters only (no numbers but the frame), the frame a whole number.
+_REQUEST = re.compile(r"^\s*([a-z-]+)((?:\s+[a-z][a-z'-]*)*)\s+(\d+)\s*\??\s*$", re.IGNORECASE)
+REQUEST_GRAMMAR = ("'<task> [words] <frame>[?]': task one of {tasks}, then optional words of letters only "
+                   "(e.g. 'snitch at frame'), then the frame as a whole number 0-{last}; no other numbers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +73,15 @@ def request_segments(task: str, frame: int, previous_frame: int) -> list[rationa
 
 
 def parse_request(text: str) -> tuple[str, int]:
-  """(task, frame) from a user's request such as 'track snitch at frame 5', 'detect 0', 'reid at frame 3?'."""
+  """(task, frame) from a user's request such as 'track snitch at frame 5', 'detect 0', 'reid at frame 3?'.
+  Parsed strictly (`REQUEST_GRAMMAR`): 'track -1', 'track 5.5' or 'track 3 and 5' are refused, not read as
+  another frame."""
   match = _REQUEST.match(text)
   task = _TASK_WORDS.get(match.group(1).lower()) if match else None
-  if task is None:
-    raise ValueError(f"Surrogate request {text!r}: expected '<task> ... <frame>', task one of "
-                     f"{sorted(_TASK_WORDS)}, e.g. 'track snitch at frame 5'.")
-  return task, int(match.group(2))
+  if task is None or int(match.group(3)) >= tokenizer_lib.MAX_FRAMES:
+    grammar = REQUEST_GRAMMAR.format(tasks=sorted(_TASK_WORDS), last=tokenizer_lib.MAX_FRAMES - 1)
+    raise ValueError(f"Surrogate request {text!r:.200}: expected {grammar}; e.g. 'track snitch at frame 5'.")
+  return task, int(match.group(3))
 
 
 def insertion_points(response: list[rationales.Segment]) -> list[int]:

@@ -53,7 +53,7 @@ class Tokenizer:
     return {token_id: t for token_id, t in ids.items() if token_id is not None}
 
   def encode(self, text: str) -> list[int]:
-    return self.tokenizer.encode(text, add_special_tokens=False).ids
+    return self.tokenizer.encode(utf8_text(text, "text to encode"), add_special_tokens=False).ids
 
   def decode(self, ids: Iterable[int]) -> str:
     return self.tokenizer.decode(list(ids), skip_special_tokens=False)
@@ -62,6 +62,18 @@ class Tokenizer:
     path = files.as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(self.tokenizer.to_str())
+
+
+def utf8_text(text: str, source: str) -> str:
+  """`text` if it is Unicode that UTF-8 can hold; else a ValueError naming `source` and the byte at fault.
+  (Python reads command-line bytes that are not UTF-8 as lone surrogates, which the tokenizer cannot take.)"""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    raw = text.encode("utf-8", "surrogateescape")[e.start:e.start + 1]
+    raise ValueError(f"{source} is not valid UTF-8: byte {raw.hex() if raw else '?'} at character {e.start} "
+                     f"({text[:e.start][-40:]!r} before it).") from None
+  return text
 
 
 def load(path: str | os.PathLike) -> Tokenizer:

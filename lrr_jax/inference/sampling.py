@@ -21,6 +21,7 @@ rounding; tests/inference/test_sampling.py draws the same tokens as that code fo
 """
 import dataclasses
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -41,9 +42,20 @@ class Sampling:
   top_p: float = 1.0
 
   def __post_init__(self):
-    if self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
-      raise ValueError(f"Sampling(top_k={self.top_k}, top_p={self.top_p}) (config.search.top_k / top_p): "
-                       "expected top_k >= 0 and 0 < top_p <= 1.")
+    # `not <=` refuses NaN too; a negative temperature is refused rather than read as greedy (0 is greedy).
+    if not (isinstance(self.temperature, numbers.Real) and 0.0 <= self.temperature < math.inf):
+      raise ValueError(f"Sampling temperature={self.temperature} (config.search.temperature, infer "
+                       "--temperature): expected a finite number >= 0 (0: greedy).")
+    check_count("Sampling top_k (config.search.top_k, infer --top_k; 0: off)", self.top_k, 0)
+    if not (isinstance(self.top_p, numbers.Real) and 0.0 < self.top_p <= 1.0):
+      raise ValueError(f"Sampling top_p={self.top_p} (config.search.top_p, infer --top_p): expected "
+                       "0 < top_p <= 1 (1: off).")
+
+
+def check_count(name: str, value: object, minimum: int) -> None:
+  """ValueError naming `name` unless `value` is a whole number >= `minimum` (a budget, a count, top_k)."""
+  if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum):
+    raise ValueError(f"{name} = {value!r}: expected a whole number >= {minimum}.")
 
 
 def sample_logits(logits: Array, rng: Array, sampling: Sampling) -> Array:

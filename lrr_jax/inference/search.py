@@ -33,6 +33,7 @@ import numpy as np
 from lrr_jax.data import rationales
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.inference import generate as generate_lib
+from lrr_jax.inference import sampling as sampling_lib
 from lrr_jax.inference import scorers as scorers_lib
 
 STRATEGIES = ("greedy", "best_of_n", "sentence_beam", "stage_beam")
@@ -56,6 +57,9 @@ class SearchConfig:
       raise ValueError(f"SearchConfig.strategy={self.strategy!r}; expected one of {STRATEGIES}.")
     if self.beam < 1 or self.num_candidates < 1:
       raise ValueError(f"SearchConfig.beam={self.beam} and num_candidates={self.num_candidates} must be >= 1.")
+    for name in ("max_new_tokens", "max_step_tokens"):  # token budgets (infer --max_new_tokens sets both)
+      sampling_lib.check_count(f"SearchConfig.{name} (config.search.{name})", getattr(self, name), 1)
+    sampling_lib.check_count("SearchConfig.max_retries (config.search.max_retries)", self.max_retries, 0)
 
 
 @dataclasses.dataclass

@@ -152,8 +152,11 @@ def test_user_requests_parse_or_name_the_problem():
   assert surrogate.parse_request("track snitch at frame 5") == ("track", 5)
   assert surrogate.parse_request("Re-identify the cone at frame 3?") == ("reid", 3)
   assert surrogate.parse_request("detect 0") == ("detect", 0)
-  for bad in ("where is the snitch at frame 2", "track the snitch"):
-    with pytest.raises(ValueError, match="expected '<task> ... <frame>'"):
+  assert surrogate.parse_request("  tracking the red cone at frame 12 ? ") == ("track", 12)
+  for bad in ("where is the snitch at frame 2", "track the snitch", "track -1", "5.5", "track 5.5",
+              "track snitch at frame 3 and 5", "track 3 and 5", "detect 64", "track 2 cones at frame 5"):
+    with pytest.raises(ValueError, match=r"expected '<task> \[words\] <frame>\[\?\]': task one of .*"
+                       r"the frame as a whole number 0-63; no other numbers"):
       surrogate.parse_request(bad)
   with pytest.raises(ValueError, match="frames run from 0 to 63"):
     surrogate.request_segments("track", 64, 0)
