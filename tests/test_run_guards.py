@@ -73,6 +73,11 @@ def test_a_changed_tokenizer_is_refused_by_evaluation_and_load_run(finished_run)
   with pytest.raises(fingerprints.InputChanged, match=f"tokenizer {tokenizer_file} changed"):
     experiment.load_run(finished_run)
   assert experiment.load_run(finished_run, accept_changed_inputs=True).step == 4
+  out = main(finished_run, *TINY_RUN_FLAGS, "--accept_changed_inputs")  # evaluated again with it, and recorded
+  assert out.returncode == 0, out.stderr[-3000:]
+  changed = json.loads((finished_run / "run.json").read_text())["starts"][-1]["changed_inputs"]
+  assert [c.split(" (")[0] for c in changed] == [f"tokenizer {tokenizer_file} changed"]
+  experiment.load_run(finished_run)  # the new tokenizer is now the recorded one
   another_tokenizer(tokenizer_file, 900)
   with pytest.raises(ValueError, match=r"has \d+ tokens, more than the 512 embedding rows"):
     experiment.load_run(finished_run, accept_changed_inputs=True)
