@@ -11,7 +11,9 @@ import numpy as np
 
 from lrr_jax.data import rationales
 from lrr_jax.data import records
-from lrr_jax import experiment
+from lrr_jax import run_inference
+from lrr_jax import run_objects
+from lrr_jax import run_records
 
 PANEL = re.compile(r"frame (\d): <detect> ([^;]*); light (on|off)")
 STATUS = re.compile(r"([a-z]+ [a-z]+ [a-z]+): ([^.]+(?:: [^.]+)?)\.")
@@ -33,9 +35,9 @@ def main() -> None:
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--num_examples", type=int, default=64)
   args = parser.parse_args()
-  run = experiment.load_run(args.workdir)
-  source = experiment.test_source(run)
-  evaluator = experiment.make_evaluator(run.config, run.model, source, run.tokenizer)
+  run = run_records.load_run(args.workdir)
+  source = run_inference.test_source(run)
+  evaluator = run_objects.make_evaluator(run.config, run.model, source, run.tokenizer)
   scores, responses = evaluator(run.variables, args.num_examples)
   truths = [records.read_example(source[i], "full", f"test record {i}").response_text
             for i in range(len(responses))]

@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--per_device_batch", type=int, default=8)
   parser.add_argument("--vocab_size", type=int, default=50290, help="OPT's 50,272 + stage tags and markers")
   parser.add_argument("--override", action="append", default=[], help="config key=value (repeatable), e.g. "
-                      "model.decoder.remat=True, mesh.fsdp=4")
+                      "model.scan_layers=true, mesh.fsdp=4")
   parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
   return parser.parse_args(argv)
 
@@ -106,14 +106,15 @@ def compile_step(config, devices: list[Any]) -> dict[str, Any]:
   """Lower and compile the sharded train step for `devices`; the compiler's figures per device."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from lrr_jax import experiment  # pylint: disable=g-import-not-at-top
+  from lrr_jax import run_config, run_objects  # pylint: disable=g-import-not-at-top
   from lrr_jax.models import lrr  # pylint: disable=g-import-not-at-top
   from lrr_jax.train import partitioning, trainer  # pylint: disable=g-import-not-at-top
 
-  model = lrr.LRRModel(experiment.model_config(config))
-  mesh = partitioning.make_mesh(config.mesh.to_dict(), devices)
-  rules = partitioning.rules_from_config(config.mesh.get("rules"))
-  frames, resolution = experiment.video_shape(config)
+  config = run_config.RunConfig.from_config_dict(config)
+  model = lrr.LRRModel(run_objects.model_config(config))
+  mesh = partitioning.make_mesh(config.mesh.shape(), devices)
+  rules = partitioning.rules_from_config(config.mesh.rules)
+  frames, resolution = config.video_shape()
   batch = abstract_batch(config, config.batch_size, frames, resolution, partitioning.batch_sharding(mesh))
   optimizer = trainer.make_optimizer(config.optimizer)
   boxed = jax.eval_shape(lambda b, r: trainer.init_boxed_state(model, optimizer, b, r), batch, jax.random.key(0))

@@ -20,7 +20,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from benchmarks import common
@@ -60,8 +59,8 @@ def train_step_figures(shape: dict[str, Any], dtype: str) -> dict[str, Any]:
   """Compile and time the train step at `shape` (FULL or DRY_RUN) with `dtype` compute on one device."""
   config = model_config(shape["size"], shape["vocab"], dtype)
   model = lrr.LRRModel(config)
-  optimizer_config = ml_collections.ConfigDict(dict(lr=1e-4, warmup_steps=10, total_steps=1000, final_fraction=0.1,
-                                                    clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01))
+  optimizer_config = trainer.OptimizerConfig(lr=1e-4, warmup_steps=10, total_steps=1000, final_fraction=0.1,
+                                             clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01)
   optimizer = trainer.make_optimizer(optimizer_config)
   batch = {k: jnp.asarray(v) for k, v in example_batch(shape["batch"], shape["tokens"], shape["frames"],
                                                        shape["resolution"], shape["vocab"]).items()}

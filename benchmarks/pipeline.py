@@ -90,10 +90,10 @@ def train_step_need(chip: str, mfu: float) -> dict[str, float]:
   """Forward FLOPs per example of the released recipe (OPT-125M) and the examples/s one chip consumes."""
   import jax  # pylint: disable=g-import-not-at-top
   from configs import released  # pylint: disable=g-import-not-at-top
-  from lrr_jax import experiment  # pylint: disable=g-import-not-at-top
+  from lrr_jax import run_config, run_objects  # pylint: disable=g-import-not-at-top
   from lrr_jax.models import lrr  # pylint: disable=g-import-not-at-top
-  config = released.get_config("dataset=cater,lm=opt-125m")
-  model = lrr.LRRModel(experiment.model_config(config))
+  config = run_config.RunConfig.from_config_dict(released.get_config("dataset=cater,lm=opt-125m"))
+  model = lrr.LRRModel(run_objects.model_config(config))
   text = jax.ShapeDtypeStruct((1, MAX_LENGTH), np.int32)
   video = jax.ShapeDtypeStruct((1, FRAMES, RESOLUTION, RESOLUTION, 3), np.uint8)
   variables = jax.eval_shape(model.init, jax.random.key(0), text, text, text, text, video)

@@ -1,21 +1,39 @@
 """What the config files share: their argument parser, the model section and the search section.
 
-Every field of the model's dataclasses is a key of `config.model` (None: the preset's value), so that any of
-them can be set from the command line: `--config.model.decoder.remat=True`,
-`--config.model.video.static_backbone.norm=group`. `lrr_jax.models.lrr.config_from_dict` reads the section.
+Config files import only ml_collections, never the library (reading a config imports no JAX). Every field of
+the model's dataclasses is a key of `config.model` (None: the preset's value), so that any of them can be set
+from the command line: `--config.model.decoder.remat_policy=full`,
+`--config.model.video.static_backbone.norm=group`. `lrr_jax.run_config.RunConfig.from_config_dict` types the
+whole config and refuses unknown keys; `lrr_jax.models.lrr.config_from_dict` builds the model.
 """
-import dataclasses
-import types
-import typing
 from typing import Any
 
 import ml_collections
 from ml_collections import config_dict
 
-from lrr_jax import experiment
-from lrr_jax.models import decoder
-from lrr_jax.models import resnet
-from lrr_jax.models import video_encoder
+# The fields of the model's dataclasses with the types their command-line values parse to: DecoderConfig
+# (lrr_jax/models/decoder.py), VideoEncoderConfig (video_encoder.py, its two ResNet backbones apart) and
+# ResNetConfig (resnet.py); tests/test_configs.py checks them against the dataclasses.
+DECODER_FIELDS = dict(
+    vocab_size=int, hidden_size=int, num_layers=int, num_heads=int, ffn_dim=int, max_positions=int,
+    word_embed_proj_dim=int, layer_norm_before=bool, remove_final_layer_norm=bool, enable_bias=bool,
+    layer_norm_affine=bool, activation=str, dropout_rate=float, attention_dropout_rate=float, init_std=float,
+    cross_attention_layers=tuple, cross_attention_heads=int, cross_attention_ffn_dim=int, gate_init=float,
+    cross_attention_query_scale=float, dtype=str, param_dtype=str, remat_policy=str, scan_layers=bool,
+    attention=str)
+VIDEO_FIELDS = dict(
+    two_stream=bool, motion_downsample=int, width=int, num_layers=int, num_heads=int, mlp_dim=int,
+    temporal_window=int, max_frames=int, grid_size=int, position_init_std=float, coordinate_channels=bool,
+    dropout_rate=float, dtype=str, param_dtype=str, attention=str, scan_layers=bool, remat_policy=str)
+BACKBONE_FIELDS = dict(
+    stage_sizes=tuple, bottleneck=bool, width=int, norm=str, train_batch_norm=bool, num_groups=int,
+    stem_pool=bool, grid_stage=int, projection_dim=int, dtype=str, param_dtype=str, scan_layers=bool,
+    remat_policy=str)
+# config.search's keys and defaults: stage-level beam search sampled as the LLaVA-CoT release samples
+# (temperature 0.6, top-p 0.9), judged by the model itself (`scorer`: judge | likelihood); `backtrack_cutoff`
+# (an absolute scorer) resamples a stage scoring below it, at most `max_retries` times.
+SEARCH_DEFAULTS = dict(strategy="stage_beam", num_candidates=4, beam=1, scorer="judge", temperature=0.6, top_k=0,
+                       top_p=0.9, max_new_tokens=256, max_step_tokens=256, max_retries=4, seed=0)
 
 
 def parse_arg(arg: str | None, **defaults: str) -> dict[str, str]:
@@ -29,26 +47,15 @@ def parse_arg(arg: str | None, **defaults: str) -> dict[str, str]:
   return values
 
 
-def _field_type(annotation: Any) -> type:
-  """The type a placeholder of a dataclass field takes: `tuple[int, ...]` -> tuple, `float | None` -> float."""
-  if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-    annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-  return typing.get_origin(annotation) or annotation
-
-
-def placeholders(config_class: type, nested: dict[str, ml_collections.ConfigDict] | None = None,
+def placeholders(fields: dict[str, type], nested: dict[str, ml_collections.ConfigDict] | None = None,
                  **values: Any) -> ml_collections.ConfigDict:
-  """A ConfigDict with a key per field of `config_class`: typed placeholders (None) or `values`; fields
-  named in `nested` are those sections."""
-  hints = typing.get_type_hints(config_class)
-  section = dict(nested or {})
-  for field in dataclasses.fields(config_class):
-    if field.name not in section:
-      section[field.name] = config_dict.FieldReference(values.pop(field.name, None),
-                                                       field_type=_field_type(hints[field.name]))
-  if values:
-    raise ValueError(f"{config_class.__name__} has no field(s) {sorted(values)}.")
-  return ml_collections.ConfigDict(section)
+  """A ConfigDict with a key per field of `fields` (name -> type): typed placeholders (None) or `values`;
+  the sections `nested` beside them."""
+  unknown = sorted(set(values) - set(fields))
+  if unknown:
+    raise ValueError(f"No model field(s) {unknown}; expected some of {sorted(fields)}.")
+  section = {name: config_dict.FieldReference(values.get(name), field_type=kind) for name, kind in fields.items()}
+  return ml_collections.ConfigDict({**section, **(nested or {})})
 
 
 def model_section(size: str, decoder_values: dict[str, Any] | None = None,
@@ -59,24 +66,24 @@ def model_section(size: str, decoder_values: dict[str, Any] | None = None,
   directory; `video.static_init_from` / `video.motion_init_from` (also in `video_values`), a local ResNet
   checkpoint (torchvision state dict file or Hugging Face directory) for that stream's backbone."""
   video_values = dict(video_values or {})
-  backbones = {name: placeholders(resnet.ResNetConfig, **video_values.pop(name, {}))
+  backbones = {name: placeholders(BACKBONE_FIELDS, **video_values.pop(name, {}))
                for name in ("static_backbone", "motion_backbone")}
   backbone_weights = {key: video_values.pop(key, "") for key in ("static_init_from", "motion_init_from")}
-  video = placeholders(video_encoder.VideoEncoderConfig, nested=backbones, **video_values)
+  video = placeholders(VIDEO_FIELDS, nested=backbones, **video_values)
   video.update(backbone_weights)
   wide = dict(scan_layers=config_dict.FieldReference(None, field_type=bool),
               remat_policy=config_dict.FieldReference(None, field_type=str),
               dtype=config_dict.FieldReference(None, field_type=str),
               loss_chunk_size=config_dict.FieldReference(None, field_type=int))
   return ml_collections.ConfigDict(dict(
-      size=size, init_from=init_from, decoder=placeholders(decoder.DecoderConfig, **(decoder_values or {})),
+      size=size, init_from=init_from, decoder=placeholders(DECODER_FIELDS, **(decoder_values or {})),
       video=video, **wide))
 
 
 def search_section(**values: Any) -> ml_collections.ConfigDict:
-  """config.search (`lrr_jax.experiment.search_defaults` with `values`): the inference-time scaling strategy
-  that `lrr_jax.infer` and `lrr_jax.evaluation.scaling` run; their flags override it."""
-  section = experiment.search_defaults()
+  """config.search (SEARCH_DEFAULTS with `values`): the inference-time scaling strategy that `lrr_jax.infer`
+  and `lrr_jax.evaluation.scaling` run; their flags override it."""
+  section = ml_collections.ConfigDict(dict(SEARCH_DEFAULTS, backtrack_cutoff=config_dict.placeholder(float)))
   unknown = sorted(set(values) - set(section))
   if unknown:
     raise ValueError(f"config.search has no key(s) {unknown}; expected {sorted(section)}.")

@@ -2,22 +2,27 @@
 resuming a workdir's checkpoint would silently mix into it.
 
 `validate(config, num_devices, num_processes)` lists every bad value, each naming its key (`check` raises them
-together); it needs no data and compiles nothing. `check_resume` compares the config that wrote a checkpoint
+together): unknown keys and wrong types (`run_config.RunConfig.from_config_dict`), then values out of range; it
+needs no data and compiles nothing. `check_resume` compares the config that wrote a checkpoint
 with the one resuming it and refuses any change but those of `FREE_ON_RESUME`, unless
 `config.resume_with_changes`.
 """
+import dataclasses
 import json
 import math
 import pathlib
-from typing import Any
+from typing import Any, Mapping
 
 import ml_collections
 
-from lrr_jax import experiment
+from lrr_jax import run_config
+from lrr_jax import run_objects
 from lrr_jax.data import prepare
 from lrr_jax.train import partitioning
 
 ConfigDict = ml_collections.ConfigDict
+RunConfig = run_config.RunConfig
+ConfigError = run_config.ConfigError
 
 # Keys that may differ between the run that wrote a checkpoint and a run resuming it: what is logged, saved,
 # evaluated or searched, and how the same updates are laid out (processes, mesh, micro-batches, remat, loss
@@ -25,29 +30,23 @@ ConfigDict = ml_collections.ConfigDict
 # A section's name covers its keys. Everything else (seed, data, world, model, batch_size,
 # num_steps, which sets the schedule's optimizer.total_steps, optimizer) changes the arithmetic.
 # eval.max_new_tokens is free unless it changes the positions of a model trained from scratch
-# (`experiment.max_positions`).
+# (`RunConfig.max_positions`).
 FREE_ON_RESUME = ("log_every", "checkpoint.every", "checkpoint.keep", "eval", "search", "distributed", "mesh",
-                  "grad_accum_steps", "model.decoder.remat", "model.remat_policy", "model.decoder.remat_policy",
+                  "grad_accum_steps", "model.remat_policy", "model.decoder.remat_policy",
                   "model.video.remat_policy", "model.video.static_backbone.remat_policy",
                   "model.video.motion_backbone.remat_policy", "model.loss_chunk_size", "resume_with_changes",
                   "profile", "peak_flops_per_device", "compilation_cache_dir", "data.read_threads",
                   "data.prefetch_buffer", "data.worker_buffer")
 _ABSENT = "<absent>"
-# Keys added since runs were first written, with the value a run from before them ran with: absent equals it.
-ADDED_KEYS = {"data.surrogate_prompt_prob": 0.0, "data.world_seed": -1}
-
-
-class ConfigError(ValueError):
-  """A config that cannot run as given."""
 
 
 # Values.
 
-def _lookup(config: ConfigDict, key: str) -> Any:
-  """`config.<key>` (dotted), or None if a section or the key is absent."""
+def _lookup(config: RunConfig, key: str) -> Any:
+  """`config.<key>` (dotted; a section may be a dataclass or a mapping), or None if absent."""
   value = config
   for part in key.split("."):
-    value = value.get(part) if isinstance(value, (ConfigDict, dict)) else None
+    value = value.get(part) if isinstance(value, Mapping) else getattr(value, part, None)
   return value
 
 
@@ -55,15 +54,15 @@ def _is_number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _positive_keys(config: ConfigDict) -> list[str]:
+def _positive_keys(config: RunConfig) -> list[str]:
   keys = ["num_steps", "batch_size", "grad_accum_steps", "log_every", "optimizer.lr", "optimizer.clip_norm",
           "data.max_length", "eval.batch_size", "eval.max_new_tokens", "checkpoint.keep", "data.read_threads",
           "data.worker_buffer"]
-  if experiment.frames_from_world(config):
+  if config.frames_from_world:
     keys += ["data.num_train", "data.num_eval", "world.num_frames", "world.resolution"]
   else:
     keys += ["data.num_frames", "data.resolution"]
-  if not (config.data.get("tokenizer") or config.model.get("init_from")):
+  if not (config.data.tokenizer or config.model.init_from):
     keys.append("data.vocab_size")  # the BPE trained on the data
   return keys
 
@@ -72,16 +71,14 @@ NON_NEGATIVE = ("optimizer.warmup_steps", "optimizer.weight_decay", "checkpoint.
                 "eval.num_examples", "data.worker_count", "data.prefetch_buffer")
 
 
-def range_errors(config: ConfigDict) -> list[str]:
+def range_errors(config: RunConfig) -> list[str]:
   """Values outside their range: counts, sizes and rates that must be > 0 or >= 0, Adam's betas in [0, 1)."""
   bounds = [(key, lambda v: v > 0, "must be > 0") for key in _positive_keys(config)]
   bounds += [(key, lambda v: v >= 0, "must be >= 0") for key in NON_NEGATIVE]
   bounds += [(key, lambda v: 0 <= v < 1, "must be in [0, 1)") for key in ("optimizer.b1", "optimizer.b2")]
   bounds.append(("optimizer.final_fraction", lambda v: 0 <= v <= 1, "must be in [0, 1]"))
-  if _lookup(config, "data.surrogate_prompt_prob") is not None:  # absent from older configs: no prompting
-    bounds.append(("data.surrogate_prompt_prob", lambda v: 0 <= v <= 1, "must be in [0, 1]"))
-  if _lookup(config, "data.world_seed") is not None:  # absent from older configs: config.seed
-    bounds.append(("data.world_seed", lambda v: v >= -1 and v == int(v), "must be an integer >= -1 (-1: seed)"))
+  bounds.append(("data.surrogate_prompt_prob", lambda v: 0 <= v <= 1, "must be in [0, 1]"))
+  bounds.append(("data.world_seed", lambda v: v >= -1 and v == int(v), "must be an integer >= -1 (-1: seed)"))
   errors = []
   for key, holds, expected in bounds:
     value = _lookup(config, key)
@@ -90,13 +87,12 @@ def range_errors(config: ConfigDict) -> list[str]:
   return errors
 
 
-def batch_errors(config: ConfigDict, num_devices: int, num_processes: int) -> list[str]:
+def batch_errors(config: RunConfig, num_devices: int, num_processes: int) -> list[str]:
   """The global batch must split evenly over the processes, the data-parallel devices (mesh.data x mesh.fsdp,
   a -1 resolved over `num_devices`) and the micro-batches of gradient accumulation."""
   batch, accum = config.batch_size, config.grad_accum_steps
-  mesh = config.mesh.to_dict()
   try:
-    sizes = partitioning.mesh_sizes(mesh, num_devices)
+    sizes = partitioning.mesh_sizes(config.mesh.shape(), num_devices)
   except ValueError as e:
     return [f"config.mesh: {e}"]
   if not (_is_number(batch) and batch > 0 and _is_number(accum) and accum > 0):
@@ -115,22 +111,22 @@ def batch_errors(config: ConfigDict, num_devices: int, num_processes: int) -> li
   return errors
 
 
-def position_errors(config: ConfigDict) -> list[str]:
+def position_errors(config: RunConfig) -> list[str]:
   """The model config must build (known keys; the OPT at model.init_from readable) and hold the longest prompt
   plus the evaluation's budget."""
   try:
-    model = experiment.model_config(config)
+    model = run_objects.model_config(config)
   except (ValueError, OSError) as e:
     return [str(e)]
-  error = experiment.text_positions_error(config, model)
+  error = run_objects.text_positions_error(config, model)
   return [error] if error else []
 
 
-def mixture_errors(config: ConfigDict) -> list[str]:
+def mixture_errors(config: RunConfig) -> list[str]:
   """`data.mixture`'s entries must be (dataset, builder config, weight > 0) of datasets this library writes,
   each once, all generated or all released (their frames come from one place); `data.sources` may only name
   datasets of the mixture."""
-  mixture = config.data.get("mixture") or ()
+  mixture = config.data.mixture
   errors, seen, generated = [], set(), set()
   for i, entry in enumerate(mixture):
     key = f"config.data.mixture[{i}]"
@@ -150,14 +146,20 @@ def mixture_errors(config: ConfigDict) -> list[str]:
   if len(generated) > 1:
     errors.append("config.data.mixture mixes generated and released datasets; their frames are read from "
                   "config.world and config.data respectively: train on one kind.")
-  unknown = sorted(set(config.data.get("sources") or {}) - {d for d, *_ in seen})
+  unknown = sorted(set(config.data.sources) - {d for d, *_ in seen})
   if unknown:
     errors.append(f"config.data.sources names {unknown}, not in config.data.mixture.")
   return errors
 
 
-def validate(config: ConfigDict, num_devices: int, num_processes: int = 1) -> list[str]:
-  """Every error of `config` for a run over `num_devices` devices in `num_processes` processes (none: [])."""
+def validate(config: RunConfig | ConfigDict, num_devices: int, num_processes: int = 1) -> list[str]:
+  """Every error of `config` (typed, or a ConfigDict typed here: its unknown keys and wrong types first) for a
+  run over `num_devices` devices in `num_processes` processes (none: [])."""
+  if not isinstance(config, RunConfig):
+    try:
+      config = RunConfig.from_config_dict(config)
+    except ConfigError as e:
+      return str(e).split("\n  ")[1:]
   errors = (mixture_errors(config) + range_errors(config)
             + batch_errors(config, num_devices, num_processes))
   if not errors:  # the model needs sane sizes to be built
@@ -165,7 +167,7 @@ def validate(config: ConfigDict, num_devices: int, num_processes: int = 1) -> li
   return errors
 
 
-def check(config: ConfigDict, num_devices: int, num_processes: int = 1) -> None:
+def check(config: RunConfig | ConfigDict, num_devices: int, num_processes: int = 1) -> None:
   """Raise ConfigError listing `validate`'s errors, if any."""
   errors = validate(config, num_devices, num_processes)
   if errors:
@@ -186,21 +188,30 @@ def flatten(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
+def defaults() -> dict[str, Any]:
+  """Every key of a config file with the value a run takes where the key is absent (the typed sections'
+  defaults; `search` spelt flat, as in the files). A key added since runs were first written equals it."""
+  values = dataclasses.asdict(RunConfig())
+  values["search"] = run_config.flat_search(RunConfig().search)
+  return flatten(values)
+
+
 def _world_resolved(flat: dict[str, Any]) -> dict[str, Any]:
   """A flattened config with `data.world_seed` as the seed its world is written with (-1 or absent: `seed`,
-  `experiment.world_seed`), so that a run of seed 0 given `world_seed=0` resumes one that ran without it."""
-  value = flat.get("data.world_seed", ADDED_KEYS["data.world_seed"])
+  `RunConfig.world_seed`), so that a run of seed 0 given `world_seed=0` resumes one that ran without it."""
+  value = flat.get("data.world_seed", -1)
   return {**flat, "data.world_seed": flat.get("seed") if value is None or value < 0 else value}
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-  """{key: (old value, new value)} where two configs differ; an absent key equals None (a preset's value),
-  an empty value (a key added since, such as an unset path) or its value in ADDED_KEYS. `data.world_seed`
+  """{key: (old value, new value)} where two configs differ; an absent key equals its default (`defaults`;
+  None: a preset's value) or an empty value (a key added since, such as an unset path). `data.world_seed`
   compares (and is reported) as the seed of the world written (`_world_resolved`)."""
   old, new = _world_resolved(flatten(old)), _world_resolved(flatten(new))
+  default = defaults()
   changes = {}
   for key in sorted(set(old) | set(new)):
-    before, after = old.get(key, ADDED_KEYS.get(key)), new.get(key, ADDED_KEYS.get(key))
+    before, after = old.get(key, default.get(key)), new.get(key, default.get(key))
     if before != after and not (key not in old and after in ("", (), [])):
       changes[key] = (old.get(key, _ABSENT), new.get(key, _ABSENT))
   return changes
@@ -212,10 +223,10 @@ def is_free(key: str) -> bool:
 
 def _positions(config: dict[str, Any]) -> int | None:
   """The decoder positions of a model trained from scratch (None: a pretrained OPT's own)."""
-  config = ConfigDict(config)
-  if config.model.get("init_from"):
+  typed = RunConfig.from_config_dict(config)
+  if typed.model.init_from:
     return None
-  return (config.model.get("decoder") or {}).get("max_positions") or experiment.max_positions(config)
+  return typed.model.decoder.get("max_positions") or typed.max_positions()
 
 
 def resume_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

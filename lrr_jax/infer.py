@@ -14,7 +14,9 @@ from absl import app
 from absl import flags
 import jax
 
-from lrr_jax import experiment
+from lrr_jax import run_inference
+from lrr_jax import run_objects
+from lrr_jax import run_records
 from lrr_jax.data import rationales
 from lrr_jax.data import surrogate
 from lrr_jax.data import tokenizer as tokenizer_lib
@@ -32,7 +34,7 @@ flags.DEFINE_string("surrogate", None, "A surrogate request to answer instead of
 flags.DEFINE_enum("strategy", None, search.STRATEGIES, "Inference-time scaling strategy.")
 flags.DEFINE_integer("num_candidates", None, "Candidates sampled per step.")
 flags.DEFINE_integer("beam", None, "Candidates kept after each step.")
-flags.DEFINE_enum("scorer", None, sorted(experiment.SCORERS), "How candidates are ranked.")
+flags.DEFINE_enum("scorer", None, sorted(run_objects.SCORERS), "How candidates are ranked.")
 flags.DEFINE_float("temperature", None, "Sampling temperature (the LLaVA-CoT release uses 0.6).")
 flags.DEFINE_float("top_p", None, "Nucleus sampling mass (the release uses 0.9).")
 flags.DEFINE_integer("top_k", None, "Top-k sampling (0: off).")
@@ -61,20 +63,20 @@ def main(argv):
       tokenizer_lib.utf8_text(f.question, "--question")
     except ValueError as e:
       raise app.UsageError(str(e)) from e
-  run = experiment.load_run(f.workdir, f.step)
+  run = run_records.load_run(f.workdir, f.step)
   if f.video:
     if not f.question:
       raise app.UsageError("--video needs --question.")
-    example = experiment.video_prompt(run, f.video, f.question)
+    example = run_inference.video_prompt(run, f.video, f.question)
   else:
-    example = experiment.read_test_example(run, experiment.test_source(run), f.example)
+    example = run_inference.read_test_example(run, run_inference.test_source(run), f.example)
   if f.surrogate:
     ask_surrogate(run, example, f.surrogate, 64 if f.max_new_tokens is None else f.max_new_tokens)
     return
-  config, scorer = experiment.search_config(
+  config, scorer = run_objects.search_config(
       run.config, max_new_tokens=f.max_new_tokens, max_step_tokens=f.max_new_tokens,
       **{name: f[name].value for name in SEARCH_FLAGS})
-  searcher = experiment.make_searcher(run, config, scorer)
+  searcher = run_inference.make_searcher(run, config, scorer)
   print(f"Run {run.workdir} (step {run.step}), {config.strategy} with {config.num_candidates} candidates, "
         f"beam {config.beam}, {type(scorer).__name__} scorer.\nQuestion: {example['question']}")
 
@@ -98,10 +100,10 @@ def main(argv):
     print(f"Label: {example['answer']}")
 
 
-def ask_surrogate(run: experiment.Run, example: dict, request: str, max_new_tokens: int) -> None:
+def ask_surrogate(run: run_records.Run, example: dict, request: str, max_new_tokens: int) -> None:
   """Print the run's answer to a surrogate request, and the record's fact for it when there is one."""
   task, frame = surrogate.parse_request(request)
-  result = experiment.ask_surrogate(run, example, request, max_new_tokens)
+  result = run_inference.ask_surrogate(run, example, request, max_new_tokens)
   print(f"Run {run.workdir} (step {run.step}).\nQuestion: {example['question']}\nRequest: {result.request}\n"
         f"Surrogate answer: {result.answer.strip()}{'' if result.stopped else '  (cut at the token budget)'}")
   known = [fact for fact in example.get("facts", []) if (fact.task, fact.frame) == (task, frame)]

@@ -2,12 +2,16 @@
 processes, data-parallel devices and micro-batches, and resuming refuses a config that changes the arithmetic."""
 import pathlib
 
+from absl import flags
+from ml_collections import config_flags
 import pytest
 
 from configs import acre
 from configs import cater
 from configs import released
 from lrr_jax import config_checks
+from lrr_jax import run_config
+from lrr_jax.train import trainer
 from tests.conftest import save_tiny_hf_opt
 
 
@@ -111,14 +115,14 @@ def test_free_keys_name_keys_of_the_config():
 
 def test_changes_that_alter_the_arithmetic_are_refused():
   old = cater.get_config().to_dict()
-  free = cater_config(**{"eval.every": 7, "checkpoint.keep": 5, "mesh.fsdp": 2, "model.decoder.remat": True,
+  free = cater_config(**{"eval.every": 7, "checkpoint.keep": 5, "mesh.fsdp": 2, "model.decoder.remat_policy": "full",
                          "search.num_candidates": 2, "eval.max_new_tokens": 64}).to_dict()
   assert config_checks.resume_changes(old, free) == {  # positions max(256, 192 + 190) -> max(256, 192 + 64)
       "eval.max_new_tokens": (190, 64)}
   old["eval"]["max_new_tokens"] = 40  # 256 positions: the budget may change within them
   assert config_checks.resume_changes(old, free) == {}
   assert set(config_checks.config_changes(old, free)) == {
-      "eval.every", "checkpoint.keep", "mesh.fsdp", "model.decoder.remat", "search.num_candidates",
+      "eval.every", "checkpoint.keep", "mesh.fsdp", "model.decoder.remat_policy", "search.num_candidates",
       "eval.max_new_tokens"}
   new = cater_config(**{"optimizer.lr": 0.01, "num_steps": 2000, "seed": 1, "data.variant": "direct"}).to_dict()
   assert config_checks.resume_changes(cater.get_config().to_dict(), new) == {
@@ -129,9 +133,8 @@ def test_changes_that_alter_the_arithmetic_are_refused():
 
 def test_an_absent_key_equals_its_preset_none():
   old = cater.get_config().to_dict()
-  del old["model"]["decoder"]["remat"], old["model"]["video"]["dtype"], old["resume_with_changes"]
-  assert config_checks.config_changes(old, cater.get_config().to_dict()) == {
-      "resume_with_changes": ("<absent>", False)}  # recorded, free
+  del old["model"]["decoder"]["remat_policy"], old["model"]["video"]["dtype"], old["resume_with_changes"]
+  assert config_checks.config_changes(old, cater.get_config().to_dict()) == {}  # absent: the default, False
   new = cater_config(**{"model.video.dtype": "bfloat16"}).to_dict()
   assert config_checks.resume_changes(old, new) == {"model.video.dtype": ("<absent>", "bfloat16")}
   del old["data"]["surrogate_prompt_prob"]  # a run from before surrogate prompting ran without it
@@ -196,3 +199,89 @@ def test_a_mixture_from_json_resumes_as_the_same_config():
   assert config_checks.resume_changes(as_json, config) == {}
   changed = {**config, "data": {**config["data"], "mixture": (("cater", "default", 1.0),)}}
   assert list(config_checks.resume_changes(as_json, changed)) == ["data.mixture"]
+
+
+# Unknown keys and types.
+
+TYPOS = """
+from configs import cater
+
+
+def get_config(arg=None):
+  config = cater.get_config(arg)
+  config.data.surogate_prompt_prob = 0.5
+  config.optimizer.learning_rate = 0.1
+  config.eval.evry = 10
+  return config
+"""
+
+
+def test_a_config_file_with_misspelt_keys_is_refused_naming_each(tmp_path):
+  """Each unknown key of a config file is named in full with the closest known one, all in one error, before
+  any work (the typed config is built first: `config_checks.check` of a ConfigDict)."""
+  (tmp_path / "typos.py").write_text(TYPOS)
+  config = parse_file(tmp_path / "typos.py")
+  with pytest.raises(config_checks.ConfigError) as raised:
+    run_config.RunConfig.from_config_dict(config)
+  message = str(raised.value)
+  for line in ("config.data.surogate_prompt_prob is not a config key (did you mean "
+               "config.data.surrogate_prompt_prob?)",
+               "config.optimizer.learning_rate is not a config key (did you mean config.optimizer.lr?)",
+               "config.eval.evry is not a config key (did you mean config.eval.every?)"):
+    assert line in message
+  assert config_checks.validate(config, num_devices=1) == message.split("\n  ")[1:]
+
+
+def test_a_misspelt_key_on_the_command_line_is_refused():
+  """A new key in a section set from the command line (`--config.eval.evry=3` names an existing key only;
+  ml_collections refuses others) and a wrong type reach the typed config as errors too."""
+  config = cater_config()
+  config.mesh.unlock()["fsdpp"] = 2
+  config.world.unlock()["num_object"] = 3
+  config.model.video.static_backbone.unlock()["depth"] = 101
+  config.num_steps = 10
+  config.unlock()["num_step"] = 10
+  assert config_checks.validate(config, num_devices=1) == [
+      "config.mesh.fsdpp is not a config key (did you mean config.mesh.fsdp?)",
+      "config.model.video.static_backbone.depth is not a config key (did you mean "
+      "config.model.video.static_backbone.width?)",
+      "config.num_step is not a config key (did you mean config.num_steps?)",
+      "config.world.num_object is not a config key (did you mean config.world.num_objects?)"]
+
+
+def test_every_shipped_config_is_typed_with_its_values():
+  typed = run_config.RunConfig.from_config_dict(released.get_config("mixture=cater+something_else:2,split=iid"))
+  assert isinstance(typed.optimizer, trainer.OptimizerConfig) and typed.optimizer.lr == 1e-4
+  assert typed.data.sources["something_else"].eval_split == "validation" and typed.video_shape() == (16, 224)
+  assert [s.weight for s in typed.sources()] == [1.0, 2.0]
+  assert typed.search.sampling.top_p == 0.9 and typed.search.scorer == "judge"
+  demo = run_config.RunConfig.from_config_dict(cater.get_config())
+  assert demo.world_seed() == 0 and demo.video_shape() == (demo.world["num_frames"], demo.world["resolution"])
+  wrong = cater.get_config().to_dict()  # as run.json holds it (a ConfigDict refuses another type itself)
+  wrong["checkpoint"]["keep"] = "two"
+  assert config_checks.validate(wrong, 1) == ["config.checkpoint.keep='two' must be of type int."]
+
+
+def parse_file(path: pathlib.Path):
+  """The config `lrr_jax.main` parses from `--config=<path>`."""
+  argv = ["main", f"--config={path}"]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def test_an_unknown_key_on_the_command_line_is_named_in_full_with_the_closest(tmp_path):
+  argv = ["main", f"--config={pathlib.Path(__file__).parents[1] / 'configs/cater.py'}", "--config.eval.evry=3"]
+  with pytest.raises(AttributeError) as raised:
+    parse_file_args(argv)
+  assert run_config.override_error(argv, raised.value) == (
+      "config.eval.evry is not a config key (did you mean config.eval.every?): --config.eval.evry= names no key "
+      "of the config file; nothing was run.")
+
+
+def parse_file_args(argv: list[str]):
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config

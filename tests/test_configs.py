@@ -63,3 +63,26 @@ def test_the_sweeps_add_the_encoder_ablations_to_the_rationale_ablation(tmp_path
     videos.append(lrr.config_from_dict(config.model.to_dict(), vocab_size=512, max_positions=256).video)
   assert [(v.two_stream, v.temporal_window) for v in videos] == [(False, 0), (True, 2), (True, 4)] + [
       (False, 0), (True, 4), (True, 8)]
+
+
+def test_the_model_field_tables_are_the_dataclasses_fields():
+  """configs/common.py lists the model's fields (config files import no library code): the same names and the
+  types their command-line values parse to."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  import typing  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from lrr_jax.models import decoder, resnet, video_encoder  # pylint: disable=g-import-not-at-top
+
+  def parsed_type(annotation):
+    if isinstance(annotation, types.UnionType):
+      annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return typing.get_origin(annotation) or annotation
+
+  for table, config_class in ((common.DECODER_FIELDS, decoder.DecoderConfig),
+                              (common.VIDEO_FIELDS, video_encoder.VideoEncoderConfig),
+                              (common.BACKBONE_FIELDS, resnet.ResNetConfig)):
+    hints = typing.get_type_hints(config_class)
+    fields = {f.name: parsed_type(hints[f.name]) for f in dataclasses.fields(config_class)
+              if f.name not in ("static_backbone", "motion_backbone")}
+    assert table == fields, config_class.__name__

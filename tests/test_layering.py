@@ -1,8 +1,11 @@
 """The layers of `lrr_jax` (HOUSE_STYLE: files -> data -> model -> train / inference -> evaluation) hold: no
-module imports one of a higher layer. Commands (modules that run `app.run`) and `experiment` are entry points,
-the top layer."""
+module imports one of a higher layer. Commands (modules that run `app.run`) and the package's own modules
+(`run_config`, `config_checks`, `run_objects`, `run_records`, `run_inference`) are the top layer. Config files
+(`configs/*.py`) import no library code: reading one imports no JAX."""
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -16,7 +19,7 @@ def module_name(path: pathlib.Path) -> str:
 
 
 def layer(module: str, source: str = "") -> int:
-  """A module's layer: its subpackage's, or the top for commands, `experiment` and the package root."""
+  """A module's layer: its subpackage's, or the top for commands and the package's own modules."""
   parts = module.split(".")
   if "app.run(" in source or len(parts) < 3:
     return TOP
@@ -35,6 +38,7 @@ def lrr_imports(tree: ast.AST) -> set[str]:
 
 
 MODULES = sorted(PACKAGE.rglob("*.py"))
+CONFIGS = sorted((PACKAGE.parent / "configs").glob("*.py"))
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -47,7 +51,24 @@ def test_no_module_imports_a_higher_layer(path):
 
 def test_the_rule_itself_catches_upward_imports():
   assert layer("lrr_jax.models.lrr") < layer("lrr_jax.train.trainer") < layer("lrr_jax.inference.search")
-  assert layer("lrr_jax.inference.search") < layer("lrr_jax.evaluation.evaluator") < layer("lrr_jax.experiment")
+  assert layer("lrr_jax.inference.search") < layer("lrr_jax.evaluation.evaluator") < layer("lrr_jax.run_objects")
   tree = ast.parse("from lrr_jax.inference import generate\nimport lrr_jax.evaluation.cater")
   assert lrr_imports(tree) == {"lrr_jax.inference.generate", "lrr_jax.evaluation.cater"}
   assert len(MODULES) > 40
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_files_import_nothing_from_the_library(path):
+  imported = {a.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Import)
+              for a in node.names} | {node.module or "" for node in ast.walk(ast.parse(path.read_text()))
+                                       if isinstance(node, ast.ImportFrom)}
+  assert not [m for m in imported if m.startswith("lrr_jax")], f"{path.name} imports {sorted(imported)}"
+
+
+def test_reading_every_config_imports_no_jax():
+  code = ("import sys\nfrom configs import acre, cater, common, released\n"
+          "[m.get_config() for m in (acre, cater, released)]\n"
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'lrr_jax', 'flax')))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=PACKAGE.parent)
+  assert out.stdout.strip() == "[]", out.stdout

@@ -12,7 +12,7 @@ from lrr_jax.convert import hf_opt
 from lrr_jax.data import prepare
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.worlds import cater
-from lrr_jax import experiment
+from lrr_jax import run_records
 from tests.conftest import save_tiny_hf_opt
 from tests.data import release_fixtures
 
@@ -55,7 +55,7 @@ def test_recipe_starts_from_the_local_opt_trains_only_the_visual_parts_and_repor
   assert out.returncode == 0, out.stderr[-3000:]
   scores = json.loads((tmp_path / "results.json").read_text())["eval"]
   assert {"top1", "top5", "l1", "well_formed"} <= set(scores) and scores["top5"] >= scores["top1_ranked"]
-  run = experiment.load_run(tmp_path)
+  run = run_records.load_run(tmp_path)
   assert run.step == 2 and run.model.config.decoder.vocab_size == 512  # the OPT's architecture, not the preset
   _, pretrained = hf_opt.load_hf_opt(release / "opt")
   trained = flax.traverse_util.flatten_dict(run.params["decoder"])
@@ -103,7 +103,7 @@ def test_the_recipe_with_pretrained_batch_norm_resnets_trains_resumes_and_keeps_
              "--config.resume_with_changes=True", *backbone)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "top5" in json.loads((workdir / "results.json").read_text())["eval"]
-  run = experiment.load_run(workdir)
+  run = run_records.load_run(workdir)
   assert run.step == 3
   _, pretrained = resnet_weights.load_resnet(tmp_path / "resnet", run.model.config.video.static_backbone)
   expected = flax.traverse_util.flatten_dict(pretrained["batch_stats"])

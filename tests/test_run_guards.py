@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from lrr_jax import experiment
+from lrr_jax import run_records
 from lrr_jax.data import fingerprints
 from lrr_jax.data import tokenizer as tokenizer_lib
 from tests.conftest import TINY_RUN_FLAGS
@@ -71,16 +71,16 @@ def test_a_changed_tokenizer_is_refused_by_evaluation_and_load_run(finished_run)
   assert f"tokenizer {tokenizer_file} changed" in out.stderr and "--accept_changed_inputs" in out.stderr
   assert "data:generated_cater" not in out.stderr.split("InputChanged")[-1]
   with pytest.raises(fingerprints.InputChanged, match=f"tokenizer {tokenizer_file} changed"):
-    experiment.load_run(finished_run)
-  assert experiment.load_run(finished_run, accept_changed_inputs=True).step == 4
+    run_records.load_run(finished_run)
+  assert run_records.load_run(finished_run, accept_changed_inputs=True).step == 4
   out = main(finished_run, *TINY_RUN_FLAGS, "--accept_changed_inputs")  # evaluated again with it, and recorded
   assert out.returncode == 0, out.stderr[-3000:]
   changed = json.loads((finished_run / "run.json").read_text())["starts"][-1]["changed_inputs"]
   assert [c.split(" (")[0] for c in changed] == [f"tokenizer {tokenizer_file} changed"]
-  experiment.load_run(finished_run)  # the new tokenizer is now the recorded one
+  run_records.load_run(finished_run)  # the new tokenizer is now the recorded one
   another_tokenizer(tokenizer_file, 900)
   with pytest.raises(ValueError, match=r"has \d+ tokens, more than the 512 embedding rows"):
-    experiment.load_run(finished_run, accept_changed_inputs=True)
+    run_records.load_run(finished_run, accept_changed_inputs=True)
 
 
 def test_results_are_printed_and_kept_when_results_json_cannot_be_written(finished_run):

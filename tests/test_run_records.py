@@ -14,7 +14,9 @@ from ml_collections import config_flags
 import pytest
 
 from lrr_jax import config_checks
-from lrr_jax import experiment
+from lrr_jax import run_config
+from lrr_jax import run_objects
+from lrr_jax import run_records
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.train import loop
 from tests.conftest import TINY_RUN_FLAGS
@@ -128,7 +130,8 @@ def old_run_file(meta: dict) -> dict:
   under `config.model.decoder` (dropout_rate and gate_init beside it, the positions as max_positions)."""
   config = as_json(meta["config"])
   config["model"] = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True),
-                         decoder=dict(cross_attention_heads=4, cross_attention_query_scale=5.0), init_from="")
+                         decoder=dict(cross_attention_heads=4, cross_attention_query_scale=5.0, remat=False),
+                         init_from="")  # remat: a bool before remat_policy took it in
   del config["search"], config["resume_with_changes"]
   return {"config": config, "tokenizer": meta["tokenizer"], "data_dir": meta["data_dir"], "max_positions": 256}
 
@@ -138,11 +141,12 @@ def test_an_old_run_file_loads_and_resumes_without_spurious_changes(finished_run
   shutil.copytree(finished_run, workdir, ignore=shutil.ignore_patterns("data"))
   meta = json.loads((workdir / "run.json").read_text())
   (workdir / "run.json").write_text(json.dumps(old_run_file(meta)))
-  run = experiment.load_run(workdir)
+  run = run_records.load_run(workdir)
   results = json.loads((workdir / "results.json").read_text())
   assert run.step == 4 and loop.params_checksum(run.params) == results["params_checksum"]
-  assert run.model.config == experiment.model_config(parse(*TINY_RUN_FLAGS), run.tokenizer.vocab_size)
-  previous = experiment.run_config(experiment.read_run_file(workdir / "run.json")).to_dict()
+  typed = run_config.RunConfig.from_config_dict(parse(*TINY_RUN_FLAGS))
+  assert run.model.config == run_objects.model_config(typed, run.tokenizer.vocab_size)
+  previous = run_records.config_values(run_records.read_run_file(workdir / "run.json"))
   config = parse(*TINY_RUN_FLAGS)
   changes = config_checks.check_resume(config, previous, 4, workdir)  # no refusal
   assert set(changes) <= {"resume_with_changes"} | {k for k in config_checks.flatten(config.to_dict())
@@ -156,12 +160,33 @@ def test_each_start_is_appended_to_run_json(tmp_path, finished_run):
   tokenizer = tokenizer_lib.load(json.loads((finished_run / "run.json").read_text())["tokenizer"])
   (tmp_path / "run.json").write_text(json.dumps(old_run_file(json.loads((finished_run / "run.json").read_text()))))
   config = parse(*TINY_RUN_FLAGS, "--config.num_steps=6", "--config.resume_with_changes=True")
-  experiment.write_run_file(tmp_path, config, tokenizer, dict(time="t1", resumed_from=4, changes={"a": [1, 2]}))
+  run_records.write_run_file(tmp_path, config.to_dict(), tokenizer,
+                             dict(time="t1", resumed_from=4, changes={"a": [1, 2]}))
   meta = json.loads((tmp_path / "run.json").read_text())
   assert meta["config"] == as_json(config.to_dict()) and meta["tokenizer"] == tokenizer.source
-  assert meta["data_dir"] == experiment.data_dir(config, tmp_path)
+  assert meta["data_dir"] == run_objects.data_dir(run_config.RunConfig.from_config_dict(config), tmp_path)
   old = old_run_file(json.loads((finished_run / "run.json").read_text()))
   assert meta["starts"] == [
       dict(time=None, argv=None, resumed_from=None, changes=None, config=old["config"]),  # the old file's start
       dict(time="t1", resumed_from=4, changes={"a": [1, 2]}, config=as_json(config.to_dict()))]
-  assert experiment.run_config(meta).num_steps == 6  # the latest start's
+  assert run_records.config_values(meta)["num_steps"] == 6  # the latest start's
+
+
+@pytest.mark.parametrize("remat, policy, expected", [
+    (True, None, "full"), (True, "none", "full"), (True, "minimal", "minimal"), (False, None, None), (None, "full", "full"),
+])
+def test_the_remat_bool_of_earlier_run_files_becomes_the_policy(remat, policy, expected):
+  """run.json of runs from before `model.decoder.remat` was folded into `remat_policy` types today."""
+  values = parse().to_dict()
+  values["model"]["decoder"].update(remat=remat, remat_policy=policy)
+  migrated = run_records.config_values({"config": values})
+  assert "remat" not in migrated["model"]["decoder"] and migrated["model"]["decoder"]["remat_policy"] == expected
+  typed = run_config.RunConfig.from_config_dict(migrated)
+  assert run_objects.model_config(typed).decoder.remat_policy == (expected or "none")
+
+
+def test_an_earlier_run_file_without_a_search_section_searched_with_the_defaults_of_then():
+  values = parse().to_dict()
+  del values["search"]
+  typed = run_config.RunConfig.from_config_dict(run_records.config_values({"config": values}))
+  assert (typed.search.num_candidates, typed.search.max_step_tokens, typed.search.sampling.top_p) == (4, 256, 0.9)

@@ -23,7 +23,6 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from lrr_jax.convert import hf_opt
@@ -31,8 +30,8 @@ from lrr_jax.convert import hf_weights
 from lrr_jax.convert import safetensors_file
 from lrr_jax.convert import torch_pickle
 from lrr_jax.data import files
-from lrr_jax.models import lrr
 from lrr_jax.models import resnet
+from lrr_jax.models import video_encoder
 
 PathLike = str | os.PathLike
 WeightsFileError = safetensors_file.WeightsFileError
@@ -227,21 +226,17 @@ def load_resnet(path: PathLike, config: resnet.ResNetConfig | None = None
 STREAMS = ("static", "motion")  # config.model.video.<stream>_init_from -> the video encoder's <stream>_stream
 
 
-def insert_pretrained_backbones(variables: Mapping[str, Any], config: ml_collections.ConfigDict
-                                ) -> dict[str, Any]:
-  """`variables` of an `LRRModel` with each video stream whose `config.model.video.<stream>_init_from` is set
-  (static, motion) loaded from that checkpoint, in every collection `variables` has ("params" and/or
-  "batch_stats"); logical-partitioning boxes are kept.
+def insert_pretrained_backbones(variables: Mapping[str, Any], paths: Mapping[str, str],
+                                model: video_encoder.VideoEncoderConfig) -> dict[str, Any]:
+  """`variables` of an `LRRModel` with each video stream whose checkpoint `paths[stream]` names (static,
+  motion; config.model.video.<stream>_init_from) loaded from it, in every collection `variables` has
+  ("params" and/or "batch_stats"); logical-partitioning boxes are kept. `model`: the run's video encoder.
 
   The motion stream reads frame differences at 1/motion_downsample resolution; an RGB-pretrained ResNet is
   allowed there too (its filters still respond to edges of what moved), as a starting point to fine-tune.
-  `config` is the run config; the backbones are `lrr.config_from_dict(config.model)`'s.
   """
-  video = dict(config.model.get("video") or {})
-  paths = {stream: video.get(f"{stream}_init_from") for stream in STREAMS}
   if not any(paths.values()):
     return dict(variables)
-  model = lrr.config_from_dict(config.model.to_dict()).video
   variables = dict(variables)
   for stream, path in paths.items():
     if not path:

@@ -28,8 +28,24 @@ from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data import video_transforms
 
 
-@dataclasses.dataclass(frozen=True)
-class PipelineConfig:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReadOptions:
+  """How examples are read and augmented: the fields a run config's `data` section passes to the pipeline."""
+  brightness_jitter: float = 0.0  # max relative change of a video's brightness (0: off)
+  contrast_jitter: float = 0.0  # max relative change of a video's contrast (0: off)
+  worker_count: int = 0  # >0: Grain worker processes (they need a __main__ guard and parsed absl flags)
+  worker_buffer: int = 1  # batches each worker prepares ahead
+  read_threads: int = 2  # threads reading and encoding records (in each worker, or in this process)
+  prefetch_buffer: int = 4  # batches read ahead by those threads
+  surrogate_prompt_prob: float = 0.0  # chance per example of a surrogate-task request inserted (surrogate.py)
+
+  def read_options(self) -> dict[str, Any]:
+    """These fields by name (of this object or of a subclass's)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(ReadOptions)}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PipelineConfig(ReadOptions):
   tokenizer_path: str
   variant: str = "full"
   max_length: int = 192
@@ -39,13 +55,6 @@ class PipelineConfig:
   seed: int = 0
   shuffle: bool = True
   num_epochs: int | None = None  # None: repeat forever
-  brightness_jitter: float = 0.0  # max relative change of a video's brightness (0: off)
-  contrast_jitter: float = 0.0  # max relative change of a video's contrast (0: off)
-  worker_count: int = 0  # >0: Grain worker processes (they need a __main__ guard and parsed absl flags)
-  worker_buffer: int = 1  # batches each worker prepares ahead
-  read_threads: int = 2  # threads reading and encoding records (in each worker, or in this process)
-  prefetch_buffer: int = 4  # batches read ahead by those threads
-  surrogate_prompt_prob: float = 0.0  # chance per example of a surrogate-task request inserted (surrogate.py)
 
 
 @functools.lru_cache(maxsize=8)

@@ -49,7 +49,7 @@ def cross_attention_weights(model: lrr.LRRModel, variables: Any, tokens: np.ndar
 
 
 def run_example(run: Any, source, index: int) -> dict[str, np.ndarray]:
-  """Record `index` of `source` as the run (`lrr_jax.experiment.Run`) trains on it: its rationale teacher-forced, one example in a row.
+  """Record `index` of `source` as the run (`lrr_jax.run_records.Run`) trains on it: its rationale teacher-forced, one example in a row.
 
   Returns int32[1, S] tokens, positions, segment_ids, frame_index, loss_mask and video uint8[1, T, H, W, 3].
   """

@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrr_jax import experiment
+from lrr_jax import run_inference
+from lrr_jax import run_records
 from lrr_jax.data import encoding
 from lrr_jax.data import files
 from lrr_jax.data import records
@@ -146,7 +147,7 @@ class Forward:
   stream's grid [B, T, gh*gw, C] (None without one); `teacher_forced(examples, video)` -> the decoder's last
   hidden states float[B, S, D] and its argmax tokens int[B, S] (S: config.data.max_length)."""
 
-  def __init__(self, run: experiment.Run):
+  def __init__(self, run: run_records.Run):
     self.run = run
     def encode(variables, video):
       memory, state = run.model.apply(variables, video, method=lrr.LRRModel.encode_video,
@@ -193,7 +194,7 @@ class Forward:
 
 # Held-out records -> per-frame samples of every source.
 
-def collect(run: experiment.Run, source, num_examples: int, batch_size: int) -> dict[str, Any]:
+def collect(run: run_records.Run, source, num_examples: int, batch_size: int) -> dict[str, Any]:
   """Per source, features float[M, F] with each sample's record int[M] and the snitch's cell int[M] (frames whose
   cell the rationale states), and `decoder_written` bool[M'] of the decoder's samples."""
   samples: dict[str, list] = {name: [] for name in (*SOURCES, "decoder_written")}
@@ -203,7 +204,7 @@ def collect(run: experiment.Run, source, num_examples: int, batch_size: int) -> 
     count = min(batch_size, num_examples - start)  # real records; the rest repeat the last (one shape)
     indices = list(range(start, start + count)) + [start + count - 1] * (min(batch_size, num_examples) - count)
     rows = [source[i] for i in indices]
-    video = np.stack([experiment.read_test_example(run, source, i)["video"] for i in indices])
+    video = np.stack([run_inference.read_test_example(run, source, i)["video"] for i in indices])
     full = [records.read_example(r, "full", f"test record {i}") for r, i in zip(rows, indices)]
     cells = np.stack([snitch_cells(e.response_text, video.shape[1]) for e in full])
     features = forward.encode(video)
@@ -274,25 +275,22 @@ def markdown(table: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def define_flags() -> None:
-  """The command's flags, defined when it runs (importing the module defines none: no clash with other commands'
-  flags in one process)."""
-  flags.DEFINE_string("workdir", None, "A CATER run's workdir (written by lrr_jax.main).", required=True)
-  flags.DEFINE_integer("num_examples", 256, "Held-out records probed (from the test split's start).")
-  flags.DEFINE_float("test_fraction", 0.25, "The last this share of the records are the probes' test set.")
-  flags.DEFINE_integer("batch_size", 8, "Records per forward pass.")
-  flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
-  flags.DEFINE_string("output", None, "Where to write probe.json (default: <workdir>/probe.json).")
+flags.DEFINE_string("workdir", None, "A CATER run's workdir (written by lrr_jax.main).", required=True)
+flags.DEFINE_integer("num_examples", 256, "Held-out records probed (from the test split's start).")
+flags.DEFINE_float("test_fraction", 0.25, "The last this share of the records are the probes' test set.")
+flags.DEFINE_integer("batch_size", 8, "Records per forward pass.")
+flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
+flags.DEFINE_string("output", None, "Where to write probe.json (default: <workdir>/probe.json).")
 
 
 def main(argv):
   del argv
   f = flags.FLAGS
-  run = experiment.load_run(f.workdir, f.step)
+  run = run_records.load_run(f.workdir, f.step)
   if run.config.data.dataset not in grounding.CATER_DATASETS:
     raise ValueError(f"The probe reads the snitch's cell: {run.workdir} trained on {run.config.data.dataset!r}, "
                      f"not one of {grounding.CATER_DATASETS}.")
-  source = experiment.test_source(run)
+  source = run_inference.test_source(run)
   num_examples = min(f.num_examples, len(source))
   table = probe_table(collect(run, source, num_examples, f.batch_size), f.test_fraction, num_examples)
   table.update(step=run.step, variant=run.config.data.variant, records=num_examples)
@@ -305,5 +303,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
   app.run(main)

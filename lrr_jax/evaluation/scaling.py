@@ -37,7 +37,9 @@ from absl import flags
 import numpy as np
 import tqdm
 
-from lrr_jax import experiment
+from lrr_jax import run_inference
+from lrr_jax import run_objects
+from lrr_jax import run_records
 from lrr_jax.data import files
 from lrr_jax.data import records
 from lrr_jax.evaluation import cater as cater_eval
@@ -56,7 +58,7 @@ flags.DEFINE_integer("num_examples", 32, "Held-out examples (from the test split
 flags.DEFINE_string("num_candidates", None, "N per step: an int for every strategy, 'paper' (best_of_n:10,"
                     "sentence_beam:2,stage_beam:4; LLaVA-o1 Table 5) or per strategy, 'best_of_n:10,stage_beam:4'.")
 flags.DEFINE_list("stage_beams", None, "stage_beam's beams (candidates kept per stage), one row each: 1,2,4.")
-flags.DEFINE_list("scorers", None, f"How candidates are ranked, one row each: of {sorted(experiment.SCORERS)}.")
+flags.DEFINE_list("scorers", None, f"How candidates are ranked, one row each: of {sorted(run_objects.SCORERS)}.")
 flags.DEFINE_integer("max_new_tokens", None, "Token budget of a response (and of each stage).")
 flags.DEFINE_integer("seed", None, "Sampling seed.")
 flags.DEFINE_string("output", None, "Where to write scaling.{json,md,png} (default: <workdir>/scaling).")
@@ -99,10 +101,10 @@ def row_settings(strategies: Sequence[str], num_candidates: dict[str, int], stag
                  scorer_names: Sequence[str]) -> list[dict]:
   """One search per row: (strategy, num_candidates, beam, scorer), None for the config's. Greedy once (no
   scorer); the others once per scorer; stage_beam once per beam."""
-  unknown = sorted(set(strategies) - set(search.STRATEGIES)) + sorted(set(scorer_names) - set(experiment.SCORERS))
+  unknown = sorted(set(strategies) - set(search.STRATEGIES)) + sorted(set(scorer_names) - set(run_objects.SCORERS))
   if unknown:
     raise ValueError(f"Unknown {unknown} in --strategies={','.join(strategies)} or --scorers="
-                     f"{','.join(scorer_names)}; expected {search.STRATEGIES} and {sorted(experiment.SCORERS)}.")
+                     f"{','.join(scorer_names)}; expected {search.STRATEGIES} and {sorted(run_objects.SCORERS)}.")
   rows = []
   for strategy in strategies:
     if strategy == "greedy":
@@ -114,21 +116,21 @@ def row_settings(strategies: Sequence[str], num_candidates: dict[str, int], stag
   return rows
 
 
-def evaluate_strategy(run: experiment.Run, source, config: search.SearchConfig, scorer: scorers.Scorer,
+def evaluate_strategy(run: run_records.Run, source, config: search.SearchConfig, scorer: scorers.Scorer,
                       scorer_name: str, num_examples: int, generator: generate.Generator | None = None) -> dict:
   """One row: the search on test examples 0..num_examples-1, means and `per_example` outcomes. Rows sharing a
-  `generator` (`experiment.search_generator`) compile each decode shape once."""
+  `generator` (`run_inference.search_generator`) compile each decode shape once."""
   if run.config.data.dataset != "generated_cater":
     raise ValueError(f"The scaling table scores generated CATER runs; {run.workdir} trained on "
                      f"{run.config.data.dataset!r}.")
-  searcher = experiment.make_searcher(run, config, scorer, generator)
+  searcher = run_inference.make_searcher(run, config, scorer, generator)
   call = lambda e: searcher(run.variables, e["video"], e["prompt"], e["frames"], e["question"])
-  call(experiment.read_test_example(run, source, 0))  # compile outside the measurement
+  call(run_inference.read_test_example(run, source, 0))  # compile outside the measurement
   label = ("greedy" if config.strategy == "greedy"
            else f"{config.strategy} N={config.num_candidates} beam={config.beam} {scorer_name}")
   responses, labels, sampled, judged, seconds, references = [], [], [], [], [], []
   for index in tqdm.trange(num_examples, desc=label, unit="example"):
-    example = experiment.read_test_example(run, source, index)
+    example = run_inference.read_test_example(run, source, index)
     references.append(reference_texts(run, source, index))
     result = call(example)
     responses.append(result.text)
@@ -151,7 +153,7 @@ def evaluate_strategy(run: experiment.Run, source, config: search.SearchConfig, 
               seconds_median=float(np.median(seconds)), **looked.scores, per_example=per_example)
 
 
-def reference_texts(run: experiment.Run, source, index: int) -> tuple[str, str]:
+def reference_texts(run: run_records.Run, source, index: int) -> tuple[str, str]:
   """Held-out record `index`'s true rationale in the run's variant and in the full one (the grounding's)."""
   record = source[index]
   own = records.read_example(record, run.config.data.variant, f"test record {index}").response_text
@@ -211,22 +213,22 @@ def plot(rows: list[dict], path, title: str) -> None:
 def main(argv):
   del argv
   f = flags.FLAGS
-  run = experiment.load_run(f.workdir)
-  source = experiment.test_source(run)
+  run = run_records.load_run(f.workdir)
+  source = run_inference.test_source(run)
   if f.num_examples > len(source):
     raise ValueError(f"--num_examples={f.num_examples} needs as many test records; {run.workdir} has "
                      f"{len(source)} (config.data.num_eval).")
-  config_scorer = {cls: name for name, cls in experiment.SCORERS.items()}[type(experiment.search_config(
+  config_scorer = {cls: name for name, cls in run_objects.SCORERS.items()}[type(run_objects.search_config(
       run.config)[1])]
   beams = [int(b) for b in f.stage_beams] if f.stage_beams else [None]
   rows, generator = [], None
   for setting in row_settings(f.strategies, parse_num_candidates(f.num_candidates), beams,
                               f.scorers or [config_scorer]):
     scorer_name = setting["scorer"] or config_scorer
-    config, scorer = experiment.search_config(
+    config, scorer = run_objects.search_config(
         run.config, strategy=setting["strategy"], num_candidates=setting["num_candidates"], beam=setting["beam"],
         scorer=scorer_name, seed=f.seed, max_new_tokens=f.max_new_tokens, max_step_tokens=f.max_new_tokens)
-    generator = generator or experiment.search_generator(run, config)  # the same budgets in every row
+    generator = generator or run_inference.search_generator(run, config)  # the same budgets in every row
     rows.append(evaluate_strategy(run, source, config, scorer, scorer_name, f.num_examples, generator))
   output = files.as_path(f.output or run.workdir / "scaling")
   output.mkdir(parents=True, exist_ok=True)

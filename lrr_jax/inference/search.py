@@ -51,6 +51,7 @@ class SearchConfig:
   max_retries: int = 4
   seed: int = 0
   memory_limit_bytes: int | None = None  # a decode's limit; None: a share of the free memory (generate.check_memory)
+  scorer: str = "judge"  # the scorer's name (a run config's `search.scorer`); the Searcher is handed the scorer
 
   def __post_init__(self):
     if self.strategy not in STRATEGIES:

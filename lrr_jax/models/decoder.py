@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from lrr_jax.models import attention as attention_lib
 from lrr_jax.models import cross_attention
 from lrr_jax.models import layers
+from lrr_jax.models import remat
 from lrr_jax.models import scan
 
 Array = jax.Array
@@ -52,8 +53,7 @@ class DecoderConfig:
   cross_attention_query_scale: float = 1.0
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
-  remat: bool = False  # rematerialise each decoder layer in the backward pass (remat_policy="full")
-  remat_policy: str = "none"  # decoder layers and cross-attention blocks (`scan.REMAT_POLICIES`)
+  remat_policy: str = "none"  # decoder layers and cross-attention blocks (`remat.POLICIES`)
   # One nn.scan over groups of k layers, each followed by its cross-attention block: needs
   # cross_attention_layers = (k-1, 2k-1, ...) (k = 1 without any).
   scan_layers: bool = False
@@ -66,11 +66,6 @@ class DecoderConfig:
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
-
-  @property
-  def layer_remat(self) -> str:
-    """The remat policy of layers and blocks (`remat=True` is 'full' when no policy is named)."""
-    return "full" if self.remat and self.remat_policy == "none" else self.remat_policy
 
   @property
   def group_size(self) -> int:
@@ -90,7 +85,7 @@ class DecoderConfig:
     bad = [i for i in self.cross_attention_layers if not 0 <= i < self.num_layers]
     if bad:
       raise ValueError(f"cross_attention_layers {bad} are outside [0, {self.num_layers}).")
-    scan.check_policy(self.remat_policy, "DecoderConfig.remat_policy")
+    remat.check_policy(self.remat_policy, "DecoderConfig.remat_policy")
     regular = tuple(range(self.group_size - 1, self.num_layers, self.group_size))
     if self.scan_layers and self.cross_attention_layers and (
         self.cross_attention_layers != regular or self.num_layers % self.group_size):
@@ -201,10 +196,10 @@ class DecoderLayer(nn.Module):
 
 
 def cross_attention_block(cfg: DecoderConfig, name: str) -> nn.Module:
-  """A gated cross-attention block of the decoder, rematerialised as `cfg.layer_remat` says. Its attention
+  """A gated cross-attention block of the decoder, rematerialised as `cfg.remat_policy` says. Its attention
   probabilities drop at `attention_dropout_rate`, as the self-attention's (OPT: 0), so that the attention
   kernels run (none drops probabilities; `dropout_rate` > 0 here would force the reference path)."""
-  block_class = scan.remat(cross_attention.GatedCrossAttention, cfg.layer_remat, static_argnums=(5,))
+  block_class = remat.remat(cross_attention.GatedCrossAttention, cfg.remat_policy, static_argnums=(5,))
   return block_class(cfg.hidden_size, cfg.cross_attention_heads or cfg.num_heads,
                      cfg.cross_attention_ffn_dim or cfg.ffn_dim, cfg.activation, cfg.attention_dropout_rate,
                      cfg.gate_init,
@@ -225,7 +220,7 @@ class LayerGroup(nn.Module):
     """visual_tokens: the video to project (None: read the cached projection, if any). Returns the new
     hidden states and this group's new cache (its cross-attention entry only when the video was given)."""
     cfg = self.config
-    layer_class = scan.remat(DecoderLayer, cfg.layer_remat, static_argnums=(5,))
+    layer_class = remat.remat(DecoderLayer, cfg.remat_policy, static_argnums=(5,))
     new_cache = None if cache is None else {"self_attention": {}, "cross_attention": None}
     for j in range(cfg.group_size):
       layer_cache = None if cache is None else cache["self_attention"][f"layers_{j}"]
@@ -271,7 +266,7 @@ class Decoder(nn.Module):
       self.layers = scan.scanned(LayerGroup, cfg.num_groups, in_axes=(1,) + (nn.broadcast,) * 5, out_axes=1)(
           cfg, name="layers")
     else:
-      layer_class = scan.remat(DecoderLayer, cfg.layer_remat, static_argnums=(5,))
+      layer_class = remat.remat(DecoderLayer, cfg.remat_policy, static_argnums=(5,))
       self.layers = [layer_class(cfg, name=f"layers_{i}") for i in range(cfg.num_layers)]
       self.cross_attention = {i: cross_attention_block(cfg, f"cross_attention_{i}")
                               for i in cfg.cross_attention_layers}

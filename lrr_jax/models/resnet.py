@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from lrr_jax.models import layers
+from lrr_jax.models import remat
 from lrr_jax.models import scan
 
 Array = jax.Array
@@ -40,10 +41,10 @@ class ResNetConfig:
   param_dtype: str = "float32"
   # The blocks after the first of each stage (all of one shape) as one scan, stacked as `stage_<s>_blocks`.
   scan_layers: bool = False
-  remat_policy: str = "none"  # of each residual block (`scan.REMAT_POLICIES`)
+  remat_policy: str = "none"  # of each residual block (`remat.POLICIES`)
 
   def __post_init__(self):
-    scan.check_policy(self.remat_policy, "ResNetConfig.remat_policy")
+    remat.check_policy(self.remat_policy, "ResNetConfig.remat_policy")
     if self.norm not in ("batch", "group"):
       raise ValueError(f"ResNetConfig.norm={self.norm!r}; expected 'batch' or 'group'.")
     last = len(self.stage_sizes) + 1
@@ -172,7 +173,7 @@ class ResNet(nn.Module):
     x = nn.relu(ConvNorm(cfg, cfg.width, 7, 2, name="stem", training=self.training)(images.astype(jnp.dtype(cfg.dtype))))
     if cfg.stem_pool:
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
-    block_class = scan.remat(ResidualBlock, cfg.remat_policy)
+    block_class = remat.remat(ResidualBlock, cfg.remat_policy)
     for stage, num_blocks in enumerate(cfg.stage_sizes[:cfg.num_stages]):
       features = cfg.width * 2 ** stage
       x, _ = block_class(cfg, features, 2 if stage > 0 else 1, self.training, name=f"stage_{stage}_block_0")(x)

@@ -1,18 +1,10 @@
-"""Repeated layers as one `nn.scan` (one traced body, parameters stacked on a leading `layers` axis) and the
-rematerialisation policies, shared by the decoder, the video encoder and the ResNet.
+"""Repeated layers as one `nn.scan` (one traced body, parameters stacked on a leading `layers` axis), shared by
+the decoder, the video encoder and the ResNet (their remat policies: `remat.py`).
 
 `model.scan_layers` turns the Python loops into scans: the HLO holds one copy of the repeated body, so large
 models compile several times faster. Stacked parameters carry the logical axis `layers`, which the
 partitioning rules map to no mesh axis. `stack` / `unstack` move parameter trees between the two layouts
 (converters, checkpoints of the other layout).
-
-`model.remat_policy` says what the backward pass keeps of each repeated block's forward pass:
-- "none": everything (no rematerialisation; fastest, most memory);
-- "minimal": the outputs of matrix multiplications without batch dimensions (projections, FFN), recomputing
-  the rest (attention scores, norms, activations);
-- "full": only the block's inputs; the whole block is recomputed;
-- "offload": as minimal, but the saved products live in host memory (`pinned_host`) until the backward pass
-  (TPU and GPU; XLA:CPU has no host memory space to offload to).
 """
 from typing import Any, Sequence
 
@@ -20,29 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-REMAT_POLICIES = ("none", "minimal", "full", "offload")
 LAYERS_AXIS = "layers"  # logical axis of stacked parameters
-
-
-def check_policy(policy: str, where: str) -> None:
-  if policy not in REMAT_POLICIES:
-    raise ValueError(f"{where}={policy!r}; expected one of {REMAT_POLICIES}.")
-
-
-def checkpoint_policy(policy: str) -> Any:
-  """The `jax.checkpoint` policy of a `remat_policy` name other than 'none'."""
-  policies = jax.checkpoint_policies
-  return {"minimal": policies.dots_with_no_batch_dims_saveable,
-          "full": policies.nothing_saveable,
-          "offload": policies.offload_dot_with_no_batch_dims("device", "pinned_host")}[policy]
-
-
-def remat(module_class: type[nn.Module], policy: str, static_argnums: Sequence[int] = ()) -> type[nn.Module]:
-  """`module_class` rematerialised under `policy` ('none': itself). static_argnums count `self` as 0."""
-  if policy == "none":
-    return module_class
-  return nn.remat(module_class, policy=checkpoint_policy(policy), static_argnums=tuple(static_argnums),
-                  prevent_cse=False)  # inside a scan CSE cannot merge iterations; outside it costs little
 
 
 def scanned(module_class: type[nn.Module], length: int, in_axes: Any, out_axes: Any = 0) -> type[nn.Module]:

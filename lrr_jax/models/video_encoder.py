@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from lrr_jax.models import attention as attention_lib
 from lrr_jax.models import layers
 from lrr_jax.models import resnet
+from lrr_jax.models import remat
 from lrr_jax.models import scan
 
 Array = jax.Array
@@ -45,10 +46,10 @@ class VideoEncoderConfig:
   param_dtype: str = "float32"
   attention: str = "auto"  # space-time attention implementation (`attention.IMPLEMENTATIONS`)
   scan_layers: bool = False  # the space-time blocks as one scan (params stacked as `blocks`)
-  remat_policy: str = "none"  # of each space-time block (`scan.REMAT_POLICIES`)
+  remat_policy: str = "none"  # of each space-time block (`remat.POLICIES`)
 
   def __post_init__(self):
-    scan.check_policy(self.remat_policy, "VideoEncoderConfig.remat_policy")
+    remat.check_policy(self.remat_policy, "VideoEncoderConfig.remat_policy")
     if self.attention not in attention_lib.IMPLEMENTATIONS:
       raise ValueError(f"VideoEncoderConfig.attention={self.attention!r}; expected one of "
                        f"{attention_lib.IMPLEMENTATIONS}.")
@@ -181,7 +182,7 @@ class VideoEncoder(nn.Module):
     x = x.astype(kwargs["dtype"])
 
     time_visibility = temporal_visibility(frame_segment_ids, cfg.temporal_window)
-    block_class = scan.remat(SpaceTimeBlock, cfg.remat_policy, static_argnums=(3,))
+    block_class = remat.remat(SpaceTimeBlock, cfg.remat_policy, static_argnums=(3,))
     if cfg.scan_layers:
       x, _ = scan.scanned(block_class, cfg.num_layers, in_axes=(nn.broadcast, nn.broadcast))(
           cfg, name="blocks")(x, time_visibility, deterministic)

@@ -13,6 +13,7 @@ newer damaged steps are logged and moved aside to `<step>.damaged` (never delete
 steps again and they do not count against `max_to_keep`. Checkpoints from before digests restore with a warning.
 SIGTERM (preemption) asks the loop to save and stop.
 """
+import dataclasses
 import hashlib
 import json
 import pathlib
@@ -106,6 +107,13 @@ def fingerprint(tree: Any) -> dict[str, int]:
 
 def _iterator_hash(iterator_state: Any) -> str:
   return hashlib.sha256(json.dumps(iterator_state, sort_keys=True).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """config.checkpoint: async orbax saves under <workdir>/ckpt."""
+  every: int = 400  # steps between saves (0: at the end only)
+  keep: int = 2  # the newest checkpoints kept
 
 
 class Checkpointer:

@@ -8,31 +8,38 @@
     enabled=False (one process with N CPU devices).
 `config.batch_size` is the global batch: each process reads `batch_size / process_count` rows of it.
 """
-from typing import Any, Callable, Mapping, TypeVar
+import dataclasses
+from typing import Any, Callable, TypeVar
 
 import jax
 from jax.experimental import multihost_utils
 
 T = TypeVar("T")
-KEYS = ("enabled", "coordinator_address", "num_processes", "process_id", "local_device_count")
 
 
-def initialize(settings: Mapping[str, Any]) -> None:
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+  """config.distributed."""
+  enabled: bool = False  # join the other processes of a multi-process run
+  coordinator_address: str = ""  # "host:port" of process 0 ("": from the cluster environment)
+  num_processes: int = 0  # 0: from the cluster environment
+  process_id: int = -1  # -1: from the cluster environment
+  local_device_count: int = 0  # >0: this process's number of CPU devices
+
+
+def initialize(settings: DistributedConfig) -> None:
   """Set the CPU device count and join the run's processes, as `settings` (config.distributed) say."""
-  unknown = set(settings) - set(KEYS)
-  if unknown:
-    raise ValueError(f"Unknown config.distributed keys {sorted(unknown)}; expected {KEYS}.")
-  if settings.get("local_device_count", 0) > 0:
-    jax.config.update("jax_num_cpu_devices", int(settings["local_device_count"]))
-  if not settings.get("enabled", False):
+  if settings.local_device_count > 0:
+    jax.config.update("jax_num_cpu_devices", int(settings.local_device_count))
+  if not settings.enabled:
     return
   explicit = {}
-  if settings.get("coordinator_address"):
-    explicit["coordinator_address"] = settings["coordinator_address"]
-  if settings.get("num_processes", 0) > 0:
-    explicit["num_processes"] = int(settings["num_processes"])
-  if settings.get("process_id", -1) >= 0:
-    explicit["process_id"] = int(settings["process_id"])
+  if settings.coordinator_address:
+    explicit["coordinator_address"] = settings.coordinator_address
+  if settings.num_processes > 0:
+    explicit["num_processes"] = int(settings.num_processes)
+  if settings.process_id >= 0:
+    explicit["process_id"] = int(settings.process_id)
   jax.distributed.initialize(**explicit)  # what is not given, JAX reads from the cluster environment
 
 

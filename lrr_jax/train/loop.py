@@ -1,10 +1,12 @@
 """The train loop: sharded steps from the Grain pipeline, metrics, async checkpoints, exact resume, stops.
 
-`train(config, model, train_data, workdir, evaluate)` resumes from `<workdir>/ckpt` if it holds a checkpoint
+`train(config, model, train_data, workdir, evaluation)` (config: a `TrainConfig`) resumes from `<workdir>/ckpt` if it holds a checkpoint
 (params, optimizer state, step, RNG and the data iterator, so the batches are an uninterrupted run's), saves
 every `checkpoint.every` steps and at the end, saves and exits on SIGTERM, and stops on a non-finite loss or
-parameters before they are saved. Evaluation is handed in as a callable, so training needs nothing above it.
+parameters before they are saved. Evaluation and pretrained weights are handed in as callables, so training
+needs nothing above it.
 """
+import dataclasses
 import hashlib
 import json
 import signal
@@ -14,14 +16,11 @@ from absl import logging
 from clu import parameter_overview
 import jax
 from jax.experimental import multihost_utils
-import ml_collections
 import numpy as np
 import optax
 import tqdm
 
-from lrr_jax.convert import hf_opt
 from lrr_jax.data import files
-from lrr_jax.convert import resnet_weights
 from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
@@ -33,6 +32,35 @@ from lrr_jax.train import trainer
 
 # evaluate(variables ({"params", maybe "batch_stats"}), num_examples or None for all) -> scores by name
 Evaluate = Callable[[Any, int | None], dict[str, float]]
+# pretrained(variables) -> the fresh variables with pretrained weights inserted (the entry point reads them)
+Pretrained = Callable[[dict[str, Any]], dict[str, Any]]
+
+# The sections, by names that the fields of the same names do not shadow.
+OptimizerConfig, MeshConfig = trainer.OptimizerConfig, partitioning.MeshConfig
+CheckpointConfig, ProfileConfig = checkpoint.CheckpointConfig, profiling.ProfileConfig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+  """What the loop reads of a run config (`lrr_jax.run_config.RunConfig` is one)."""
+  seed: int = 0  # initialisation, dropout and data order
+  batch_size: int = 16  # global: each of P processes batches batch_size / P rows
+  grad_accum_steps: int = 1  # >1: the batch in this many micro-batches (same update, less memory)
+  num_steps: int = 1400  # updates in all
+  log_every: int = 50  # steps between logged train metrics
+  peak_flops_per_device: float = 0.0  # bf16 peak FLOP/s for MFU (0: from the device kind)
+  optimizer: OptimizerConfig = OptimizerConfig()
+  mesh: MeshConfig = MeshConfig()
+  checkpoint: CheckpointConfig = CheckpointConfig()
+  profile: ProfileConfig = ProfileConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class PeriodicEvaluation:
+  """Evaluation during training: `evaluate` every `every` steps (0: never) on `num_examples` records (0: all)."""
+  evaluate: Evaluate
+  every: int = 0
+  num_examples: int = 0
 
 params_norm = jax.jit(optax.tree.norm)  # jitted: op by op, the first call costs seconds on a CPU
 
@@ -66,20 +94,13 @@ def stop_not_finite(what: str, checkpointer: checkpoint.Checkpointer, state: Any
   raise FloatingPointError(f"{what}; stopped, {kept}. Lower config.optimizer.lr or raise clip_norm.")
 
 
-def initial_state(config: ml_collections.ConfigDict, init: Callable[..., Any], shardings: Any) -> Any:
-  """A fresh train state; with `config.model.init_from`, its decoder is the local Hugging Face OPT's; with
-  `config.model.video.static_init_from` / `motion_init_from`, that video stream's params are the pretrained
-  ResNet's, and so are its BatchNorm running statistics (`batch_stats`)."""
-  state = init(jax.random.key(config.seed))
-  params = state.params
-  if config.model.get("init_from"):
-    layout = lrr.config_from_dict(config.model.to_dict()).decoder  # scanned or not, as the run's params
-    scanned = dict(scan_layers=True, cross_attention_layers=layout.cross_attention_layers)
-    _, pretrained = hf_opt.load_hf_opt(config.model.init_from, **(scanned if layout.scan_layers else {}))
-    logging.info("Decoder initialised from %s", config.model.init_from)
-    params = hf_opt.insert_pretrained(params, pretrained)
-  variables = resnet_weights.insert_pretrained_backbones(
-      {"params": params, "batch_stats": state.batch_stats}, config)
+def initial_state(seed: int, init: Callable[..., Any], shardings: Any, pretrained: Pretrained | None = None) -> Any:
+  """A fresh train state from `seed`, its variables passed through `pretrained` (e.g. a pretrained decoder
+  or video streams inserted: `lrr_jax.run_objects.insert_pretrained`)."""
+  state = init(jax.random.key(seed))
+  if pretrained is None:
+    return state
+  variables = pretrained({"params": state.params, "batch_stats": state.batch_stats})
   if variables["params"] is state.params and variables["batch_stats"] is state.batch_stats:
     return state
   return state.replace(params=jax.device_put(variables["params"], shardings.params),
@@ -94,13 +115,13 @@ def params_checksum(params: Any) -> str:
   return digest.hexdigest()
 
 
-def evaluate_during_training(config: ml_collections.ConfigDict, evaluate: Evaluate, variables: Any, step: int,
+def evaluate_during_training(evaluation: PeriodicEvaluation, num_steps: int, variables: Any, step: int,
                              writer: metrics_lib.MetricWriter) -> bool:
-  """Every `config.eval.every` steps (0: never), the task's scores on `config.eval.num_examples` test records
-  (0: all), as `eval/<metric>` in TensorBoard and metrics.jsonl. Returns whether it evaluated."""
-  if not config.eval.get("every", 0) or step % config.eval.every or step == config.num_steps:
+  """Every `evaluation.every` steps (0: never) before the last, the task's scores on `evaluation.num_examples`
+  test records (0: all), as `eval/<metric>` in TensorBoard and metrics.jsonl. Returns whether it evaluated."""
+  if not evaluation.every or step % evaluation.every or step == num_steps:
     return False
-  scores = evaluate(variables, config.eval.get("num_examples", 0) or None)
+  scores = evaluation.evaluate(variables, evaluation.num_examples or None)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in scores.items()})
   logging.info("Step %d eval: %s", step, ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
   return True
@@ -109,14 +130,14 @@ def evaluate_during_training(config: ml_collections.ConfigDict, evaluate: Evalua
 class Throughput:
   """Step time (the first, compiling, step and evaluations excluded), tokens/s, TFLOP/s per device and MFU."""
 
-  def __init__(self, config: ml_collections.ConfigDict, model: lrr.LRRModel, example: dict[str, Any]):
+  def __init__(self, config: TrainConfig, model: lrr.LRRModel, example: dict[str, Any]):
     self.batch_size, self.timer = config.batch_size, throughput.StepTimer()
     frames, height, width = example["video"].shape[1:4]
     self.model_flops = throughput.analytic_train_flops(model.config, config.batch_size, example["inputs"].shape[1],
                                                        frames, height, width) / jax.device_count()
     self.flops = None
     kind = jax.devices()[0].device_kind
-    self.peak = throughput.peak_flops_per_device(kind, config.get("peak_flops_per_device", 0.0))
+    self.peak = throughput.peak_flops_per_device(kind, config.peak_flops_per_device)
     if self.peak is None:
       logging.info("No peak FLOP/s known for device kind %r: MFU is not reported (set "
                    "config.peak_flops_per_device to report it).", kind)
@@ -143,10 +164,12 @@ def _log_step(writer, progress, step: int, metrics, speed: dict[str, float]) -> 
   writer.write_scalars(step, {**{k: v for k, v in metrics.items() if k != "num_tokens"}, **speed})
 
 
-def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: Any, workdir: Any,
-          evaluate: Evaluate | None = None, preemption: Preemption | None = None) -> tuple[Any, dict[str, float]]:
+def train(config: TrainConfig, model: lrr.LRRModel, train_data: Any, workdir: Any,
+          evaluation: PeriodicEvaluation | None = None, preemption: Preemption | None = None,
+          pretrained: Pretrained | None = None) -> tuple[Any, dict[str, float]]:
   """Sharded training with async checkpoints; resumes from <workdir>/ckpt (local or gs://); SIGTERM on any
-  process saves the same step everywhere and stops (`SystemExit`).
+  process saves the same step everywhere and stops (`SystemExit`). A fresh start's variables pass through
+  `pretrained`.
 
   Returns the final train state and the last logged metrics.
   """
@@ -154,20 +177,20 @@ def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: An
   preemption = preemption or Preemption()
   optimizer = trainer.make_optimizer(config.optimizer)
   example = {k: v for k, v in next(iter(train_data)).items() if k != "record_index"}
-  mesh = partitioning.make_mesh(config.mesh.to_dict())
+  mesh = partitioning.make_mesh(config.mesh.shape())
   init, step_fn, shardings = trainer.make_sharded_training(
       model, optimizer, trainer.learning_rate_schedule(config.optimizer), example, mesh,
-      partitioning.rules_from_config(config.mesh.get("rules")), config.grad_accum_steps)
+      partitioning.rules_from_config(config.mesh.rules), config.grad_accum_steps)
   data = iter(train_data)
   checkpointer = checkpoint.Checkpointer(workdir / "ckpt", config.checkpoint.every, config.checkpoint.keep)
   abstract = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(config.seed)), shardings)
   state = checkpointer.restore(abstract, data)
   start = 0 if state is None else int(state.step)
-  state = initial_state(config, init, shardings) if state is None else state
+  state = initial_state(config.seed, init, shardings, pretrained) if state is None else state
   logging.info("Parameters:\n%s", parameter_overview.get_parameter_overview(state.params, include_stats=False))
   writer = metrics_lib.MetricWriter(workdir)
   speed = Throughput(config, model, example)
-  profiler = profiling.StepProfiler(config.get("profile"), workdir)
+  profiler = profiling.StepProfiler(config.profile, workdir)
   progress = tqdm.trange(start, config.num_steps, initial=start, total=config.num_steps, desc="train", unit="step")
   metrics = {}
   batch_log = workdir / distributed.process_file_name("batches.jsonl")  # this process's rows, every step
@@ -203,7 +226,8 @@ def train(config: ml_collections.ConfigDict, model: lrr.LRRModel, train_data: An
       checkpointer.close()
       writer.close()
       raise SystemExit(f"SIGTERM: saved step {step + 1} to {checkpointer.directory}; exiting.")
-    if evaluate is not None and evaluate_during_training(config, evaluate, state.variables, step + 1, writer):
+    if evaluation is not None and evaluate_during_training(evaluation, config.num_steps, state.variables, step + 1,
+                                                           writer):
       speed.timer.restart(step + 1)  # step time excludes evaluations
   profiler.stop(state)
   files.append_lines(batch_log, logged)

@@ -9,6 +9,7 @@ The mesh is laid out by the topology: `data`, `fsdp`, `tensor` are the sizes wit
 `mesh_utils.create_device_mesh` maps them onto the physical torus), `dcn_data`, `dcn_fsdp`, `dcn_tensor` the
 sizes across slices (DCN), so a multi-slice run keeps its fast axes inside each slice, as MaxText does.
 """
+import dataclasses
 import math
 from typing import Any, Callable, Sequence
 
@@ -19,6 +20,22 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """config.mesh: the mesh's axis sizes and the logical-axis rules."""
+  data: int = -1  # within a slice; one of data, fsdp, tensor may be -1: the devices left
+  fsdp: int = 1  # parameters and optimizer state sharded over this axis
+  tensor: int = 1  # heads, MLP and vocabulary sharded over this axis
+  dcn_data: int = 1  # across slices (multi-slice)
+  dcn_fsdp: int = 1  # across slices
+  dcn_tensor: int = 1  # across slices
+  rules: tuple = ()  # (logical axis, mesh axes) pairs; (): DEFAULT_RULES
+
+  def shape(self) -> dict[str, int]:
+    """The axis sizes, as `make_mesh` and `mesh_sizes` take them."""
+    return {k: v for k, v in dataclasses.asdict(self).items() if k != "rules"}
 BATCH_AXES = ("data", "fsdp")
 DEFAULT_RULES = (
     ("activation_batch", BATCH_AXES),

@@ -5,6 +5,7 @@ Perfetto or XProf read them).
 state from step S to S + 1 first; N = 0: off). Process 0 traces its host; with a gs:// workdir the trace is
 written locally and copied up when it stops (the profiler writes through the local filesystem).
 """
+import dataclasses
 import hashlib
 import os
 from typing import Any
@@ -15,16 +16,19 @@ import jax
 from lrr_jax.data import files
 
 
+@dataclasses.dataclass(frozen=True)
+class ProfileConfig:
+  """config.profile."""
+  start_step: int = 10  # the first update traced
+  num_steps: int = 0  # updates traced (0: no trace)
+
+
 class StepProfiler:
   """Start a trace before step `start_step` and stop it after `num_steps` steps; call `before(step)` ahead of
   each step and `after(step, outputs)` when it is dispatched (the trace waits for `outputs`)."""
 
-  def __init__(self, profile: Any, workdir: files.PathLike):
-    profile = dict(profile or {})
-    unknown = sorted(set(profile) - {"start_step", "num_steps"})
-    if unknown:
-      raise ValueError(f"Unknown key(s) {unknown} in config.profile; expected start_step and num_steps.")
-    self.start, self.count = int(profile.get("start_step", 0)), int(profile.get("num_steps", 0))
+  def __init__(self, profile: ProfileConfig, workdir: files.PathLike):
+    self.start, self.count = int(profile.start_step), int(profile.num_steps)
     if self.start < 0 or self.count < 0:
       raise ValueError(f"config.profile start_step={self.start} and num_steps={self.count} must be >= 0.")
     self.destination = files.as_path(workdir) / "profile"

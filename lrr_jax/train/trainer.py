@@ -8,6 +8,7 @@ BatchNorm: a model with BatchNorm backbones (`norm="batch"`) normalises with the
 unless a backbone has `train_batch_norm` (then training normalises with batch statistics and updates them);
 its scale and bias train like any parameter.
 """
+import dataclasses
 import re
 from typing import Any, Callable
 
@@ -15,7 +16,6 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from lrr_jax.models import lrr
@@ -43,14 +43,28 @@ def model_variables(params: Any, batch_stats: Any) -> dict[str, Any]:
   return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """config.optimizer: AdamW after global-norm clipping, on a warmup-cosine schedule."""
+  lr: float = 1e-3  # the peak learning rate
+  warmup_steps: int = 50  # linear warmup from 0 to lr
+  total_steps: int = 1400  # the cosine reaches lr * final_fraction here (a config sets it to num_steps)
+  final_fraction: float = 0.05  # the last learning rate, as a fraction of lr
+  clip_norm: float = 1.0  # gradients clipped to this global norm
+  b1: float = 0.9  # Adam's first-moment decay
+  b2: float = 0.98  # Adam's second-moment decay
+  weight_decay: float = 0.01  # AdamW's decoupled weight decay
+  trainable: tuple[str, ...] = ()  # regexes over '/'-joined param paths; () trains all
+
+
+def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
   """Linear warmup to `lr`, then cosine decay to `lr * final_fraction` at `total_steps`."""
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=config.lr, warmup_steps=config.warmup_steps,
       decay_steps=max(config.total_steps, config.warmup_steps + 1), end_value=config.lr * config.final_fraction)
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
   """Global-norm clipping, then AdamW with the schedule (`config` is the `optimizer` section).
 
   `config.trainable` (regular expressions over '/'-joined parameter paths, e.g. 'cross_attention_|video_encoder/')
@@ -59,7 +73,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   adamw = optax.chain(
       optax.clip_by_global_norm(config.clip_norm),
       optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2, weight_decay=config.weight_decay))
-  patterns = tuple(config.get("trainable", ()) or ())
+  patterns = tuple(config.trainable)
   if not patterns:
     return adamw
   return optax.multi_transform({"train": adamw, "freeze": optax.set_to_zero()},

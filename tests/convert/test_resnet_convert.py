@@ -260,9 +260,21 @@ def lrr_run_config(streams):
 
 
 def lrr_model(config):
-  from lrr_jax import experiment  # pylint: disable=g-import-not-at-top
+  from lrr_jax import run_objects  # pylint: disable=g-import-not-at-top
   from lrr_jax.models import lrr  # pylint: disable=g-import-not-at-top
-  return lrr.LRRModel(experiment.model_config(config))
+  return lrr.LRRModel(run_objects.model_config(typed(config)))
+
+
+def typed(config):
+  from lrr_jax import run_config  # pylint: disable=g-import-not-at-top
+  return run_config.RunConfig.from_config_dict(config)
+
+
+def insert_backbones(variables, config):
+  """`resnet_weights.insert_pretrained_backbones` with the checkpoints and video encoder `config` names."""
+  model = typed(config).model
+  return resnet_weights.insert_pretrained_backbones(
+      variables, {s: model.stream_init_from(s) for s in resnet_weights.STREAMS}, model.architecture().video)
 
 
 def example_batch() -> dict[str, np.ndarray]:
@@ -277,15 +289,16 @@ def converted(streams, model, stream: str) -> dict:
 
 
 def test_initial_state_starts_the_video_streams_from_the_checkpoints(streams):
+  from lrr_jax import run_objects  # pylint: disable=g-import-not-at-top
   from lrr_jax.train import loop, partitioning, trainer  # pylint: disable=g-import-not-at-top
-  config = lrr_run_config(streams)
-  model = lrr_model(config)
+  config = typed(lrr_run_config(streams))
+  model = lrr_model(lrr_run_config(streams))
   optimizer = trainer.make_optimizer(config.optimizer)
   init, _, shardings = trainer.make_sharded_training(
       model, optimizer, trainer.learning_rate_schedule(config.optimizer), example_batch(),
-      partitioning.make_mesh(config.mesh.to_dict()), partitioning.DEFAULT_RULES)
+      partitioning.make_mesh(config.mesh.shape()), partitioning.DEFAULT_RULES)
   fresh = flax.traverse_util.flatten_dict(init(jax.random.key(config.seed)).params)
-  state = loop.initial_state(config, init, shardings)
+  state = loop.initial_state(config.seed, init, shardings, lambda v: run_objects.insert_pretrained(config, v))
 
   for stream, (_, torch_model) in streams.items():
     ours = state.params["video_encoder"][f"{stream}_stream"]
@@ -307,8 +320,7 @@ def test_both_collections_are_filled_and_boxes_kept(streams):
   batch = example_batch()
   abstract = jax.eval_shape(model.init, jax.random.key(0), batch["inputs"], batch["positions"],
                             batch["segment_ids"], batch["frame_index"], batch["video"])
-  variables = resnet_weights.insert_pretrained_backbones(
-      jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract), config)
+  variables = insert_backbones(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract), config)
   for stream in streams:
     expected = converted(streams, model, stream)
     for collection in ("params", "batch_stats"):
@@ -324,11 +336,11 @@ def test_stream_errors_name_the_config_key(streams):
   config.model.video.motion_init_from = config.model.video.static_init_from  # width 8 for a width-4 stream
   with pytest.raises(WeightsFileError, match=r"^config.model.video.motion_init_from: .*static.* holds a ResNet-6 "
                      r"\(.*width 8\), but the model's backbone is a ResNet-6 \(.*width 4\)"):
-    resnet_weights.insert_pretrained_backbones({}, config)
+    insert_backbones({}, config)
   config.model.video.coordinate_channels = True
   with pytest.raises(ValueError, match=r"config.model.video.static_init_from is set with "
                      r"config.model.video.coordinate_channels=True"):
-    resnet_weights.insert_pretrained_backbones({}, config)
+    insert_backbones({}, config)
 
 
 @pytest.mark.parametrize("layout", ["Hugging Face", "torchvision"])

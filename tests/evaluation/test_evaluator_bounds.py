@@ -3,19 +3,20 @@ runs; `should_stop` ends it after a batch with the scores of the records done, m
 import pytest
 
 from lrr_jax.evaluation import evaluator as evaluator_lib
-from lrr_jax import experiment
+from lrr_jax import run_inference
+from lrr_jax import run_records
 
 
 @pytest.fixture(scope="module")
 def run(tiny_run):
-  return experiment.load_run(tiny_run[0])
+  return run_records.load_run(tiny_run[0])
 
 
 def make_evaluator(run, max_length: int = 192, max_new_tokens: int = 12, **kwargs) -> evaluator_lib.Evaluator:
   config = run.config
-  return evaluator_lib.Evaluator(run.model, run.tokenizer, experiment.test_source(run), config.data.dataset,
+  return evaluator_lib.Evaluator(run.model, run.tokenizer, run_inference.test_source(run), config.data.dataset,
                                  config.data.variant, max_length, max_new_tokens, batch_size=2,
-                                 frames=experiment.video_shape(config), **kwargs)
+                                 frames=config.video_shape(), **kwargs)
 
 
 def test_a_budget_past_the_positions_is_an_error_at_construction(run):

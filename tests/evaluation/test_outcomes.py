@@ -3,7 +3,9 @@ eval_examples.jsonl reads back what was written, with errors naming the file and
 import numpy as np
 import pytest
 
-from lrr_jax import experiment
+from lrr_jax import run_inference
+from lrr_jax import run_objects
+from lrr_jax import run_records
 from lrr_jax.data import rationales
 from lrr_jax.evaluation import evaluator as evaluator_lib
 from lrr_jax.evaluation import outcomes
@@ -43,15 +45,15 @@ def test_per_record_cells_average_to_the_cater_scores():
 
 
 def test_the_evaluator_gives_each_records_scores_and_they_average_to_its_scores(tiny_run):
-  run = experiment.load_run(tiny_run[0])
-  evaluator = experiment.make_evaluator(run.config, run.model, experiment.test_source(run), run.tokenizer)
+  run = run_records.load_run(tiny_run[0])
+  evaluator = run_objects.make_evaluator(run.config, run.model, run_inference.test_source(run), run.tokenizer)
   evaluation = evaluator.evaluate(run.variables, num_examples=3)
   assert [line["index"] for line in evaluation.examples] == [0, 1, 2]
   assert [line["response"] for line in evaluation.examples] == evaluation.responses
   per_record = {name: outcomes.metric_values(evaluation.examples, name)[1]
                 for name in ("top1", "top1_ranked", "top5", "l1", "well_formed")}
   assert_means_are_the_scores(per_record, evaluation.scores)
-  source = experiment.test_source(run)
+  source = run_inference.test_source(run)
   labels = [int(source[i]["label"]) for i in range(3)]
   assert per_record["top1"].tolist() == [  # against the answers read from the responses
       float(evaluator_lib.cater_eval.parse_cell(rationales.parse_response(r).answer) == label)

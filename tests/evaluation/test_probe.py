@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from lrr_jax import experiment
+from lrr_jax import run_records
 from lrr_jax.data import encoding
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.worlds import cater
@@ -59,7 +59,7 @@ def test_the_probe_command_on_the_tiny_run(tiny_run, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   table = json.loads(output.read_text())
   assert table["probe_train_records"] == 3 and table["probe_test_records"] == 1 and table["records"] == 4
-  num_frames = experiment.load_run(workdir).config.world.num_frames
+  num_frames = run_records.load_run(workdir).config.video_shape()[0]
   for name in ("encoder_mean", "encoder_grid", "static_grid", "decoder_hidden"):
     assert table[name]["test"] == num_frames and table[name]["train"] == 3 * num_frames, name
     assert 0.0 <= table[name]["accuracy"] <= 1.0

@@ -73,7 +73,7 @@ def test_cached_decoding_of_left_padded_rows_matches_full_forward(hf_checkpoint)
 
 def test_remat_gives_the_same_logits_and_gradients():
   model, params = tiny_decoder()
-  remat_model = decoder_lib.Decoder(dataclasses.replace(model.config, remat=True))
+  remat_model = decoder_lib.Decoder(dataclasses.replace(model.config, remat_policy="full"))
   tokens = np.random.default_rng(2).integers(0, 512, (2, 8))
   positions, segments = np.broadcast_to(np.arange(8), (2, 8)), np.ones((2, 8), int)
 

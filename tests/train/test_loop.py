@@ -6,7 +6,8 @@ import jax
 import numpy as np
 
 from configs import cater
-from lrr_jax import experiment
+from lrr_jax import run_config
+from lrr_jax import run_objects
 from lrr_jax.train import loop
 from lrr_jax.train import throughput
 
@@ -18,15 +19,17 @@ def test_train_loop_evaluates_through_its_callable_and_resumes(tmp_path):
   config.checkpoint.every = 2
   config.eval.update(every=2, num_examples=3)
   config.update(peak_flops_per_device=2e11, profile=dict(start_step=1, num_steps=1))
-  train_data, _, tokenizer = experiment.build_data(config, tmp_path)
-  model = experiment.make_model(config, tokenizer)
+  config = run_config.RunConfig.from_config_dict(config)
+  train_data, _, tokenizer = run_objects.build_data(config, tmp_path)
+  model = run_objects.make_model(config, tokenizer)
   calls = []
 
   def evaluate(params, num_examples):
     calls.append((jax.tree.structure(params), num_examples))
     return {"top1": 0.25}
 
-  state, metrics = loop.train(config, model, train_data, tmp_path, evaluate)
+  evaluation = loop.PeriodicEvaluation(evaluate, config.eval.every, config.eval.num_examples)
+  state, metrics = loop.train(config, model, train_data, tmp_path, evaluation)
   assert int(state.step) == 3 and np.isfinite(metrics["loss"])
   assert [count for _, count in calls] == [3]  # at step 2 only: the final evaluation is the caller's
   assert calls[0][0] == jax.tree.structure(state.variables)  # what the model is applied with
@@ -36,7 +39,7 @@ def test_train_loop_evaluates_through_its_callable_and_resumes(tmp_path):
   check_throughput(lines, config, model)
   assert list((tmp_path / "profile").glob("plugins/profile/*/*.xplane.pb"))  # step 2's trace
 
-  resumed, _ = loop.train(config, model, train_data, tmp_path, evaluate)  # nothing left to do
+  resumed, _ = loop.train(config, model, train_data, tmp_path, evaluation)  # nothing left to do
   assert int(resumed.step) == 3 and len(calls) == 1
   assert loop.params_checksum(resumed.params) == loop.params_checksum(state.params)
 
@@ -50,7 +53,7 @@ def check_throughput(lines, config, model) -> None:
   for row in (rows[2], rows[3]):
     assert row["tokens_per_s"] > 0 and row["examples_per_s"] == config.batch_size / row["step_time_s"]
     flops = row["tflops_per_device"] * 1e12 * row["step_time_s"]
-    frames, resolution = experiment.video_shape(config)
+    frames, resolution = config.video_shape()
     model_flops = throughput.analytic_train_flops(model.config, config.batch_size, config.data.max_length,
                                                   frames, resolution, resolution)
     assert 0.9 * model_flops <= flops < 3 * model_flops

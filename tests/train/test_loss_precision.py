@@ -4,14 +4,13 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from lrr_jax.models import lrr
 from lrr_jax.train import trainer
 
-OPTIMIZER = ml_collections.ConfigDict(dict(lr=3e-3, warmup_steps=1, total_steps=10, final_fraction=0.1,
-                                           clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01))
+OPTIMIZER = trainer.OptimizerConfig(lr=3e-3, warmup_steps=1, total_steps=10, final_fraction=0.1,
+                                   clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01)
 
 
 def batch():

@@ -1,14 +1,15 @@
 """The pure train step: it learns a fixed batch, and the same seed gives the same run."""
+import dataclasses
+
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
 from lrr_jax.models import lrr
 from lrr_jax.train import trainer
 
-OPTIMIZER = ml_collections.ConfigDict(dict(lr=3e-3, warmup_steps=2, total_steps=30, final_fraction=0.1,
-                                           clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01))
+OPTIMIZER = trainer.OptimizerConfig(lr=3e-3, warmup_steps=2, total_steps=30, final_fraction=0.1,
+                                   clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01)
 
 
 def fixed_batch():
@@ -117,7 +118,7 @@ def test_gradient_accumulation_gives_the_whole_batch_update():
 def test_freezing_by_path_patterns_trains_only_the_matches():
   import flax  # pylint: disable=g-import-not-at-top
   import pytest  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict(dict(OPTIMIZER.to_dict(), trainable=("cross_attention_", "video_encoder/")))
+  config = dataclasses.replace(OPTIMIZER, trainable=("cross_attention_", "video_encoder/"))
   before, after, _ = one_step(config)
   flat_before = flax.traverse_util.flatten_dict(before.params, sep="/")
   flat_after = flax.traverse_util.flatten_dict(after.params, sep="/")
@@ -125,7 +126,7 @@ def test_freezing_by_path_patterns_trains_only_the_matches():
   assert trained and all("cross_attention_" in k or k.startswith("video_encoder/") for k in trained)
   assert not any(k.startswith("decoder/layers_") for k in trained)
   with pytest.raises(ValueError, match="'cross_atention' matches no parameter"):
-    one_step(ml_collections.ConfigDict(dict(OPTIMIZER.to_dict(), trainable=("cross_atention",))))
+    one_step(dataclasses.replace(OPTIMIZER, trainable=("cross_atention",)))
 
 
 def batch_norm_model(train_batch_norm: bool = False) -> lrr.LRRModel:
