@@ -134,3 +134,18 @@ def write_something_else_release(directory: pathlib.Path) -> None:
       boxes[vid] = frames
   (directory / "annotations" / "labels.json").write_text(json.dumps(labels))
   (directory / "annotations" / "bounding_box_smthsmth_part1.json").write_text(json.dumps(boxes))
+
+
+def write_audio(path: pathlib.Path, seconds: float = 0.5, rate: int = 16000) -> None:
+  """An audio-only file (AAC silence; the container from the suffix, e.g. .mp4)."""
+  import av  # pylint: disable=g-import-not-at-top
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream("aac", rate=rate)
+    for i in range(int(seconds * rate) // 1024):
+      frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+      frame.sample_rate, frame.pts = rate, i * 1024
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)

@@ -120,6 +120,10 @@ def test_cater_release_reads_videos_scenes_and_labels(cater_release, tmp_path):
 @pytest.mark.parametrize("damage,message", [
     (lambda m: (m / "videos" / "CLEVR_new_000002.avi").unlink(), "CLEVR_new_000002.avi is missing"),
     (lambda m: (m / "videos" / "CLEVR_new_000001.avi").write_bytes(b"\0" * 64), "cannot be decoded"),
+    (lambda m: release_fixtures.write_video(m / "videos" / "CLEVR_new_000001.avi", np.zeros((1, 32, 32, 3), np.uint8)),
+     r"CLEVR_new_000001.avi has 1 frame, fewer than the 8 needed"),
+    (lambda m: release_fixtures.write_audio(m / "videos" / "CLEVR_new_000001.avi"),
+     r"CLEVR_new_000001.avi has no video stream"),
     (lambda m: (m / "lists" / "localize" / "val.txt").write_text("CLEVR_new_000100.avi 99\n"),
      r"val.txt:1: expected '<video> <class in 0..35>'"),
     (lambda m: (m / "scenes" / "CLEVR_new_000003.json").write_text('{"objects": []}'),
@@ -166,6 +170,9 @@ def test_star_release_turns_situation_graphs_into_rationales(tmp_path):
 @pytest.mark.parametrize("damage,message", [
     (lambda m: (m / "STAR_val.json").unlink(), "STAR_val.json is missing"),
     (lambda m: (m / "videos" / "XYZ34.mp4").unlink(), "XYZ34.mp4 is missing"),
+    (lambda m: release_fixtures.write_audio(m / "videos" / "XYZ34.mp4"), r"XYZ34.mp4 has no video stream"),
+    (lambda m: release_fixtures.write_video(m / "videos" / "XYZ34.mp4", np.zeros((16, 32, 32, 3), np.uint8)),
+     r"XYZ34.mp4 has \d frames? between [\d.]+s and [\d.]+s, fewer than the 6 needed"),
     (lambda m: (m / "STAR_train.json").write_text(
         (m / "STAR_train.json").read_text().replace('"answer": "The book."', '"answer": "A hat."')),
      r"question 1 \(Sequence_T2_7\) is malformed"),

@@ -20,7 +20,6 @@ import re
 import numpy as np
 
 from lrr_jax.data import files
-from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
 from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
@@ -89,9 +88,8 @@ class Cater(release.ReleaseBuilder):
   def _generate_examples(self, manual: pathlib.Path, entries: list[tuple[str, int]]):
     cfg = self.builder_config
     for video, label in entries:
-      all_frames, _ = video_files.decode_video(manual / "videos" / video, cfg.resolution)
-      kept = frame_sampling.evenly_spaced(len(all_frames), cfg.num_frames)
-      frames = np.stack([all_frames[i] for i in kept])
+      clip = video_files.sample_video(manual / "videos" / video, cfg.resolution, cfg.num_frames)
+      kept, frames = clip.kept, clip.frames
       scene_file = manual / "scenes" / f"{pathlib.Path(video).stem}.json"
       scene = files.read_json(scene_file, dict) if scene_file.is_file() else None
       try:

@@ -16,7 +16,6 @@ import pathlib
 import numpy as np
 
 from lrr_jax.data import files
-from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
 from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files
@@ -93,13 +92,12 @@ class Star(release.ReleaseBuilder):
       source = f"{path} question {index} ({question.get('question_id', '?')})"
       try:
         start, end = float(question["start"]), float(question["end"])
-        frames, fps = video_files.decode_video(manual / "videos" / f"{question['video_id']}.mp4", cfg.resolution,
-                                               start, end)
-        kept = frame_sampling.evenly_spaced(len(frames), cfg.num_frames)
-        examples = {v: star_example(question, kept, fps, start, names, v) for v in rationales.VARIANTS}
+        clip = video_files.sample_video(manual / "videos" / f"{question['video_id']}.mp4", cfg.resolution,
+                                        cfg.num_frames, start, end)
+        examples = {v: star_example(question, clip.kept, clip.fps, start, names, v) for v in rationales.VARIANTS}
       except (KeyError, StopIteration, TypeError) as e:
         raise ValueError(f"{source} is malformed ({type(e).__name__}: {e}).") from e
       label = LETTERS.index(examples["full"].answer)
       yield question["question_id"], self.make_record(
-          np.stack([frames[i] for i in kept]), examples, label,
+          clip.frames, examples, label,
           question_type=question["question_id"].split("_")[0], video=question["video_id"])

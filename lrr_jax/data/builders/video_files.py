@@ -1,28 +1,138 @@
-"""Reading the frames of released datasets: video files (PyAV) and folders of images, with named errors."""
+"""Reading the frames of released datasets: video files (PyAV) and folders of images, with named errors.
+
+A video is read in two passes: the packets are listed without decoding (their timestamps give the clip's frame
+count and which frames to keep), then frames are decoded in order, seeking to the keyframe before each kept frame
+when one lies ahead, and only the kept frames are converted and held. Memory is the kept frames, however long the
+video; a clip with fewer frames than asked for is refused rather than repeated.
+"""
+import bisect
+import dataclasses
 import pathlib
 
 import numpy as np
 from PIL import Image
 
+from lrr_jax.data import frame_sampling
 
-def decode_video(path: pathlib.Path, resolution: int, start: float = 0.0, end: float | None = None
-                 ) -> tuple[list[np.ndarray], float]:
-  """Frames of `path` between `start` and `end` seconds, resized to resolution x resolution, and the fps."""
+MAX_PACKETS = 10_000_000  # video packets listed (a day at 100 fps)
+MAX_DECODED_FRAMES = 2048  # frames returned when all are asked for (`num_frames=None`)
+
+
+@dataclasses.dataclass
+class Clip:
+  frames: np.ndarray  # uint8[num_frames, resolution, resolution, 3]
+  kept: np.ndarray  # int[num_frames]: each frame's index among the clip's frames (from `start`)
+  count: int  # frames in the clip
+  fps: float
+
+
+def decode_video(path: pathlib.Path, resolution: int, start: float = 0.0, end: float | None = None,
+                 num_frames: int | None = None) -> tuple[list[np.ndarray], float]:
+  """Frames of `path` between `start` and `end` seconds, resized to resolution x resolution, and the fps:
+  `num_frames` evenly spaced (`sample_video`), or all of them (at most MAX_DECODED_FRAMES)."""
+  clip = sample_video(path, resolution, num_frames, start, end)
+  return list(clip.frames), clip.fps
+
+
+def sample_video(path: pathlib.Path, resolution: int, num_frames: int | None, start: float = 0.0,
+                 end: float | None = None) -> Clip:
+  """`num_frames` frames evenly spaced (`frame_sampling.evenly_spaced`) over those of `path` between `start`
+  and `end` seconds (None: all of them, at most MAX_DECODED_FRAMES), decoded and kept one at a time.
+
+  Raises:
+    FileNotFoundError: `path` is missing.
+    ValueError naming `path`: no video stream (an audio file, a cut MP4), undecodable data, no frames in the
+      range, fewer frames than `num_frames`, or more than MAX_DECODED_FRAMES when all are asked for.
+  """
   import av  # pylint: disable=g-import-not-at-top
   if not path.is_file():
     raise FileNotFoundError(f"Video {path} is missing.")
   try:
     with av.open(str(path)) as container:
+      if not container.streams.video:
+        raise ValueError(f"Video {path} has no video stream (streams: "
+                         f"{[s.type for s in container.streams] or 'none'}); is it audio only, or cut short?")
       stream = container.streams.video[0]
       fps = float(stream.average_rate or 24)
-      frames = [f.to_ndarray(format="rgb24", width=resolution, height=resolution)
-                for f in container.decode(video=0)
-                if f.time is None or (f.time >= start - 1e-6 and (end is None or f.time <= end + 1e-6))]
+      stamps, keyframes = _packet_times(path, container, stream, start, end)
+      kept = _kept_indices(path, len(stamps), num_frames, start, end)
+      frames = _decode_kept(container, stream, stamps, keyframes, kept, resolution)
   except av.error.FFmpegError as e:
     raise ValueError(f"Video {path} cannot be decoded: {e}") from e
-  if not frames:
-    raise ValueError(f"Video {path} has no frames between {start}s and {end}s.")
-  return frames, fps
+  if len(frames) < len(set(kept.tolist())):
+    raise ValueError(f"Video {path} decoded {len(frames)} of the {len(set(kept.tolist()))} frames it lists "
+                     "(damaged or cut short).")
+  by_index = dict(frames)
+  return Clip(np.stack([by_index[i] for i in kept]), kept, len(stamps), fps)
+
+
+def _packet_times(path: pathlib.Path, container, stream, start: float, end: float | None
+                  ) -> tuple[list[int | None], list[int]]:
+  """Timestamps (stream units, presentation order) of the video packets between `start` and `end`, and those
+  of keyframes (any keyframe, for seeking); the container is rewound for decoding. Nothing is decoded."""
+  stamps, keyframes, total = [], [], 0
+  base = float(stream.time_base) if stream.time_base else None
+  for packet in container.demux(stream):
+    total += packet.pts is not None or packet.size > 0  # not the demuxer's final empty packet
+    if packet.size == 0:
+      continue
+    if len(stamps) >= MAX_PACKETS:
+      raise ValueError(f"Video {path} has over {MAX_PACKETS} frames.")
+    if packet.pts is not None and packet.is_keyframe:
+      keyframes.append(packet.pts)
+    t = None if packet.pts is None or base is None else packet.pts * base
+    if t is None or (t >= start - 1e-6 and (end is None or t <= end + 1e-6)):
+      stamps.append(packet.pts)
+  if total < (stream.frames or 0):
+    raise ValueError(f"Video {path} holds {total} of the {stream.frames} frames its header lists (cut short?).")
+  container.seek(0)
+  if None in stamps:  # frames without timestamps: kept by their order, without seeking
+    return [None] * len(stamps), []
+  return sorted(stamps), sorted(keyframes)
+
+
+def _kept_indices(path: pathlib.Path, count: int, num_frames: int | None, start: float, end: float | None
+                  ) -> np.ndarray:
+  """Which of the clip's `count` frames to keep; errors name the file and what was asked."""
+  where = f" between {start}s and {end}s" if start or end is not None else ""
+  if count == 0:
+    raise ValueError(f"Video {path} has no frames{where}.")
+  if num_frames is None:
+    if count > MAX_DECODED_FRAMES:
+      raise ValueError(f"Video {path} has {count} frames{where}, over the {MAX_DECODED_FRAMES} decoded whole; "
+                       "ask for num_frames to sample them.")
+    return np.arange(count)
+  if count < num_frames:
+    raise ValueError(f"Video {path} has {count} frame{'s' if count != 1 else ''}{where}, fewer than the "
+                     f"{num_frames} needed (refused rather than repeating frames).")
+  return frame_sampling.evenly_spaced(count, num_frames)
+
+
+def _decode_kept(container, stream, stamps: list[int | None], keyframes: list[int], kept: np.ndarray,
+                 resolution: int) -> list[tuple[int, np.ndarray]]:
+  """(index, rgb frame) of the kept frames, decoded in order; before each kept frame, a seek to the last
+  keyframe at or before it when that keyframe lies past the frame just decoded (never twice to one keyframe)."""
+  rgb = lambda frame: frame.to_ndarray(format="rgb24", width=resolution, height=resolution)
+  wanted = sorted(set(kept.tolist()))
+  if stamps[0] is None:  # no timestamps: by decoding order
+    wanted_set = set(wanted)
+    return [(i, rgb(f)) for i, f in zip(range(wanted[-1] + 1), container.decode(stream)) if i in wanted_set]
+  found, frames, position, last_seek, t = [], container.decode(stream), None, None, 0
+  while t < len(wanted):
+    target = stamps[wanted[t]]
+    k = bisect.bisect_right(keyframes, target) - 1
+    if k >= 0 and keyframes[k] != last_seek and (position is None or keyframes[k] > position):
+      container.seek(keyframes[k], stream=stream, backward=True)
+      frames, last_seek = container.decode(stream), keyframes[k]
+    frame = next(frames, None)
+    if frame is None:
+      break
+    position = frame.pts
+    while t < len(wanted) and frame.pts is not None and frame.pts >= stamps[wanted[t]]:
+      if frame.pts == stamps[wanted[t]]:
+        found.append((wanted[t], rgb(frame)))
+      t += 1  # found, or passed (a frame missing from the decode is reported by the caller)
+  return found
 
 
 def read_image(path: pathlib.Path, resolution: int) -> np.ndarray:
@@ -33,4 +143,3 @@ def read_image(path: pathlib.Path, resolution: int) -> np.ndarray:
       return np.asarray(image.convert("RGB").resize((resolution, resolution), Image.BILINEAR))
   except OSError as e:
     raise ValueError(f"Image {path} cannot be decoded: {e}") from e
-
