@@ -41,7 +41,7 @@ def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
 def video_prompt(run: Run, path: str | pathlib.Path, question: str) -> dict[str, Any]:
   """A user's video file as the run's model sees its input (frames sampled evenly, resized) and the prompt."""
   num_frames, resolution = run.config.video_shape()
-  frames, _ = video_files.decode_video(pathlib.Path(path), resolution)
+  frames, _ = video_files.decode_video(pathlib.Path(path), resolution, num_frames=num_frames)  # refused if fewer
   video = pipeline.fit_frames(np.stack(frames), num_frames, resolution, str(path))[0]
   prompt = [run.tokenizer.eos_id] + run.tokenizer.encode(question)
   return dict(prompt=prompt, frames=[num_frames - 1] * len(prompt), question=question, video=video, label=None)
