@@ -10,6 +10,7 @@ from lrr_jax.data import encoding
 from lrr_jax.data import surrogate
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.inference import generate as generate_lib
+from lrr_jax.inference import sampling as sampling_lib
 
 
 @dataclasses.dataclass
@@ -24,6 +25,7 @@ def ask(generator: generate_lib.Generator, tokenizer: tokenizer_lib.Tokenizer, v
         prompt: list[int], prompt_frames: list[int], task: str, frame: int,
         max_new_tokens: int) -> SurrogateAnswer:
   """video: uint8[T, H, W, 3]; prompt: the question's ids and frames (`encoding.encode_prompt`)."""
+  sampling_lib.check_count("The surrogate answer's max_new_tokens (infer --max_new_tokens)", max_new_tokens, 1)
   segments = surrogate.request_segments(task, frame, prompt_frames[-1])
   ids, frames = encoding.segment_tokens(segments, tokenizer)
   padded = generate_lib.left_pad([prompt + ids], [prompt_frames + frames], tokenizer.pad_id)

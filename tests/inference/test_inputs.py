@@ -14,6 +14,7 @@ from lrr_jax import infer
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.inference import sampling as sampling_lib
 from lrr_jax.inference import search
+from lrr_jax.inference import surrogate_answer
 
 ROOT = pathlib.Path(__file__).parents[2]
 
@@ -42,6 +43,12 @@ def test_token_budgets_below_one_are_refused(field, budget):
   with pytest.raises(ValueError, match=rf"SearchConfig.{field} \(config.search.{field}\) = {budget}: expected "
                                        r"a whole number >= 1"):
     search.SearchConfig(**{field: budget})
+
+
+@pytest.mark.parametrize("budget", [0, -5])
+def test_a_surrogate_answer_budget_below_one_is_refused(budget):
+  with pytest.raises(ValueError, match=rf"surrogate answer's max_new_tokens \(infer --max_new_tokens\) = {budget}"):
+    surrogate_answer.ask(None, None, None, None, [2], [0], "track", 1, budget)
 
 
 @pytest.fixture
