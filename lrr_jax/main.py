@@ -43,7 +43,10 @@ from lrr_jax.train import distributed
 from lrr_jax.train import loop
 from lrr_jax.train import trainer
 
-config_flags.DEFINE_config_file("config", "configs/cater.py", "Experiment config file.")
+try:  # without --config, the default file is read here, with the command line's overrides
+  config_flags.DEFINE_config_file("config", "configs/cater.py", "Experiment config file.")
+except (AttributeError, KeyError) as error:  # an override of a key the file lacks
+  sys.exit(run_config.override_error(sys.argv, error))
 flags.DEFINE_string("workdir", "workdirs/cater_demo", "Where the tokenizer and results are written.")
 flags.DEFINE_float("lease_stale_seconds", lease.DEFAULT_STALE_SECONDS,
                    "A workdir's lease not renewed for this long is stale: another run may take the workdir over.")

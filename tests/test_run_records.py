@@ -76,6 +76,26 @@ def test_a_bad_config_fails_within_seconds_and_writes_nothing(tmp_path, flags_, 
   assert seconds < 20 and not (tmp_path / "run").exists()
 
 
+def test_misspelt_keys_in_a_config_file_or_on_the_command_line_fail_before_any_work(tmp_path):
+  """The hidden-typo config (three misspelt keys in a file that imports cater's) is refused naming each key and
+  the closest known one in one error; a misspelt `--config.` override is named in full; nothing is written."""
+  config_file = tmp_path / "typos.py"
+  config_file.write_text("from configs import cater\n\n\ndef get_config(arg=None):\n"
+                         "  config = cater.get_config(arg)\n  config.data.surogate_prompt_prob = 0.5\n"
+                         "  config.optimizer.learning_rate = 0.1\n  config.eval.evry = 10\n  return config\n")
+  out, seconds = main(tmp_path / "run", f"--config={config_file}", *TINY)
+  assert out.returncode != 0, out.stderr[-3000:]
+  for line in ("config.data.surogate_prompt_prob is not a config key (did you mean "
+               "config.data.surrogate_prompt_prob?)",
+               "config.optimizer.learning_rate is not a config key (did you mean config.optimizer.lr?)",
+               "config.eval.evry is not a config key (did you mean config.eval.every?)"):
+    assert line in out.stderr, out.stderr[-3000:]
+  out, _ = main(tmp_path / "run", *TINY, "--config.eval.evry=10")
+  assert out.returncode != 0 and "config.eval.evry is not a config key (did you mean config.eval.every?)" in (
+      out.stderr), out.stderr[-3000:]
+  assert seconds < 20 and not (tmp_path / "run").exists()
+
+
 def test_resuming_with_another_config_is_refused_naming_the_changes(finished_run):
   before = snapshot(finished_run)
   out, seconds = main(finished_run, *TINY_RUN_FLAGS, "--config.optimizer.lr=0.01", "--config.batch_size=8",
