@@ -157,13 +157,13 @@ class RunConfig(loop.TrainConfig):
   """A whole run config: the loop's fields (`TrainConfig`) and the sections below."""
   resume_with_changes: bool = False  # resume a checkpoint with a config that changes its arithmetic
   compilation_cache_dir: str = ""  # a persistent XLA compilation cache ('': off; local or gs://)
-  distributed: DistributedConfig = DistributedConfig()
+  distributed: DistributedConfig = DistributedConfig()  # joining the processes of a multi-host run
   world: Mapping[str, Any] = _mapping(lambda: schema_of(cater_world.CaterConfig))  # a generated world's fields
-  data: DataConfig = DataConfig()
-  model: ModelSection = ModelSection()
-  eval: EvalConfig = EvalConfig()
-  search: SearchConfig = dataclasses.field(default=SearchConfig(),
-                                                  metadata=dict(keys=_search_keys, build=search_from_flat))
+  data: DataConfig = DataConfig()  # the datasets, their tokenizer and how examples are read
+  model: ModelSection = ModelSection()  # the architecture and the weights it starts from
+  eval: EvalConfig = EvalConfig()  # greedy generation on the held-out split
+  search: SearchConfig = dataclasses.field(  # inference-time scaling (`lrr_jax.infer`, `evaluation.scaling`)
+      default=SearchConfig(), metadata=dict(keys=_search_keys, build=search_from_flat))
 
   @classmethod
   def from_config_dict(cls, config: ml_collections.ConfigDict | Mapping[str, Any]) -> "RunConfig":

@@ -86,3 +86,27 @@ def test_the_model_field_tables_are_the_dataclasses_fields():
     fields = {f.name: parsed_type(hints[f.name]) for f in dataclasses.fields(config_class)
               if f.name not in ("static_backbone", "motion_backbone")}
     assert table == fields, config_class.__name__
+
+
+@pytest.mark.parametrize("name", ["cater", "acre", "released"])
+def test_every_config_of_every_sweep_is_typed_and_valid(name):
+  """Each config a sweep starts (config_arg and overrides; the released recipe on every dataset and both LMs)
+  types into a RunConfig and passes the checks: no file sets a key the typed config lacks."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from lrr_jax import config_checks, run_config  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"configs.{name}")
+  runs = []
+  args = ([f"dataset={d},lm={lm}" for d in module.DATASETS for lm in ("opt-125m", "opt-1.3b")]
+          if name == "released" else [None])
+  for arg in args:
+    module.sweep(lambda config_arg=None, **overrides: runs.append((config_arg, overrides)), arg)
+  for config_arg, overrides in runs:
+    config = module.get_config(config_arg)
+    for key, value in overrides.items():
+      *sections, leaf = key.split(".")
+      section = config
+      for part in sections:
+        section = section[part]
+      section[leaf] = value
+    typed = run_config.RunConfig.from_config_dict(config)
+    assert config_checks.validate(typed, num_devices=1) == [], (config_arg, overrides)

@@ -49,10 +49,10 @@ class TrainConfig:
   num_steps: int = 1400  # updates in all
   log_every: int = 50  # steps between logged train metrics
   peak_flops_per_device: float = 0.0  # bf16 peak FLOP/s for MFU (0: from the device kind)
-  optimizer: OptimizerConfig = OptimizerConfig()
-  mesh: MeshConfig = MeshConfig()
-  checkpoint: CheckpointConfig = CheckpointConfig()
-  profile: ProfileConfig = ProfileConfig()
+  optimizer: OptimizerConfig = OptimizerConfig()  # AdamW, clipping and the learning-rate schedule
+  mesh: MeshConfig = MeshConfig()  # the device mesh and the logical-axis rules
+  checkpoint: CheckpointConfig = CheckpointConfig()  # how often checkpoints are saved, how many kept
+  profile: ProfileConfig = ProfileConfig()  # a jax.profiler trace of a few steps
 
 
 @dataclasses.dataclass(frozen=True)
