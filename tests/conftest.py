@@ -2,14 +2,22 @@
 one tiny training run that the end-to-end and notebook tests read."""
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 
 # Toy programs: XLA:CPU's LLVM optimisation costs more compile time than it saves at run time (the suite is
 # compile-bound). Set before JAX starts, so it holds in this process and every subprocess a test starts.
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+# One persistent compilation cache for the session, shared by every process a test starts (JAX reads the variable
+# at import): the tiny runs, their resumes and `infer` compile the same programs, and a later process loads the
+# executable an earlier one compiled instead of compiling it again. Set the variable to keep it between sessions.
+XLA_CACHE = None  # the session's own cache, removed at its end
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+  XLA_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lrr_jax_test_xla_")
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -50,6 +58,8 @@ def pytest_sessionstart(session):
 
 def pytest_sessionfinish(session):
   """Fail the session if any test or command it ran wrote a path with a colon into the repository."""
+  if XLA_CACHE:
+    shutil.rmtree(XLA_CACHE, ignore_errors=True)
   written = colon_paths() - getattr(session.config, "colon_paths_before", set())
   if written:
     session.config.get_terminal_writer().line(
