@@ -56,14 +56,13 @@ def sample_video(path: pathlib.Path, resolution: int, num_frames: int | None, st
       fps = float(stream.average_rate or 24)
       stamps, keyframes = _packet_times(path, container, stream, start, end)
       kept = _kept_indices(path, len(stamps), num_frames, start, end)
-      frames = _decode_kept(container, stream, stamps, keyframes, kept, resolution)
+      frames = np.empty((len(kept), resolution, resolution, 3), np.uint8)
+      found = _decode_kept(container, stream, stamps, keyframes, kept, frames)
   except av.error.FFmpegError as e:
     raise ValueError(f"Video {path} cannot be decoded: {e}") from e
-  if len(frames) < len(set(kept.tolist())):
-    raise ValueError(f"Video {path} decoded {len(frames)} of the {len(set(kept.tolist()))} frames it lists "
-                     "(damaged or cut short).")
-  by_index = dict(frames)
-  return Clip(np.stack([by_index[i] for i in kept]), kept, len(stamps), fps)
+  if found < len(kept):
+    raise ValueError(f"Video {path} decoded {found} of the {len(kept)} frames it lists (damaged or cut short).")
+  return Clip(frames, kept, len(stamps), fps)
 
 
 def _packet_times(path: pathlib.Path, container, stream, start: float, end: float | None
@@ -109,17 +108,20 @@ def _kept_indices(path: pathlib.Path, count: int, num_frames: int | None, start:
 
 
 def _decode_kept(container, stream, stamps: list[int | None], keyframes: list[int], kept: np.ndarray,
-                 resolution: int) -> list[tuple[int, np.ndarray]]:
-  """(index, rgb frame) of the kept frames, decoded in order; before each kept frame, a seek to the last
-  keyframe at or before it when that keyframe lies past the frame just decoded (never twice to one keyframe)."""
-  rgb = lambda frame: frame.to_ndarray(format="rgb24", width=resolution, height=resolution)
-  wanted = sorted(set(kept.tolist()))
+                 out: np.ndarray) -> int:
+  """Decode the kept frames (increasing, distinct indices) in order into `out` (uint8[len(kept), R, R, 3]);
+  before each, a seek to the last keyframe at or before it when that keyframe lies past the frame just decoded
+  (never twice to one keyframe). Returns how many were found."""
+  rgb = lambda frame: frame.to_ndarray(format="rgb24", width=out.shape[2], height=out.shape[1])
   if stamps[0] is None:  # no timestamps: by decoding order
-    wanted_set = set(wanted)
-    return [(i, rgb(f)) for i, f in zip(range(wanted[-1] + 1), container.decode(stream)) if i in wanted_set]
-  found, frames, position, last_seek, t = [], container.decode(stream), None, None, 0
-  while t < len(wanted):
-    target = stamps[wanted[t]]
+    found, wanted = 0, {int(index): j for j, index in enumerate(kept)}
+    for index, frame in zip(range(int(kept[-1]) + 1), container.decode(stream)):
+      if index in wanted:
+        out[wanted[index]], found = rgb(frame), found + 1
+    return found
+  found, frames, position, last_seek, t = 0, container.decode(stream), None, None, 0
+  while t < len(kept):
+    target = stamps[kept[t]]
     k = bisect.bisect_right(keyframes, target) - 1
     if k >= 0 and keyframes[k] != last_seek and (position is None or keyframes[k] > position):
       container.seek(keyframes[k], stream=stream, backward=True)
@@ -128,9 +130,9 @@ def _decode_kept(container, stream, stamps: list[int | None], keyframes: list[in
     if frame is None:
       break
     position = frame.pts
-    while t < len(wanted) and frame.pts is not None and frame.pts >= stamps[wanted[t]]:
-      if frame.pts == stamps[wanted[t]]:
-        found.append((wanted[t], rgb(frame)))
+    while t < len(kept) and frame.pts is not None and frame.pts >= stamps[kept[t]]:
+      if frame.pts == stamps[kept[t]]:
+        out[t], found = rgb(frame), found + 1
       t += 1  # found, or passed (a frame missing from the decode is reported by the caller)
   return found
 
