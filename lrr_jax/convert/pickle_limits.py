@@ -14,7 +14,7 @@ import pickletools
 MAX_OPCODES = 50_000_000  # a state dict of 10k tensors takes ~300k
 MAX_MEMO = 5_000_000  # memo entries
 MAX_DEPTH = 32  # objects within objects (a state dict's tensors: ~6)
-EXPANSION = 64  # an object's expanded size: at most this many per byte of the whole pickle (plus SLACK)
+EXPANSION = 4  # an object's expanded size: at most this many per byte of the whole pickle (a state dict: < 1)
 SLACK = 4096
 # Opcodes that change the object below their arguments rather than push a new one.
 MUTATORS = frozenset(("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"))
