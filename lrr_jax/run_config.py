@@ -280,7 +280,8 @@ def _field_value(hint: Any, field: dataclasses.Field, value: Any, where: str, er
 
 def _typed(hint: Any, value: Any, where: str, errors: list[str]) -> Any:
   """`value` checked against a leaf field's type (int for float allowed; lists become tuples)."""
-  options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+  union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+  options = typing.get_args(hint) if union else (hint,)
   if value is None and type(None) in options:
     return None
   base = [typing.get_origin(o) or o for o in options if o is not type(None)][0]
