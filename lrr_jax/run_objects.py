@@ -173,7 +173,8 @@ def param_shapes(model: lrr.LRRModel) -> Any:
 
 def insert_pretrained(config: RunConfig, variables: dict[str, Any]) -> dict[str, Any]:
   """A fresh model's variables with the pretrained weights the config names: with `model.init_from`, the
-  decoder's are the local Hugging Face OPT's; with `model.video.static_init_from` / `motion_init_from`, that
+  decoder's are the local Hugging Face OPT's (but the rows of the tags the tokenizer appended after its own
+  tokens, which start fresh); with `model.video.static_init_from` / `motion_init_from`, that
   video stream's params and BatchNorm statistics are the ResNet checkpoint's. Unchanged objects without any."""
   params = variables["params"]
   if config.model.init_from:
@@ -181,7 +182,9 @@ def insert_pretrained(config: RunConfig, variables: dict[str, Any]) -> dict[str,
     scanned = dict(scan_layers=True, cross_attention_layers=layout.cross_attention_layers)
     _, pretrained = hf_opt.load_hf_opt(config.model.init_from, **(scanned if layout.scan_layers else {}))
     logging.info("Decoder initialised from %s", config.model.init_from)
-    params = hf_opt.insert_pretrained(params, pretrained)
+    tokenizer = tokenizer_lib.load(config.data.tokenizer or config.model.init_from)
+    tags = range(tokenizer.base_size, tokenizer.vocab_size)  # the ids `tokenizer_lib.load` appended
+    params = hf_opt.insert_pretrained(params, pretrained, fresh_rows=tags)
   return resnet_weights.insert_pretrained_backbones(
       {"params": params, "batch_stats": variables["batch_stats"]},
       {s: config.model.stream_init_from(s) for s in resnet_weights.STREAMS}, config.model.architecture().video)

@@ -163,15 +163,23 @@ def architecture_of(path: PathLike, base: decoder.DecoderConfig) -> decoder.Deco
   return dataclasses.replace(base, **{f: getattr(pretrained, f) for f in ARCHITECTURE_FIELDS})
 
 
+def _with_fresh_rows(fresh: jax.Array, pretrained: Any, fresh_rows: range) -> jax.Array:
+  """`fresh` [V, D] with the rows of `pretrained` [v <= V, D], but those in `fresh_rows` and past v."""
+  row = jax.numpy.arange(fresh.shape[0])[:, None]
+  use = (row < pretrained.shape[0]) & ~((row >= fresh_rows.start) & (row < fresh_rows.stop))
+  padded = jax.numpy.zeros_like(fresh).at[:pretrained.shape[0]].set(jax.numpy.asarray(pretrained, fresh.dtype))
+  return jax.numpy.where(use, padded, fresh)
+
+
 def insert_pretrained(params: Any, pretrained: Mapping[str, Any], at: tuple[str, ...] = ("decoder",),
-                      fresh_rows_from: int | None = None) -> Any:
+                      fresh_rows: range | None = None) -> Any:
   """`params` with the subtree at `at` overwritten by `pretrained`, shape by shape.
 
   Keeps logical-partitioning boxes and parameters that `pretrained` lacks (e.g. cross-attention), and the rows
-  of token embeddings beyond the checkpoint's vocabulary, or beyond `fresh_rows_from` (the tokenizer's own
-  tokens: a checkpoint may have more rows than its tokenizer has tokens, and the tokens the tokenizer added
-  after its own, the stage tags, must start fresh, not from those unused rows). Raises WeightsFileError naming
-  the first parameter that `params` lacks or whose shape differs.
+  of token embeddings beyond the checkpoint's vocabulary and in `fresh_rows` (the ids of the tokens the
+  tokenizer appended after its own, the stage tags: a checkpoint may have more rows than its tokenizer has
+  tokens, and the tags must start fresh, not from those unused rows). Raises WeightsFileError naming the first
+  parameter that `params` lacks or whose shape differs.
   """
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), is_leaf=lambda _, v: isinstance(
       v, nn.Partitioned))
@@ -181,10 +189,9 @@ def insert_pretrained(params: Any, pretrained: Mapping[str, Any], at: tuple[str,
       raise WeightsFileError(f"The model has no parameter {'/'.join(path)} to load the checkpoint into.")
     target = flat[path]
     target_value = target.unbox() if isinstance(target, nn.Partitioned) else target
-    if key == ("embed_tokens", "embedding") and value.shape[0] < target_value.shape[0] and (
+    if key == ("embed_tokens", "embedding") and value.shape[0] <= target_value.shape[0] and (
         value.shape[1:] == target_value.shape[1:]):  # a grown vocabulary: added tokens keep their fresh rows
-      kept = min(value.shape[0], fresh_rows_from or value.shape[0])
-      value = jax.numpy.asarray(target_value).at[:kept].set(value[:kept])
+      value = _with_fresh_rows(jax.numpy.asarray(target_value), value, fresh_rows or range(0))
     if tuple(target_value.shape) != tuple(value.shape):
       raise WeightsFileError(f"Parameter {'/'.join(path)}: the checkpoint has shape {tuple(value.shape)}, "
                             f"the model {tuple(target_value.shape)}.")

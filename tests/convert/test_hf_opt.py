@@ -197,7 +197,7 @@ def test_tags_after_a_tokenizer_smaller_than_the_checkpoint_get_fresh_rows(check
   grown = dataclasses.replace(config, vocab_size=own + 5)  # 5 tags appended after the tokenizer's own tokens
   tokens = jnp.ones((1, 4), jnp.int32)
   fresh = nn.unbox(decoder_lib.Decoder(grown).init(jax.random.key(0), tokens, tokens, tokens)["params"])
-  merged = hf_opt.insert_pretrained({"decoder": fresh}, pretrained, fresh_rows_from=own)
+  merged = hf_opt.insert_pretrained({"decoder": fresh}, pretrained, fresh_rows=range(own, own + 5))
   embedding = merged["decoder"]["embed_tokens"]["embedding"]
   np.testing.assert_array_equal(embedding[:own], pretrained["embed_tokens"]["embedding"][:own])
   np.testing.assert_array_equal(embedding[own:], fresh["embed_tokens"]["embedding"][own:])
