@@ -3,6 +3,7 @@
 import flax.linen as nn
 import jax
 import numpy as np
+import pytest
 import tokenizers
 
 from lrr_jax import run_objects
@@ -24,6 +25,7 @@ def gpt2_like_tokenizer(path, vocab_size: int) -> None:
   bpe.save(str(path))
 
 
+@pytest.mark.slow  # builds and initialises a model with an OPT decoder (~30 s here)
 def test_tags_after_a_smaller_tokenizer_get_fresh_rows(tmp_path):
   gpt2_like_tokenizer(tmp_path / "tokenizer.json", 300)
   own = tokenizer_lib.load(tmp_path).base_size
