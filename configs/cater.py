@@ -20,8 +20,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.distributed = dict(enabled=False, coordinator_address="", num_processes=0, process_id=-1,
                             local_device_count=0)
   # The generated world, written once by its TFDS builder under data.data_dir (default: <workdir>/data).
-  config.world = dict(num_frames=8, resolution=32, num_objects=4, num_cones=1, frames_per_action=2,
-                      contain_prob=0.4, moving_camera=args["camera"] == "moving")
+  # 48 px with the floor filling the frame: 8 px per cell, so the snitch (a few pixels wide) is seen; at the
+  # earlier 32 px with a border it was a 1-3 px streak and the model could not say where it was.
+  config.world = dict(num_frames=8, resolution=48, floor_margin=0.0, num_objects=4, num_cones=1,
+                      frames_per_action=2, contain_prob=0.4, moving_camera=args["camera"] == "moving")
   # tokenizer: a local tokenizer.json (or HF model directory) instead of a BPE trained on the data (vocab_size).
   # mixture: joint training, ((dataset, builder config, weight), ...) in place of dataset / builder_config,
   # batches drawn by weight, evaluated per dataset (e.g. "(('generated_cater','tiny',1.0),('generated_acre',
@@ -44,7 +46,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = common.model_section(
       "tiny", decoder_values=dict(dropout_rate=0.0, gate_init=1.0, cross_attention_heads=4,
                                   cross_attention_query_scale=5.0),
-      video_values=dict(coordinate_channels=True))
+      video_values=dict(coordinate_channels=True,
+                        # three stages (stride 8): a 6x6 grid at 48 px, one grid feature per floor cell
+                        static_backbone=dict(stage_sizes=(1, 1, 1))))
   config.batch_size = 16  # global: each of P processes batches batch_size / P rows
   config.grad_accum_steps = 1  # >1: the batch in this many micro-batches (same update, less memory)
   config.num_steps = 1400

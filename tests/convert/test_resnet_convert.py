@@ -248,13 +248,14 @@ def streams(tmp_path_factory):
 
 
 def lrr_run_config(streams):
-  """The CATER demo config with BatchNorm backbones (a max-pool after the stem, no CoordConv) that start
+  """The CATER demo config with two-stage BatchNorm backbones (a max-pool after the stem, no CoordConv) that start
   from `streams`."""
   from configs import cater  # pylint: disable=g-import-not-at-top
   config = cater.get_config()
   config.model.video.coordinate_channels = False
   for stream, (directory, _) in streams.items():
-    config.model.video[f"{stream}_backbone"].update(norm="batch", stem_pool=True, width=STREAM_WIDTHS[stream])
+    config.model.video[f"{stream}_backbone"].update(norm="batch", stem_pool=True, width=STREAM_WIDTHS[stream],
+                                                    stage_sizes=(1, 1))
     config.model.video[f"{stream}_init_from"] = str(directory)
   return config
 

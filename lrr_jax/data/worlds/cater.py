@@ -38,11 +38,17 @@ class CaterConfig:
   contain_prob: float = 0.4  # chance that an action slot is a containment, when one is possible
   moving_camera: bool = False
   camera_pan: float = 0.15  # largest pan, as a fraction of the frame, reached at the last frame
+  # The border around the 6x6 floor, as a fraction of the frame on each side. 0: the floor fills the frame, so
+  # that at a resolution divisible by 6 every cell is a whole square of pixels (the demo's 48 px: 8 px cells,
+  # one grid feature per cell under a stride-8 backbone).
+  floor_margin: float = 0.1
 
   def __post_init__(self):
     if not 1 <= self.num_cones < self.num_objects <= GRID * GRID:
       raise ValueError(f"CaterConfig needs 1 <= num_cones < num_objects <= 36, got num_cones={self.num_cones}, "
                        f"num_objects={self.num_objects}.")
+    if not 0.0 <= self.floor_margin < 0.5:
+      raise ValueError(f"CaterConfig.floor_margin={self.floor_margin}: expected a fraction in [0, 0.5).")
     if self.num_frames < 1 + self.frames_per_action:
       raise ValueError(f"CaterConfig.num_frames={self.num_frames} leaves no room for an action of "
                        f"frames_per_action={self.frames_per_action}.")
@@ -140,8 +146,8 @@ def _apply_action(action: Action, position, lift, angle, container) -> None:
 
 def _screen_geometry(config: CaterConfig, num_videos: int, rng: np.random.Generator):
   """Per video and frame: pixel origin of the floor (float[N, T, 2]) and pixels per cell."""
-  cell_px = 0.8 * config.resolution / GRID
-  origin = np.full((num_videos, config.num_frames, 2), 0.1 * config.resolution)
+  cell_px = (1 - 2 * config.floor_margin) * config.resolution / GRID
+  origin = np.full((num_videos, config.num_frames, 2), config.floor_margin * config.resolution)
   if config.moving_camera:
     direction = rng.normal(size=(num_videos, 1, 2))
     direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
