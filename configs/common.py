@@ -19,7 +19,8 @@ DECODER_FIELDS = dict(
     word_embed_proj_dim=int, layer_norm_before=bool, remove_final_layer_norm=bool, enable_bias=bool,
     layer_norm_affine=bool, activation=str, dropout_rate=float, attention_dropout_rate=float, init_std=float,
     cross_attention_layers=tuple, cross_attention_heads=int, cross_attention_ffn_dim=int, gate_init=float,
-    cross_attention_query_scale=float, dtype=str, param_dtype=str, remat_policy=str, scan_layers=bool,
+    cross_attention_query_scale=float, cross_attention_frames=int, dtype=str, param_dtype=str, remat_policy=str,
+    scan_layers=bool,
     attention=str)
 VIDEO_FIELDS = dict(
     two_stream=bool, motion_downsample=int, width=int, num_layers=int, num_heads=int, mlp_dim=int,

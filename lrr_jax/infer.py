@@ -25,6 +25,8 @@ from lrr_jax.inference import search
 
 flags.DEFINE_string("workdir", None, "A run's workdir (written by lrr_jax.main).", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_bool("accept_changed_inputs", False, "Use the run even if an input its run.json fingerprinted "
+                  "(tokenizer, pretrained weights, dataset files) has changed since.")
 flags.DEFINE_integer("example", 0, "Held-out example to answer (without --video).")
 flags.DEFINE_string("video", None, "A video file to answer about instead (decoded with PyAV).")
 flags.DEFINE_string("question", None, "The question about --video.")
@@ -63,7 +65,7 @@ def main(argv):
       tokenizer_lib.utf8_text(f.question, "--question")
     except ValueError as e:
       raise app.UsageError(str(e)) from e
-  run = run_records.load_run(f.workdir, f.step)
+  run = run_records.load_run(f.workdir, f.step, accept_changed_inputs=f.accept_changed_inputs)
   if f.video:
     if not f.question:
       raise app.UsageError("--video needs --question.")

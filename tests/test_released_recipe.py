@@ -25,7 +25,7 @@ TRAINABLE = "--config.optimizer.trainable=('^video_encoder/', 'cross_attention_'
 def release(tmp_path_factory):
   """A 6-video CATER release (train 4, val 2) and a tiny random OPT with a tokenizer trained on its text."""
   root = tmp_path_factory.mktemp("released")
-  world = cater.CaterConfig(num_frames=8, resolution=32, contain_prob=0.7)
+  world = cater.CaterConfig(num_frames=16, resolution=32, contain_prob=0.7)  # the recipe samples 16 frames
   train, val = cater.generate(world, 4, 0), cater.generate(world, 2, 1)
   release_fixtures.write_cater_release(root / "CATER", "train", train)
   release_fixtures.write_cater_release(root / "CATER", "val", val, offset=100)

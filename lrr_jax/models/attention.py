@@ -42,7 +42,7 @@ _PADDING_KEY, _PADDING_QUERY = -2, -3  # segment ids of the padding splash adds 
 @struct.dataclass
 class Visibility:
   """Which keys each query reads: query i reads key j iff query_segments[i] == key_segments[j], j <=
-  last_key[i] (keys are in order), and last_key[i] - j < window (if window).
+  last_key[i] (keys are in order), last_key[i] - j < window (if window) and j >= first_key[i] (if given).
 
   query_segments: int[B, Sq]; key_segments: int[B, Sk]. last_key: int[B, Sq], or None: with `causal`,
   last_key[i] = i, known when tracing (kernels skip the blocks above the diagonal); without, no order.
@@ -52,6 +52,7 @@ class Visibility:
   last_key: Array | None = None
   causal: bool = struct.field(pytree_node=False, default=False)
   window: int = struct.field(pytree_node=False, default=0)
+  first_key: Array | None = None  # int[B, Sq]: the first key each query may read (None: from the start)
 
   def query_last_key(self) -> Array | None:
     """int[B or 1, Sq]: the last key each query may read (None: any)."""
@@ -68,6 +69,8 @@ class Visibility:
       allowed &= keys[None, None, :] <= last[:, :, None]
       if self.window:
         allowed &= last[:, :, None] - keys[None, None, :] < self.window
+    if self.first_key is not None:
+      allowed &= jnp.arange(self.key_segments.shape[1])[None, None, :] >= self.first_key[:, :, None]
     return allowed[:, None]
 
 
@@ -101,6 +104,8 @@ def attend(query: Array, key: Array, value: Array, visibility: Visibility | None
     mask = None if visibility is None else visibility.dense()
     return layers.masked_attention(query, key, value, mask, dropout_rng=dropout_rng, dropout_rate=dropout_rate)
   key, value = (jnp.broadcast_to(x, (query.shape[0], *x.shape[1:])) for x in (key, value))
+  if implementation == "splash" and visibility is not None and visibility.first_key is not None:
+    implementation = "xla"  # the splash kernels take no per-query first key; the dense mask does
   if implementation == "splash":
     return _per_shard(splash_attention, query, key, value, visibility)
   return fused_attention(query, key, value, visibility, implementation)

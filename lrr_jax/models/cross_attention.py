@@ -2,7 +2,8 @@
 
 A gated block (Flamingo style) inserted after chosen decoder layers. Both residual branches are scaled by
 tanh(gate) with gates initialised at zero, so that at initialisation the LRR model computes exactly the
-pretrained LM. The frame-visibility mask lets a text token read only the frames up to its `frame_index`.
+pretrained LM. The frame-visibility mask lets a text token read only the frames up to its `frame_index` (and,
+with the decoder's `cross_attention_frames` = k > 0, only the last k of them: ours, not the paper's).
 
 Inspection (off by default): applied with `mutable=["intermediates"]`, each block sows its attention weights
 `float32[B, H, S, M]` as `intermediates/.../cross_attention_<i>/cross_attention_weights` (see
@@ -35,9 +36,11 @@ class VisualMemory(NamedTuple):
 
 
 def frame_visibility(text_frame_index: Array, text_segment_ids: Array, visual_frame_index: Array,
-                     visual_segment_ids: Array) -> attention.Visibility:
+                     visual_segment_ids: Array, frames: int = 0) -> attention.Visibility:
   """Text token s may read visual token m: same packed example (text segment 0 reads nothing) and m's
-  frame <= `text_frame_index[s]` (-1: no frame yet). Frame indices count along the packed row's frame axis.
+  frame <= `text_frame_index[s]` (-1: no frame yet), and with `frames` > 0 also m's frame >
+  `text_frame_index[s] - frames` (1: only the token's own frame). Frame indices count along the packed row's
+  frame axis.
 
   text_*: int[B, S]; visual_*: int[B or 1, M], frame-major (frame indices non-decreasing along M), so the
   visible frames of a token are the keys up to `last_key`, found by binary search (no [S, M] comparison).
@@ -46,8 +49,13 @@ def frame_visibility(text_frame_index: Array, text_segment_ids: Array, visual_fr
   visual_frame_index, visual_segment_ids = (jnp.broadcast_to(x, (batch, x.shape[1]))
                                             for x in (visual_frame_index, visual_segment_ids))
   last_key = jax.vmap(functools.partial(jnp.searchsorted, side="right"))(visual_frame_index, text_frame_index)
+  first_key = None
+  if frames:
+    first_key = jax.vmap(functools.partial(jnp.searchsorted, side="left"))(
+        visual_frame_index, text_frame_index - (frames - 1)).astype(jnp.int32)
   return attention.Visibility(query_segments=jnp.where(text_segment_ids > 0, text_segment_ids, -1),
-                              key_segments=visual_segment_ids, last_key=last_key.astype(jnp.int32) - 1)
+                              key_segments=visual_segment_ids, last_key=last_key.astype(jnp.int32) - 1,
+                              first_key=first_key)
 
 
 def visual_attention_weights(query: Array, keys: Array, mask: Array) -> Array:

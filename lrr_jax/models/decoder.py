@@ -51,6 +51,10 @@ class DecoderConfig:
   # >1: each cross-attention query starts sharper, so that some heads single out objects from the start;
   # from scratch, a uniform average over the grid says nothing about where things are and nothing is learnt.
   cross_attention_query_scale: float = 1.0
+  # Frames a text token's cross-attention reads: 0, every frame up to the one its `frame t:` segment is about;
+  # k > 0, only the last k of those (1: that frame alone; what came before reaches it through the video
+  # encoder's temporal attention and the rationale's own text). Ours: neither paper states such a rule.
+  cross_attention_frames: int = 0
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
   remat_policy: str = "none"  # decoder layers and cross-attention blocks (`remat.POLICIES`)
@@ -316,7 +320,7 @@ class Decoder(nn.Module):
       source = visual if visual is not None else cross_attention.VisualMemory(
           None, new_cache["visual_frame_index"], new_cache["visual_segment_ids"])
       cross_visibility = cross_attention.frame_visibility(frame_index, segment_ids, source.frame_index,
-                                                          source.segment_ids)
+                                                          source.segment_ids, cfg.cross_attention_frames)
     layers_fn = self._scanned_layers if cfg.scan_layers else self._unrolled_layers
     hidden, new_cache = layers_fn(hidden, visibility, new_cache, cache_index, visual, cross_visibility,
                                   deterministic)

@@ -62,6 +62,9 @@ def case(kind: str, b: int = 2, seed: int = 0):
     return decoder.self_visibility(segments), 256, 256
   if kind == "frames":
     return cross_attention.frame_visibility(*map(jnp.asarray, frame_inputs(b, 128, rng))), 128, FRAMES * CELLS
+  if kind == "own frame":
+    return (cross_attention.frame_visibility(*map(jnp.asarray, frame_inputs(b, 128, rng)), frames=1), 128,
+            FRAMES * CELLS)
   if kind == "decode":  # one query at slot 200 of a 256-slot cache: empty slots (segment 0) after it
     cache_segments = np.zeros((b, 256), np.int32)
     cache_segments[:, :201] = 1
@@ -100,13 +103,18 @@ def test_visibility_is_the_mask_written_out():
       cross_attention.frame_visibility(*map(jnp.asarray, (frame_index, text_segments, visual_frames,
                                                           visual_segments))).dense(),
       allowed_by_loops(blind_padding, visual_segments, frame_index, visual_frames))
+  for frames in (1, 2):  # the decoder's cross_attention_frames: only the token's last `frames` frames
+    np.testing.assert_array_equal(
+        cross_attention.frame_visibility(*map(jnp.asarray, (frame_index, text_segments, visual_frames,
+                                                            visual_segments)), frames=frames).dense(),
+        allowed_by_loops(blind_padding, visual_segments, frame_index, visual_frames, window=frames))
   cache_segments = np.array([[0, 0, 1, 1, 1, 0]])  # the query at slot 3 reads slots 2 and 3
   decode = decoder.self_visibility(jnp.ones((1, 1), jnp.int32), jnp.asarray(cache_segments), 3)
   np.testing.assert_array_equal(decode.dense()[0, 0, 0], [False, False, True, True, False, False])
 
 
 @pytest.mark.parametrize("implementation", ["xla", "splash"])
-@pytest.mark.parametrize("kind", ["causal packed", "frames", "decode", "temporal window", "none"])
+@pytest.mark.parametrize("kind", ["causal packed", "frames", "own frame", "decode", "temporal window", "none"])
 def test_each_path_equals_the_reference(implementation, kind):
   visibility, sq, sk = case(kind)
   query, key, value = qkv(2, sq, sk, jnp.float32)
