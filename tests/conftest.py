@@ -30,7 +30,13 @@ jax.config.update("jax_threefry_partitionable", False)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SLOW_FIXTURES = ("tiny_run", "gcs")  # a test that needs a trained run or the GCS emulator is slow
-SLOW_TESTS = ("tests/test_main.py::test_generated_acre_reports_accuracy_per_query_type",)  # end-to-end runs
+SLOW_TESTS = (  # end-to-end runs, and the fast set's longest compiles (over 60 s on the loaded 2-core machine)
+    "tests/test_main.py::test_generated_acre_reports_accuracy_per_query_type",
+    "tests/models/test_scan.py::test_scanned_cached_decoding_matches_the_full_forward",
+    "tests/test_experiment.py::test_padding_rows_are_never_predicted",
+    "tests/models/test_scan.py::test_scanned_model_gives_the_same_logits_and_gradients",
+    "tests/inference/test_bounds.py::test_greedy_generation_past_the_positions_is_an_error_and_the_last_position_is_real",
+)
 
 
 def pytest_collection_modifyitems(items):
