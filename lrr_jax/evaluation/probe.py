@@ -275,12 +275,15 @@ def markdown(table: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-flags.DEFINE_string("workdir", None, "A CATER run's workdir (written by lrr_jax.main).", required=True)
-flags.DEFINE_integer("num_examples", 256, "Held-out records probed (from the test split's start).")
-flags.DEFINE_float("test_fraction", 0.25, "The last this share of the records are the probes' test set.")
-flags.DEFINE_integer("batch_size", 8, "Records per forward pass.")
-flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
-flags.DEFINE_string("output", None, "Where to write probe.json (default: <workdir>/probe.json).")
+def define_flags() -> None:
+  """The command's flags, defined when it runs (importing the module defines none: no clash with other commands'
+  flags in one process)."""
+  flags.DEFINE_string("workdir", None, "A CATER run's workdir (written by lrr_jax.main).", required=True)
+  flags.DEFINE_integer("num_examples", 256, "Held-out records probed (from the test split's start).")
+  flags.DEFINE_float("test_fraction", 0.25, "The last this share of the records are the probes' test set.")
+  flags.DEFINE_integer("batch_size", 8, "Records per forward pass.")
+  flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
+  flags.DEFINE_string("output", None, "Where to write probe.json (default: <workdir>/probe.json).")
 
 
 def main(argv):
@@ -303,4 +306,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -51,17 +51,21 @@ from lrr_jax.inference import search
 PAPER_NUM_CANDIDATES = {"best_of_n": 10, "sentence_beam": 2, "stage_beam": 4}  # LLaVA-o1 Table 5
 PER_EXAMPLE = ("index", "top1", "l1", "well_formed", "tokens_sampled", "tokens_judged", "seconds")
 
-flags.DEFINE_string("workdir", None, "A run's workdir (written by lrr_jax.main).", required=True)
-flags.DEFINE_list("strategies", list(search.STRATEGIES), "Strategies to compare.")
-flags.DEFINE_integer("num_examples", 32, "Held-out examples (from the test split's start).")
-# Overrides of the run's config.search (unset: the config's).
-flags.DEFINE_string("num_candidates", None, "N per step: an int for every strategy, 'paper' (best_of_n:10,"
-                    "sentence_beam:2,stage_beam:4; LLaVA-o1 Table 5) or per strategy, 'best_of_n:10,stage_beam:4'.")
-flags.DEFINE_list("stage_beams", None, "stage_beam's beams (candidates kept per stage), one row each: 1,2,4.")
-flags.DEFINE_list("scorers", None, f"How candidates are ranked, one row each: of {sorted(run_objects.SCORERS)}.")
-flags.DEFINE_integer("max_new_tokens", None, "Token budget of a response (and of each stage).")
-flags.DEFINE_integer("seed", None, "Sampling seed.")
-flags.DEFINE_string("output", None, "Where to write scaling.{json,md,png} (default: <workdir>/scaling).")
+
+def define_flags() -> None:
+  """The command's flags, defined when it runs (importing the module defines none: no clash with other
+  commands' flags, e.g. `lrr_jax.infer`'s, in one process)."""
+  flags.DEFINE_string("workdir", None, "A run's workdir (written by lrr_jax.main).", required=True)
+  flags.DEFINE_list("strategies", list(search.STRATEGIES), "Strategies to compare.")
+  flags.DEFINE_integer("num_examples", 32, "Held-out examples (from the test split's start).")
+  # Overrides of the run's config.search (unset: the config's).
+  flags.DEFINE_string("num_candidates", None, "N per step: an int for every strategy, 'paper' (best_of_n:10,"
+                      "sentence_beam:2,stage_beam:4; LLaVA-o1 Table 5) or per strategy, 'best_of_n:10,stage_beam:4'.")
+  flags.DEFINE_list("stage_beams", None, "stage_beam's beams (candidates kept per stage), one row each: 1,2,4.")
+  flags.DEFINE_list("scorers", None, f"How candidates are ranked, one row each: of {sorted(run_objects.SCORERS)}.")
+  flags.DEFINE_integer("max_new_tokens", None, "Token budget of a response (and of each stage).")
+  flags.DEFINE_integer("seed", None, "Sampling seed.")
+  flags.DEFINE_string("output", None, "Where to write scaling.{json,md,png} (default: <workdir>/scaling).")
 
 
 SETTINGS = ("strategies", "num_examples", "num_candidates", "stage_beams", "scorers", "max_new_tokens", "seed")
@@ -242,4 +246,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
