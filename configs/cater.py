@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         static_backbone=dict(stage_sizes=(1, 1, 1))))
   config.batch_size = 16  # global: each of P processes batches batch_size / P rows
   config.grad_accum_steps = 1  # >1: the batch in this many micro-batches (same update, less memory)
-  config.num_steps = 2400
+  config.num_steps = 1800
   config.optimizer = dict(lr=1e-3, warmup_steps=50, total_steps=config.get_ref("num_steps"),
                           final_fraction=0.05, clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01,
                           trainable=())  # regexes over param paths; () trains all
