@@ -126,8 +126,8 @@ def test_changes_that_alter_the_arithmetic_are_refused():
       "eval.max_new_tokens"}
   new = cater_config(**{"optimizer.lr": 0.01, "num_steps": 2000, "seed": 1, "data.variant": "direct"}).to_dict()
   assert config_checks.resume_changes(cater.get_config().to_dict(), new) == {
-      "data.variant": ("full", "direct"), "num_steps": (1400, 2000), "optimizer.lr": (0.001, 0.01),
-      "optimizer.total_steps": (1400, 2000), "seed": (0, 1),
+      "data.variant": ("full", "direct"), "num_steps": (1800, 2000), "optimizer.lr": (0.001, 0.01),
+      "optimizer.total_steps": (1800, 2000), "seed": (0, 1),
       "data.world_seed": (0, 1)}  # world_seed -1: the world is the seed's, so it changes too
 
 
@@ -162,7 +162,7 @@ def test_check_resume_refuses_unless_told_to_resume_with_changes():
   old, where = cater.get_config().to_dict(), pathlib.Path("/runs/a")
   new = cater_config(**{"optimizer.lr": 0.01, "eval.every": 7})
   assert config_checks.check_resume(new, old, None, where) == {  # nothing to resume: a fresh start
-      "optimizer.lr": (0.001, 0.01), "eval.every": (400, 7)}
+      "optimizer.lr": (0.001, 0.01), "eval.every": (600, 7)}
   with pytest.raises(config_checks.ConfigError, match=r"/runs/a has a checkpoint at step 400 .*"
                      r"Changed: config\.optimizer\.lr: 0\.001 -> 0\.01\. Set them back"):
     config_checks.check_resume(new, old, 400, where)
@@ -170,7 +170,7 @@ def test_check_resume_refuses_unless_told_to_resume_with_changes():
     config_checks.check_resume(new, None, 400, where)
   new.resume_with_changes = True
   assert config_checks.check_resume(new, old, 400, where) == {
-      "optimizer.lr": (0.001, 0.01), "eval.every": (400, 7), "resume_with_changes": (False, True)}
+      "optimizer.lr": (0.001, 0.01), "eval.every": (600, 7), "resume_with_changes": (False, True)}
 
 
 def test_bad_mixture_entries_are_named_with_their_key():

@@ -25,7 +25,7 @@ DECODER = dict(vocab_size=640, hidden_size=48, num_layers=3, num_heads=6, ffn_di
                word_embed_proj_dim=24, layer_norm_before=False, remove_final_layer_norm=True, enable_bias=False,
                layer_norm_affine=False, activation="gelu", dropout_rate=0.25, attention_dropout_rate=0.125,
                init_std=0.5, cross_attention_layers=(0, 1, 2), cross_attention_heads=3, cross_attention_ffn_dim=40,
-               gate_init=0.5, cross_attention_query_scale=2.0, dtype="bfloat16", param_dtype="bfloat16",
+               gate_init=0.5, cross_attention_query_scale=2.0, cross_attention_frames=2, dtype="bfloat16", param_dtype="bfloat16",
                attention="xla", remat_policy="minimal", scan_layers=True)
 VIDEO = dict(two_stream=False, motion_downsample=4, width=40, num_layers=3, num_heads=5, mlp_dim=80,
              temporal_window=2, max_frames=12, grid_size=49, position_init_std=0.5, coordinate_channels=False,

@@ -149,9 +149,13 @@ def old_run_file(meta: dict) -> dict:
   """run.json as lrr_jax.main wrote it before it kept its starts and before every DecoderConfig field sat
   under `config.model.decoder` (dropout_rate and gate_init beside it, the positions as max_positions)."""
   config = as_json(meta["config"])
-  config["model"] = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, video=dict(coordinate_channels=True),
-                         decoder=dict(cross_attention_heads=4, cross_attention_query_scale=5.0, remat=False),
-                         init_from="")  # remat: a bool before remat_policy took it in
+  model = config["model"]  # the demo's architecture, as the old format wrote it
+  config["model"] = dict(size="tiny", dropout_rate=0.0, gate_init=1.0, init_from="",
+                         video=dict(coordinate_channels=True, static_backbone=dict(
+                             stage_sizes=model["video"]["static_backbone"]["stage_sizes"])),
+                         decoder=dict(cross_attention_heads=4, cross_attention_query_scale=5.0, remat=False,
+                                      cross_attention_frames=model["decoder"]["cross_attention_frames"]))
+  # remat: a bool before remat_policy took it in
   del config["search"], config["resume_with_changes"]
   return {"config": config, "tokenizer": meta["tokenizer"], "data_dir": meta["data_dir"], "max_positions": 256}
 

@@ -112,7 +112,7 @@ def test_two_processes_train_as_one_process_with_two_devices(tmp_path, mesh):
       # rounding, which Adam scales up, so it only drifts by noise, in both runs.
       assert np.abs(want).max() < 1e-4 and np.abs(got).max() < 1e-4, name
     else:
-      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=5e-6, err_msg=name)
   results = [json.loads((multi / name).read_text()) for name in ("results.json", "results.process1.json")]
   assert results[0]["params_checksum"] == results[1]["params_checksum"]  # both processes hold the same params
   assert results[0]["eval"] == results[1]["eval"]  # gathered: both report the whole test split's scores
