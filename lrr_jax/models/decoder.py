@@ -3,9 +3,8 @@
 OPT (Zhang et al., 2022) as Hugging Face's `OPTForCausalLM` computes it: learned positions offset by 2,
 pre- or post-LayerNorm layers, ReLU FFN, optional `project_in`/`project_out` (OPT-350M), output embedding
 tied to the input embedding. Gated cross-attention blocks (`cross_attention.py`) sit after the layers listed
-in `cross_attention_layers`.
-
-The KV cache is an explicit pytree (see `init_cache`) passed in and returned, so decoding stays pure.
+in `cross_attention_layers`. The KV cache is an explicit pytree (see `init_cache`) passed in and returned, so
+decoding stays pure.
 """
 import dataclasses
 from typing import Any
@@ -51,10 +50,7 @@ class DecoderConfig:
   # >1: each cross-attention query starts sharper, so that some heads single out objects from the start;
   # from scratch, a uniform average over the grid says nothing about where things are and nothing is learnt.
   cross_attention_query_scale: float = 1.0
-  # Frames a text token's cross-attention reads: 0, every frame up to the one its `frame t:` segment is about;
-  # k > 0, only the last k of those (1: that frame alone; what came before reaches it through the video
-  # encoder's temporal attention and the rationale's own text). Ours: neither paper states such a rule.
-  cross_attention_frames: int = 0
+  cross_attention_frames: int = 0  # frames a token's cross-attention reads: 0, all to its own; k, the last k (ours)
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
   remat_policy: str = "none"  # decoder layers and cross-attention blocks (`remat.POLICIES`)
