@@ -25,7 +25,7 @@ out of its line); their mean is the pooled score when every record has as many s
 import collections
 import dataclasses
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -126,6 +126,26 @@ def frame_status(tally: Tally, stated_text: str | None, readable: bool) -> None:
   tally.add("malformed", stated_text is not None and not readable)
 
 
+def paired_facts(tally: Tally, response: str, reference: str,
+                 parse: Callable[[str], Any]) -> Iterator[tuple[int, Any, Any, str | None]]:
+  """(frame, true fact, stated fact or None, stated text or None) for each frame fact of `reference` that
+  `parse` reads (None: unreadable), each counted in `tally` as stated, missing or malformed."""
+  stated = frame_texts(response)
+  for t, true_text in sorted(frame_texts(reference).items()):
+    true = parse(true_text)
+    if true is None:
+      continue
+    said = parse(stated[t]) if t in stated else None
+    frame_status(tally, stated.get(t), said is not None)
+    yield t, true, said, stated.get(t)
+
+
+def add_frame_fact(tally: Tally, t: int, right: bool) -> None:
+  """A whole frame fact, right or not: overall and for frame t."""
+  tally.add("frame_fact_acc", right)
+  tally.add(f"frame{t}_acc", right)
+
+
 # CATER: the snitch's cell per frame.
 
 @dataclasses.dataclass(frozen=True)
@@ -168,18 +188,11 @@ def cater_cases(reference: str) -> dict[str, str]:
 
 def cater_tally(response: str, reference: str) -> Tally:
   tally = Tally()
-  stated = frame_texts(response)
-  for t, true_text in sorted(frame_texts(reference).items()):
-    true = snitch_fact(true_text)
-    if true is None:
-      continue
-    said = snitch_fact(stated[t]) if t in stated else None
-    frame_status(tally, stated.get(t), said is not None)
+  for t, true, said, stated_text in paired_facts(tally, response, reference, snitch_fact):
     right = said is not None and said.cell == true.cell
-    tally.add("frame_fact_acc", right)
-    tally.add(f"frame{t}_acc", right)
+    add_frame_fact(tally, t, right)
     if true.kind == "detect":  # every object, even where the snitch's own cell is unreadable
-      items = detections(stated[t]) if t in stated else None
+      items = detections(stated_text) if stated_text is not None else None
       tally.add("detect_cell_acc", match_items(items or [], list(true.items)), len(true.items))
     elif true.kind == "track":
       tally.add("track_cell_acc", right and said.kind == "track")
@@ -209,21 +222,13 @@ def statuses(text: str) -> dict[str, str]:
 
 def acre_tally(response: str, reference: str) -> Tally:
   tally = Tally()
-  stated = frame_texts(response)
-  for t, true_text in sorted(frame_texts(reference).items()):
-    true = panel(true_text)
-    if true is None:
-      continue
-    said = panel(stated[t]) if t in stated else None
-    frame_status(tally, stated.get(t), said is not None)
+  for t, true, said, _ in paired_facts(tally, response, reference, panel):
     objects_right = match_items(said[0] if said else [], true[0])
     light_right = true[1] is None or (said is not None and said[1] == true[1])
     tally.add("detect_acc", objects_right, len(true[0]))
     if true[1] is not None:
       tally.add("light_acc", light_right)
-    whole = said is not None and objects_right == len(true[0]) == len(said[0]) and light_right
-    tally.add("frame_fact_acc", whole)
-    tally.add(f"frame{t}_acc", whole)
+    add_frame_fact(tally, t, said is not None and objects_right == len(true[0]) == len(said[0]) and light_right)
   said_status = statuses(response)
   for name, status in statuses(reference).items():
     tally.add("status_acc", said_status.get(name) == status)
@@ -234,21 +239,13 @@ def acre_tally(response: str, reference: str) -> Tally:
 
 def detection_tally(response: str, reference: str, names_only: bool) -> Tally:
   tally = Tally()
-  stated = frame_texts(response)
-  for t, true_text in sorted(frame_texts(reference).items()):
-    true = detections(true_text, names_only)
-    if true is None:
-      continue
-    said = detections(stated[t], names_only) if t in stated else None
-    frame_status(tally, stated.get(t), said is not None)
+  for t, true, said, _ in paired_facts(tally, response, reference, lambda text: detections(text, names_only)):
     right = match_items(said or [], true)
     kind = "detect_acc" if names_only else "detect_box_acc" if any(
         p is not None and len(p) == 4 for _, p in true) else "detect_cell_acc"
     if true:
       tally.add(kind, right, len(true))
-    whole = said is not None and right == len(true) == len(said)
-    tally.add("frame_fact_acc", whole)
-    tally.add(f"frame{t}_acc", whole)
+    add_frame_fact(tally, t, said is not None and right == len(true) == len(said))
   if not names_only:
     track_tally(tally, response, reference)
   return tally
