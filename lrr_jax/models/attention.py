@@ -63,14 +63,14 @@ class Visibility:
   def dense(self) -> Array:
     """bool[B, 1, Sq, Sk], True = may attend (the mask the reference and XLA paths take)."""
     allowed = self.query_segments[:, :, None] == self.key_segments[:, None, :]
+    keys = jnp.arange(self.key_segments.shape[1])[None, None, :]
     last = self.query_last_key()
     if last is not None:
-      keys = jnp.arange(self.key_segments.shape[1])
-      allowed &= keys[None, None, :] <= last[:, :, None]
+      allowed &= keys <= last[:, :, None]
       if self.window:
-        allowed &= last[:, :, None] - keys[None, None, :] < self.window
+        allowed &= last[:, :, None] - keys < self.window
     if self.first_key is not None:
-      allowed &= jnp.arange(self.key_segments.shape[1])[None, None, :] >= self.first_key[:, :, None]
+      allowed &= keys >= self.first_key[:, :, None]
     return allowed[:, None]
 
 
