@@ -20,7 +20,7 @@ CORE = [
     "av",  # video files of the released datasets (PyAV bundles its FFmpeg)
     "matplotlib",  # PNG plots (scaling table, benchmarks)
     "importlib_resources",  # needed by tensorflow-datasets, which does not declare it
-    "etils[epath]",  # one path type for local files and gs:// (lrr_jax/data/files.py)
+    "etils[epath]",  # one path type for local files and gs:// (lrr_jax/files.py)
     "gcsfs",  # gs:// through epath without TensorFlow
 ]
 TEST = [

@@ -8,7 +8,7 @@ Tables (benchmarks/tables.py): cater_static, cater_moving (the rationale ablatio
 cater_encoder (two streams vs one, temporal window tau), acre (the ablation on three splits); and
   search: greedy vs best-of-N vs sentence-level vs stage-level beam search on the full CATER (static) run, or
     on each training seed's (--search_seeds); --num_candidates=paper --stage_beams=1,2,4 --scorers=likelihood,judge
-    is LLaVA-o1's Table 5 N with a beam sweep and both scorers (`lrr_jax.evaluation.scaling` says what each is);
+    is LLaVA-o1's Table 5 N with a beam sweep and both scorers (`lrr_jax.scaling` says what each is);
     --search_strategies picks rows, --search_output keeps each setting's table apart in every run (and --out
     its pooled cells and orderings).
 Runs live under --sweep_dir (finished runs are reused); results go to --out as JSON, Markdown and PNGs.
@@ -34,7 +34,7 @@ from benchmarks import seed_tables  # pylint: disable=g-import-not-at-top,wrong-
 from benchmarks import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lrr_jax.evaluation import intervals  # pylint: disable=g-import-not-at-top,wrong-import-position
-from lrr_jax.evaluation import scaling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lrr_jax import scaling  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lrr_jax.inference import search  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def search_workdirs(sweep_dir: pathlib.Path, seeds: Sequence[int]) -> list[pathl
 
 def search_table(workdirs: Sequence[pathlib.Path], python: str, scaling_flags: Sequence[str],
                  output: str = "scaling") -> list[dict]:
-  """The inference-time scaling table (`lrr_jax.evaluation.scaling`, its flags from `scaling.settings_flags`) on
+  """The inference-time scaling table (`lrr_jax.scaling`, its flags from `scaling.settings_flags`) on
   each run, in `<workdir>/<output>`, reused where its `flags.json` holds the same flags; rows name the run. Each
   row keeps its `per_example` outcomes (for a bootstrap over examples and seeds)."""
   missing = [str(w) for w in workdirs if not (w / "results.json").is_file()]
@@ -77,7 +77,7 @@ def search_table(workdirs: Sequence[pathlib.Path], python: str, scaling_flags: S
     if done.is_file() and json.loads(done.read_text()) == list(scaling_flags):
       print(f"{workdir}: reusing its scaling table (same flags)", flush=True)
     else:
-      subprocess.run([python, "-m", "lrr_jax.evaluation.scaling", f"--workdir={workdir}", *scaling_flags,
+      subprocess.run([python, "-m", "lrr_jax.scaling", f"--workdir={workdir}", *scaling_flags,
                       f"--output={workdir / output}"], check=True)
     rows += [{"run": workdir.name, **row} for row in json.loads((workdir / output / "scaling.json").read_text())]
   return rows
@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--out", default="benchmarks/results/reproduce")
   parser.add_argument("--num_examples", type=int, default=32, help="test examples of the search table")
   parser.add_argument("--num_candidates", default="4", help="search N: an int, 'paper' (LLaVA-o1 Table 5: "
-                      "best_of_n:10,sentence_beam:2,stage_beam:4) or per strategy (lrr_jax.evaluation.scaling)")
+                      "best_of_n:10,sentence_beam:2,stage_beam:4) or per strategy (lrr_jax.scaling)")
   parser.add_argument("--stage_beams", default="", help="stage_beam's beams (kept per stage), a row each: 1,2,4")
   parser.add_argument("--scorers", default="judge", help="search scorers, a row each: likelihood,judge")
   parser.add_argument("--search_strategies", default=",".join(search.STRATEGIES), help="the search table's rows")

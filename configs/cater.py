@@ -53,7 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                         # three stages (stride 8): a 6x6 grid at 48 px, one grid feature per floor cell
                         static_backbone=dict(stage_sizes=(1, 1, 1))))
   config.batch_size = 16  # global: each of P processes batches batch_size / P rows
-  config.grad_accum_steps = 1  # >1: the batch in this many micro-batches (same update, less memory)
+  config.grad_accum_steps = 1  # the batch in this many micro-batches (same update, less memory); 0: the fewest that fit
+  config.device_memory_gib = 0.0  # what grad_accum_steps=0 fits in per device (0: the device's own limit)
   config.num_steps = 1800
   config.optimizer = dict(lr=1e-3, warmup_steps=50, total_steps=config.get_ref("num_steps"),
                           final_fraction=0.05, clip_norm=1.0, b1=0.9, b2=0.98, weight_decay=0.01,
@@ -70,7 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint = dict(every=400, keep=2)  # async orbax saves (with the data iterator) under <workdir>/ckpt
   # Greedy generation on the test split at the end, and every `every` steps on `num_examples` of it (0: all).
   config.eval = dict(batch_size=64, max_new_tokens=190, every=600, num_examples=64, num_classes=0)
-  # Inference-time scaling (`lrr_jax.infer`, `lrr_jax.evaluation.scaling`; their flags override it).
+  # Inference-time scaling (`lrr_jax.infer`, `lrr_jax.scaling`; their flags override it).
   config.search = common.search_section(max_new_tokens=192, max_step_tokens=192)
   return config
 

@@ -83,7 +83,7 @@ def model_section(size: str, decoder_values: dict[str, Any] | None = None,
 
 def search_section(**values: Any) -> ml_collections.ConfigDict:
   """config.search (SEARCH_DEFAULTS with `values`): the inference-time scaling strategy that `lrr_jax.infer`
-  and `lrr_jax.evaluation.scaling` run; their flags override it."""
+  and `lrr_jax.scaling` run; their flags override it."""
   section = ml_collections.ConfigDict(dict(SEARCH_DEFAULTS, backtrack_cutoff=config_dict.placeholder(float)))
   unknown = sorted(set(values) - set(section))
   if unknown:

@@ -1,7 +1,7 @@
 """Recipes for the released datasets with a pretrained OPT, as the LRR paper trains them: OPT-125M or
 OPT-1.3B, a ResNet-101 static stream, gated cross-attention after every other decoder layer, end to end.
 
-  python -m lrr_jax.data.prepare --dataset=cater --config=default --manual_dir=~/CATER --vocab_size=0 \
+  python -m lrr_jax.prepare --dataset=cater --config=default --manual_dir=~/CATER --vocab_size=0 \
       --data_dir=~/lrr_data   # once, or let the run write it
   python -m lrr_jax.main --config=configs/released.py:dataset=cater,lm=opt-125m --workdir=~/runs/cater125m \
       --config.data.manual_dir=~/CATER --config.data.data_dir=~/lrr_data --config.model.init_from=~/opt-125m

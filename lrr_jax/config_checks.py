@@ -17,7 +17,7 @@ import ml_collections
 
 from lrr_jax import run_config
 from lrr_jax import run_objects
-from lrr_jax.data import prepare
+from lrr_jax.data import datasets
 from lrr_jax.train import partitioning
 
 ConfigDict = ml_collections.ConfigDict
@@ -134,7 +134,7 @@ def mixture_errors(config: RunConfig) -> list[str]:
       errors.append(f"{key}={entry!r} must be a (dataset, builder config, weight) triple.")
       continue
     dataset, builder_config, weight = entry
-    problem = prepare.builder_config_error(str(dataset), str(builder_config))
+    problem = datasets.builder_config_error(str(dataset), str(builder_config))
     if problem:
       errors.append(f"{key}: {problem}.")
     if not (_is_number(weight) and weight > 0):

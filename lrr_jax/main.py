@@ -32,7 +32,7 @@ from lrr_jax import config_checks
 from lrr_jax import run_config
 from lrr_jax import run_objects
 from lrr_jax import run_records
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import fingerprints
 from lrr_jax.data import lease
 from lrr_jax.evaluation import grounding

@@ -59,7 +59,7 @@ class DatasetFiles:
 class DataConfig(pipeline.ReadOptions):
   """config.data, with the pipeline's read options (`ReadOptions`: jitter, workers, threads, buffers,
   surrogate_prompt_prob)."""
-  dataset: str = "generated_cater"  # a dataset `lrr_jax.data.prepare` writes
+  dataset: str = "generated_cater"  # a dataset `lrr_jax.prepare` writes
   builder_config: str = "tiny"  # its TFDS builder config (generated ACRE: the split)
   data_dir: str = ""  # where datasets are written ('': <workdir>/data; local or gs://)
   manual_dir: str = ""  # a released dataset's files ('': written already, or generated)
@@ -162,7 +162,7 @@ class RunConfig(loop.TrainConfig):
   data: DataConfig = DataConfig()  # the datasets, their tokenizer and how examples are read
   model: ModelSection = ModelSection()  # the architecture and the weights it starts from
   eval: EvalConfig = EvalConfig()  # greedy generation on the held-out split
-  search: SearchConfig = dataclasses.field(  # inference-time scaling (`lrr_jax.infer`, `evaluation.scaling`)
+  search: SearchConfig = dataclasses.field(  # inference-time scaling (`lrr_jax.infer`, `lrr_jax.scaling`)
       default=SearchConfig(), metadata=dict(keys=_search_keys, build=search_from_flat))
 
   @classmethod

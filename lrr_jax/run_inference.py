@@ -1,5 +1,5 @@
 """A trained run's inference: its held-out examples and a user's video as the model's input, cached generators,
-searchers and surrogate-task questions (`lrr_jax.infer`, `lrr_jax.evaluation.scaling`, the notebooks)."""
+searchers and surrogate-task questions (`lrr_jax.infer`, `lrr_jax.scaling`, the notebooks)."""
 import pathlib
 from typing import Any
 

@@ -1,7 +1,7 @@
 """From a typed run config (`run_config.RunConfig`) to the objects a run is made of: its data, model (with
 pretrained weights inserted), evaluator and search, for every entry point.
 
-`lrr_jax.main` (training), `lrr_jax.infer`, `lrr_jax.evaluation.scaling`, the notebooks and the benchmarks
+`lrr_jax.main` (training), `lrr_jax.infer`, `lrr_jax.scaling`, the notebooks and the benchmarks
 build them here, so nothing else derives a data directory, a frame shape or a model config from a config.
 """
 import dataclasses
@@ -16,9 +16,9 @@ import numpy as np
 from lrr_jax import run_config as run_config_lib
 from lrr_jax.convert import hf_opt
 from lrr_jax.convert import resnet_weights
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import pipeline
-from lrr_jax.data import prepare
+from lrr_jax.data import datasets
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.evaluation import evaluator as evaluator_lib
 from lrr_jax.evaluation import mixture as mixture_eval
@@ -68,7 +68,7 @@ def dataset_builder(config: RunConfig, directory: str, source: Source | None = N
   """The TFDS builder of one of the run's datasets (default: its first) under `directory` (read from a local
   copy when `directory` is gs://)."""
   source = source or config.sources()[0]
-  return prepare.local_builder(source.dataset, source.builder_config, directory,
+  return datasets.local_builder(source.dataset, source.builder_config, directory,
                                **builder_sizes(config, source.dataset))
 
 
@@ -90,7 +90,7 @@ def build_data(config: RunConfig, workdir: str | pathlib.Path):
   run_sources = config.sources()
   vocab_size = 0 if given_tokenizer else config.data.vocab_size
   own_tokenizer = vocab_size if len(run_sources) == 1 else 0  # a mixture's BPE covers all its datasets
-  written = [distributed.primary_first(lambda s=s: prepare.prepare(  # written once, by process 0
+  written = [distributed.primary_first(lambda s=s: datasets.prepare(  # written once, by process 0
       s.dataset, s.builder_config, directory, own_tokenizer, s.manual_dir or None,
       **builder_sizes(config, s.dataset))) for s in run_sources]
   builders = [dataset_builder(config, directory, s) for s in run_sources]
@@ -100,7 +100,7 @@ def build_data(config: RunConfig, workdir: str | pathlib.Path):
     tokenizer_path = str(written[0] / "tokenizer.json")
   else:
     tokenizer_path = str(distributed.primary_first(
-        lambda: prepare.mixture_tokenizer(builders, directory, vocab_size)))
+        lambda: datasets.mixture_tokenizer(builders, directory, vocab_size)))
   train_data = pipeline.make_dataset([(s.name, b.as_data_source("train"), s.weight)
                                       for s, b in zip(run_sources, builders)],
                                      pipeline_config(config, tokenizer_path), jax.process_index(),

@@ -9,7 +9,7 @@ from typing import Any
 
 from lrr_jax import run_config as run_config_lib
 from lrr_jax import run_objects
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import fingerprints
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.models import lrr

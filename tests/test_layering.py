@@ -1,6 +1,7 @@
 """The layers of `lrr_jax` (HOUSE_STYLE: files -> data -> model -> train / inference -> evaluation) hold: no
-module imports one of a higher layer. Commands (modules that run `app.run`) and the package's own modules
-(`run_config`, `config_checks`, `run_objects`, `run_records`, `run_inference`) are the top layer. Config files
+module imports one of a higher layer. `lrr_jax.files` (the path layer) is the bottom; the package's own modules
+(`run_config`, `config_checks`, `run_objects`, `run_records`, `run_inference`) and its commands (`main`, `infer`,
+`prepare`, `scaling`, `probe`: the only modules that run `app.run`) are the top layer. Config files
 (`configs/*.py`) import no library code: reading one imports no JAX."""
 import ast
 import pathlib
@@ -10,6 +11,7 @@ import sys
 import pytest
 
 PACKAGE = pathlib.Path(__file__).parents[1] / "lrr_jax"
+BOTTOM = -1  # lrr_jax.files
 LAYERS = {"models": 0, "data": 0, "train": 1, "convert": 1, "inference": 2, "evaluation": 3}
 TOP = 4
 
@@ -21,6 +23,8 @@ def module_name(path: pathlib.Path) -> str:
 def layer(module: str, source: str = "") -> int:
   """A module's layer: its subpackage's, or the top for commands and the package's own modules."""
   parts = module.split(".")
+  if module == "lrr_jax.files":
+    return BOTTOM
   if "app.run(" in source or len(parts) < 3:
     return TOP
   return LAYERS[parts[1]]
@@ -49,7 +53,13 @@ def test_no_module_imports_a_higher_layer(path):
   assert not upward, f"{module_name(path)} (layer {own}) imports {upward} from a higher layer"
 
 
+def test_commands_live_at_the_top_of_the_package():
+  commands = sorted(module_name(p) for p in MODULES if "app.run(" in p.read_text())
+  assert commands == ["lrr_jax.infer", "lrr_jax.main", "lrr_jax.prepare", "lrr_jax.probe", "lrr_jax.scaling"]
+
+
 def test_the_rule_itself_catches_upward_imports():
+  assert layer("lrr_jax.files") < layer("lrr_jax.data.records") == layer("lrr_jax.models.lrr")
   assert layer("lrr_jax.models.lrr") < layer("lrr_jax.train.trainer") < layer("lrr_jax.inference.search")
   assert layer("lrr_jax.inference.search") < layer("lrr_jax.evaluation.evaluator") < layer("lrr_jax.run_objects")
   tree = ast.parse("from lrr_jax.inference import generate\nimport lrr_jax.evaluation.cater")

@@ -83,7 +83,7 @@ def write_video(path, frames: int = 12, size: int = 48) -> None:
 def test_scaling_table_compares_strategies(tiny_run, tmp_path):
   """Per-strategy N, stage_beam per beam, both scorers in one call; per-example outcomes average to the row."""
   workdir, _ = tiny_run
-  out = run("lrr_jax.evaluation.scaling", f"--workdir={workdir}", "--strategies=greedy,best_of_n,stage_beam",
+  out = run("lrr_jax.scaling", f"--workdir={workdir}", "--strategies=greedy,best_of_n,stage_beam",
             "--num_examples=2", "--num_candidates=best_of_n:3,stage_beam:2", "--stage_beams=1,2",
             "--scorers=likelihood,judge", "--max_new_tokens=8", f"--output={tmp_path}")
   assert out.returncode == 0, out.stderr[-3000:]

@@ -1,5 +1,5 @@
 """No path with a colon in the repository, and a `gs://` URL is never taken for a local path."""
-from lrr_jax.data import files
+from lrr_jax import files
 from tests import conftest
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lrr_jax.convert import hf_opt
-from lrr_jax.data import prepare
+from lrr_jax.data import datasets
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.worlds import cater
 from lrr_jax import run_records
@@ -29,7 +29,7 @@ def release(tmp_path_factory):
   train, val = cater.generate(world, 4, 0), cater.generate(world, 2, 1)
   release_fixtures.write_cater_release(root / "CATER", "train", train)
   release_fixtures.write_cater_release(root / "CATER", "val", val, offset=100)
-  directory = prepare.prepare("cater", "default", str(root / "data"), 400, str(root / "CATER"))
+  directory = datasets.prepare("cater", "default", str(root / "data"), 400, str(root / "CATER"))
   tokenizer = tokenizer_lib.load(directory / "tokenizer.json")  # a BPE on the release's own rationales
   for name, vocab in (("opt", 512), ("opt_small_vocab", 97)):
     save_tiny_hf_opt(root / name, vocab_size=vocab, max_position_embeddings=512)

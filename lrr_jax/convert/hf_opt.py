@@ -15,7 +15,7 @@ import numpy as np
 
 from lrr_jax.convert import hf_weights
 from lrr_jax.convert import safetensors_file
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.models import decoder
 from lrr_jax.models import layers
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from lrr_jax.convert import safetensors_file
 from lrr_jax.convert import torch_pickle
-from lrr_jax.data import files
+from lrr_jax import files
 
 PathLike = str | os.PathLike
 WeightsFileError = safetensors_file.WeightsFileError

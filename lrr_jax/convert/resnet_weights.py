@@ -29,7 +29,7 @@ from lrr_jax.convert import hf_opt
 from lrr_jax.convert import hf_weights
 from lrr_jax.convert import safetensors_file
 from lrr_jax.convert import torch_pickle
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.models import resnet
 from lrr_jax.models import video_encoder
 

@@ -10,7 +10,7 @@ not their bytes: hashing gigabytes of frames at every start would cost minutes.
 import hashlib
 from typing import Mapping
 
-from lrr_jax.data import files
+from lrr_jax import files
 
 BLOCK = 1 << 20
 METADATA_SUFFIXES = (".json", ".txt")  # a dataset's small files, hashed whole

@@ -21,7 +21,7 @@ from typing import Any
 
 from absl import logging
 
-from lrr_jax.data import files
+from lrr_jax import files
 
 LEASE_FILE = "lease.json"
 DEFAULT_STALE_SECONDS = 300.0

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import frame_codec
 from lrr_jax.data import rationales
 

@@ -10,7 +10,7 @@ from typing import Iterable
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import rationales
 
 PAD, BOS, EOS = "<pad>", "</s>", "</s>"  # OPT uses </s> (id 2) both to start and to end a text

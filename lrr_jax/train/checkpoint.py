@@ -27,7 +27,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from lrr_jax.data import files
+from lrr_jax import files
 
 T = TypeVar("T")
 DIGEST_VERSION = 1

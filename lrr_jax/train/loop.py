@@ -20,7 +20,7 @@ import numpy as np
 import optax
 import tqdm
 
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
@@ -45,7 +45,8 @@ class TrainConfig:
   """What the loop reads of a run config (`lrr_jax.run_config.RunConfig` is one)."""
   seed: int = 0  # initialisation, dropout and data order
   batch_size: int = 16  # global: each of P processes batches batch_size / P rows
-  grad_accum_steps: int = 1  # >1: the batch in this many micro-batches (same update, less memory)
+  grad_accum_steps: int = 1  # the batch in this many micro-batches (same update, less memory); 0: the fewest that fit (`micro_batching`)
+  device_memory_gib: float = 0.0  # memory per device that grad_accum_steps=0 fits in (0: the device's own limit)
   num_steps: int = 1400  # updates in all
   log_every: int = 50  # steps between logged train metrics
   peak_flops_per_device: float = 0.0  # bf16 peak FLOP/s for MFU (0: from the device kind)

@@ -17,7 +17,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from lrr_jax.data import files
+from lrr_jax import files
 
 
 class MetricWriter:

@@ -13,7 +13,7 @@ from typing import Any
 from absl import logging
 import jax
 
-from lrr_jax.data import files
+from lrr_jax import files
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,7 @@ the workers, with surrogate-task requests inserted there (whole batches compared
 import dataclasses, json, sys
 from absl import flags
 import numpy as np
-from lrr_jax.data import frame_codec, pipeline, prepare
+from lrr_jax.data import datasets, frame_codec, pipeline
 
 
 class JpegSource:
@@ -29,8 +29,8 @@ def same(a, b):
 if __name__ == "__main__":
   flags.FLAGS.mark_as_parsed()
   data_dir = sys.argv[1]
-  directory = prepare.prepare("generated_cater", "tiny", data_dir, 400, num_train=64, num_test=8)
-  source = prepare.builder_for("generated_cater", "tiny", data_dir, num_train=64, num_test=8).as_data_source("train")
+  directory = datasets.prepare("generated_cater", "tiny", data_dir, 400, num_train=64, num_test=8)
+  source = datasets.builder_for("generated_cater", "tiny", data_dir, num_train=64, num_test=8).as_data_source("train")
   # JPEG frames decoded, resized 32 -> 24 and jittered in the workers, over two epochs.
   config = pipeline.PipelineConfig(
       tokenizer_path=str(directory / "tokenizer.json"), batch_size=8, max_length=320, num_epochs=2, resolution=24,

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import fingerprints
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lrr_jax.convert import hf_opt
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
 from tests import limits

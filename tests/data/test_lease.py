@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import lease
 
 ROOT = pathlib.Path(__file__).parents[2]

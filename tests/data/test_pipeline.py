@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lrr_jax.data import pipeline
-from lrr_jax.data import prepare
+from lrr_jax.data import datasets
 from lrr_jax.data import rationales
 from lrr_jax.data import records
 
@@ -15,8 +15,8 @@ from lrr_jax.data import records
 @pytest.fixture(scope="module")
 def cater(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("tfds")
-  directory = prepare.prepare("generated_cater", "tiny", str(data_dir), 400, num_train=64, num_test=8)
-  source = prepare.builder_for("generated_cater", "tiny", str(data_dir), num_train=64, num_test=8)
+  directory = datasets.prepare("generated_cater", "tiny", str(data_dir), 400, num_train=64, num_test=8)
+  source = datasets.builder_for("generated_cater", "tiny", str(data_dir), num_train=64, num_test=8)
   return source.as_data_source("train"), str(directory / "tokenizer.json"), data_dir
 
 
@@ -71,8 +71,8 @@ def test_epochs_are_reshuffled_and_loss_is_on_the_response(cater):
 
 def test_mixture_and_fitting_frames_keeps_text_and_frames_aligned(cater, tmp_path):
   source, tokenizer_path, _ = cater
-  acre_dir = prepare.prepare("generated_acre", "iid", str(tmp_path), 0, num_train=8, num_test=2)
-  acre = prepare.builder_for("generated_acre", "iid", str(tmp_path), num_train=8, num_test=2)
+  acre_dir = datasets.prepare("generated_acre", "iid", str(tmp_path), 0, num_train=8, num_test=2)
+  acre = datasets.builder_for("generated_acre", "iid", str(tmp_path), num_train=8, num_test=2)
   cfg = config(tokenizer_path, max_length=1024, num_frames=4, resolution=16)
   dataset = pipeline.make_dataset([("cater", source, 0.5), ("acre", acre.as_data_source("train"), 0.5)], cfg)
   batch = next(iter(dataset))
@@ -168,7 +168,7 @@ def test_a_damaged_tfds_file_is_named_with_the_record(cater, tmp_path):
   shutil.copytree(data_dir, copy)
   train = sorted(copy.rglob("*train.array_record-*"))[0]
   train.write_bytes(train.read_bytes()[:int(train.stat().st_size * 0.95)])
-  source = prepare.builder_for("generated_cater", "tiny", str(copy), num_train=64, num_test=8).as_data_source("train")
+  source = datasets.builder_for("generated_cater", "tiny", str(copy), num_train=64, num_test=8).as_data_source("train")
   batches = iter(pipeline.make_dataset([("clips", source, 1.0)], config(tokenizer_path, shuffle=False)))
   with pytest.raises(ValueError, match=f"clips: record \\d+ could not be read \\(in {train}\\)"):
     for _ in range(8):

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from lrr_jax.data import frame_codec
-from lrr_jax.data import prepare
+from lrr_jax.data import datasets
 from lrr_jax.data import rationales
 from lrr_jax.data import records
 from lrr_jax.data.builders import acre as acre_builder
@@ -224,11 +224,11 @@ def test_bad_something_else_files_are_named(tmp_path, damage, message):
 def test_something_else_boxes_config_writes_quantised_corners(tmp_path):
   """`boxes<N>` through prepare: each detection is the box's corners in N bins (96x64 frames, 12 bins)."""
   from lrr_jax.data import boxes  # pylint: disable=g-import-not-at-top
-  from lrr_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from lrr_jax.data import datasets  # pylint: disable=g-import-not-at-top
   manual = tmp_path / "se"
   release_fixtures.write_something_else_release(manual)
-  prepare.prepare("something_else", "boxes12", str(tmp_path / "data"), 0, str(manual))
-  builder = prepare.builder_for("something_else", "boxes12", str(tmp_path / "data"))
+  datasets.prepare("something_else", "boxes12", str(tmp_path / "data"), 0, str(manual))
+  builder = datasets.builder_for("something_else", "boxes12", str(tmp_path / "data"))
   record = builder.as_data_source("validation")[0]
   caption = rationales.parse_response(records.read_example(record, "full").response_text).stages["CAPTION"]
   assert caption.startswith("frame 0: <detect> box (0,5,1,6); hand (0,7,1,11).")  # x 4..12, y 28..36 / 40..60
@@ -251,10 +251,10 @@ def test_png_frames_equal_raw_ones_and_jpeg_ones_are_close_and_smaller(tmp_path)
 
 
 def test_frame_settings_name_their_own_config():
-  default = prepare.builder_for("star", "default", "/nowhere").builder_config
+  default = datasets.builder_for("star", "default", "/nowhere").builder_config
   assert (default.name, default.resolution, default.frame_format, default.jpeg_quality) == ("default", 224, "jpeg", 90)
-  assert prepare.builder_for("star", "default", "/nowhere", resolution=224).builder_config.name == "default"
-  png = prepare.builder_for("star", "default", "/nowhere", frame_format="png", resolution=112).builder_config
+  assert datasets.builder_for("star", "default", "/nowhere", resolution=224).builder_config.name == "default"
+  png = datasets.builder_for("star", "default", "/nowhere", frame_format="png", resolution=112).builder_config
   assert png.name.startswith("default_") and (png.resolution, png.frame_format) == (112, "png")
   with pytest.raises(ValueError, match="frame_format='gif'"):
-    prepare.builder_for("star", "default", "/nowhere", frame_format="gif").info  # pylint: disable=expression-not-assigned
+    datasets.builder_for("star", "default", "/nowhere", frame_format="gif").info  # pylint: disable=expression-not-assigned

@@ -11,7 +11,7 @@ from lrr_jax import run_records
 from lrr_jax.data import encoding
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.data.worlds import cater
-from lrr_jax.evaluation import probe
+from lrr_jax import probe
 
 
 def test_a_linearly_coded_cell_is_read_and_noise_is_not():
@@ -53,7 +53,7 @@ def test_positions_point_at_the_token_before_each_snitch_cell():
 def test_the_probe_command_on_the_tiny_run(tiny_run, tmp_path):
   workdir, _ = tiny_run
   output = tmp_path / "probe.json"
-  out = subprocess.run([sys.executable, "-m", "lrr_jax.evaluation.probe", f"--workdir={workdir}",
+  out = subprocess.run([sys.executable, "-m", "lrr_jax.probe", f"--workdir={workdir}",
                         "--num_examples=4", "--test_fraction=0.25", f"--output={output}"],
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]

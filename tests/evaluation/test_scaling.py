@@ -5,7 +5,7 @@ import pytest
 
 from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.evaluation import evaluator
-from lrr_jax.evaluation import scaling
+from lrr_jax import scaling
 
 
 def test_num_candidates_per_strategy_for_all_or_as_the_paper():

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from lrr_jax.data import boxes as boxes_lib
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import frame_sampling
 from lrr_jax.data import rationales
 from lrr_jax.data.builders import release

@@ -15,7 +15,7 @@ import pathlib
 
 import numpy as np
 
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import rationales
 from lrr_jax.data.builders import release
 from lrr_jax.data.builders import video_files

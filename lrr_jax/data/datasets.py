@@ -1,19 +1,12 @@
-"""Write a dataset to disk (ArrayRecord, through its TFDS builder) and a tokenizer trained on it beside it.
-
-  python -m lrr_jax.data.prepare --dataset=generated_cater --config=tiny --data_dir=~/lrr_data
-  python -m lrr_jax.data.prepare --dataset=generated_acre --config=compositional --num_train=4096
-  python -m lrr_jax.data.prepare --dataset=star --config=default --manual_dir=~/STAR --data_dir=~/lrr_data
-  python -m lrr_jax.data.prepare --dataset=cater --config=default --manual_dir=~/CATER --frame_format=png
+"""A dataset written to disk (ArrayRecord, through its TFDS builder) with a tokenizer trained on it beside it,
+and its builder opened for reading; the command is `python -m lrr_jax.prepare`.
 TFDS shows progress bars while it generates and shuffles; the tokenizer is trained on the train split's text.
 """
 import hashlib
 import json
 import pathlib
 
-from absl import app
-from absl import flags
-
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import rationales
 from lrr_jax.data import records
 from lrr_jax.data import tokenizer as tokenizer_lib
@@ -153,34 +146,3 @@ def prepare(dataset: str, config: str, data_dir: str, vocab_size: int = 512, man
     files.copy_tree(directory, remote)
     (remote / UPLOADED).write_text("")
   return remote
-
-
-def main(argv):
-  del argv
-  f = flags.FLAGS
-  sizes = (dict(num_train=f.num_train, num_test=f.num_test) if f.dataset.startswith("generated_") else
-           dict(resolution=f.resolution, frame_format=f.frame_format, jpeg_quality=f.jpeg_quality))
-  directory = prepare(f.dataset, f.config, f.data_dir, f.vocab_size, f.manual_dir, **sizes)
-  print(f"Prepared {f.dataset}/{f.config} in {directory}")
-
-
-def define_flags() -> None:
-  """Command-line flags, defined only when run as a command (so that importing this module defines none)."""
-  flags.DEFINE_string("dataset", "generated_cater",
-                      "generated_cater | generated_acre | cater | acre | star | something_else")
-  flags.DEFINE_string("manual_dir", None, "Where a released dataset's files are (cater, acre, star, something_else).")
-  flags.DEFINE_string("config", "tiny", "Builder config (generated_cater: tiny|static|moving; generated_acre: "
-                      "iid|compositional|systematic).")
-  flags.DEFINE_string("data_dir", "~/lrr_data", "Where TFDS writes the dataset.")
-  flags.DEFINE_integer("num_train", None, "Override the number of training videos/problems.")
-  flags.DEFINE_integer("num_test", None, "Override the number of test videos/problems.")
-  flags.DEFINE_integer("resolution", None, "Released datasets: frame size written (default 224).")
-  flags.DEFINE_enum("frame_format", None, ["jpeg", "png", "raw"], "Released datasets: how frames are stored "
-                    "(default jpeg).")
-  flags.DEFINE_integer("jpeg_quality", None, "Released datasets: JPEG quality (default 90).")
-  flags.DEFINE_integer("vocab_size", 512, "Size of the BPE trained on the data (0: no tokenizer).")
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

@@ -1,6 +1,6 @@
 """Linear probes for the snitch's cell per frame: where does a trained run lose it?
 
-  python -m lrr_jax.evaluation.probe --workdir=workdirs/cater_demo [--num_examples=256] [--test_fraction=0.25]
+  python -m lrr_jax.probe --workdir=workdirs/cater_demo [--num_examples=256] [--test_fraction=0.25]
 
 From held-out records of a generated (or released) CATER run, per frame t and the snitch's true cell there (from
 the record's full rationale: its detection on frame 0, its track or its cone's cell after), features from:
@@ -36,7 +36,7 @@ import numpy as np
 from lrr_jax import run_inference
 from lrr_jax import run_records
 from lrr_jax.data import encoding
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import records
 from lrr_jax.data.worlds import cater
 from lrr_jax.evaluation import grounding

@@ -2,8 +2,8 @@
 accuracy and compute (tokens sampled, tokens read by the judge, wall time) of greedy, best-of-N,
 sentence-level and stage-level beam search with the same model, from one command, with a PNG plot.
 
-  python -m lrr_jax.evaluation.scaling --workdir=workdirs/cater_demo --num_examples=32 --num_candidates=4
-  python -m lrr_jax.evaluation.scaling --workdir=workdirs/cater_demo --num_examples=512 --num_candidates=paper \
+  python -m lrr_jax.scaling --workdir=workdirs/cater_demo --num_examples=32 --num_candidates=4
+  python -m lrr_jax.scaling --workdir=workdirs/cater_demo --num_examples=512 --num_candidates=paper \
       --stage_beams=1,2,4 --scorers=likelihood,judge
 
 Rows: greedy once; every other strategy once per scorer, stage_beam once per beam of --stage_beams.
@@ -40,7 +40,7 @@ import tqdm
 from lrr_jax import run_inference
 from lrr_jax import run_objects
 from lrr_jax import run_records
-from lrr_jax.data import files
+from lrr_jax import files
 from lrr_jax.data import records
 from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.evaluation import grounding
