@@ -106,5 +106,6 @@ def mesh_section(data: int = -1, fsdp: int = 1, tensor: int = 1, **dcn: int) -> 
 
 def encoder_ablations(windows: tuple[int, ...]) -> list[dict[str, Any]]:
   """The video encoder's ablations as a sweep's overrides: the static stream alone (LRR's two-stream ablation),
-  then temporal attention over only the previous tau frames, for each tau in `windows` (0, the default: all)."""
+  then temporal attention over a window of tau frames (the current one included), for each tau in `windows` (0,
+  the default: every frame up to the current one)."""
   return [{"model.video.two_stream": False}] + [{"model.video.temporal_window": tau} for tau in windows]

@@ -4,7 +4,8 @@
 - Motion stream: a (smaller) ResNet over frame differences at a lower resolution, resized to the static grid.
 - Fusion: concatenation and a linear map to `width`, plus spatial and temporal position embeddings.
 - Factorised attention (TimeSformer's divided space-time): per grid cell across frames (causal in time,
-  optionally only the previous `temporal_window` frames), then within each frame, then an MLP.
+  optionally only a window of `temporal_window` frames, the query's own included), then within each frame, then
+  an MLP. Both streams' fused tokens go through it: the window bounds what either stream's features can read.
 
 Frames of several packed examples may share one row: `frame_segment_ids` keeps them apart (0 = padding).
 Output: float[B, T, h*w, width]. A frame's output depends only on frames at or before it.
@@ -36,7 +37,7 @@ class VideoEncoderConfig:
   num_layers: int = 2
   num_heads: int = 8
   mlp_dim: int = 3072
-  temporal_window: int = 0  # attend to at most this many frames back (0: all earlier frames)
+  temporal_window: int = 0  # frame q reads frames q - temporal_window + 1 .. q (0: every frame up to q)
   max_frames: int = 64
   grid_size: int = 64  # max grid cells per frame (h * w), for the spatial position embedding
   position_init_std: float = 0.02  # larger makes "where" visible from the start (training from scratch)
