@@ -31,8 +31,9 @@ BACKBONE_FIELDS = dict(
     stem_pool=bool, grid_stage=int, projection_dim=int, dtype=str, param_dtype=str, scan_layers=bool,
     remat_policy=str)
 # config.search's keys and defaults: stage-level beam search sampled as the LLaVA-CoT release samples
-# (temperature 0.6, top-p 0.9), judged by the model itself (`scorer`: judge | likelihood); `backtrack_cutoff`
-# (an absolute scorer) resamples a stage scoring below it, at most `max_retries` times.
+# (temperature 0.6, top-p 0.9), judged by the model itself (`scorer`: judge | release_judge | likelihood |
+# oracle, lrr_jax.run_objects.SCORERS); token budgets ours, for small models (configs/released.py sets its own);
+# `backtrack_cutoff` (an absolute scorer) resamples a stage scoring below it, at most `max_retries` times.
 SEARCH_DEFAULTS = dict(strategy="stage_beam", num_candidates=4, beam=1, scorer="judge", temperature=0.6, top_k=0,
                        top_p=0.9, max_new_tokens=256, max_step_tokens=256, max_retries=4, seed=0)
 
@@ -64,12 +65,17 @@ def model_section(size: str, decoder_values: dict[str, Any] | None = None,
   """config.model: the preset `size`, every DecoderConfig / VideoEncoderConfig / ResNetConfig field (set to
   `*_values` or left to the preset), the model-wide switches `scan_layers`, `remat_policy`, `dtype` (compute;
   e.g. bfloat16) and `loss_chunk_size` (None: the parts' own values; see `lrr.config_from_dict`), and the weights to start from: `init_from`, a local Hugging Face OPT
-  directory; `video.static_init_from` / `video.motion_init_from` (also in `video_values`), a local ResNet
-  checkpoint (torchvision state dict file or Hugging Face directory) for that stream's backbone."""
+  directory; `video.static_init_from` / `video.motion_init_from` (also in `video_values`), a ResNet
+  checkpoint (torchvision state dict file or Hugging Face directory) for that stream's backbone, or
+  `video.from_scratch=True`: the BatchNorm backbones without one train from random weights, their BatchNorm
+  statistics too (ours; without either, a run with a BatchNorm backbone is refused)."""
   video_values = dict(video_values or {})
   backbones = {name: placeholders(BACKBONE_FIELDS, **video_values.pop(name, {}))
                for name in ("static_backbone", "motion_backbone")}
   backbone_weights = {key: video_values.pop(key, "") for key in ("static_init_from", "motion_init_from")}
+  # None (not False): a run written before the key existed resumes unchanged
+  backbone_weights["from_scratch"] = config_dict.FieldReference(video_values.pop("from_scratch", None),
+                                                                field_type=bool)
   video = placeholders(VIDEO_FIELDS, nested=backbones, **video_values)
   video.update(backbone_weights)
   wide = dict(scan_layers=config_dict.FieldReference(None, field_type=bool),

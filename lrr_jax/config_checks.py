@@ -2,7 +2,8 @@
 resuming a workdir's checkpoint would silently mix into it.
 
 `validate(config, num_devices, num_processes)` lists every bad value, each naming its key (`check` raises them
-together): unknown keys and wrong types (`run_config.RunConfig.from_config_dict`), then values out of range; it
+together): unknown keys and wrong types (`run_config.RunConfig.from_config_dict`), then values out of range, then
+a model that cannot hold its prompts or whose BatchNorm backbones have neither weights nor `from_scratch`; it
 needs no data and compiles nothing. `check_resume` compares the config that wrote a checkpoint
 with the one resuming it and refuses any change but those of `FREE_ON_RESUME`, unless
 `config.resume_with_changes`.
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from lrr_jax import files
 from lrr_jax import run_config
 from lrr_jax import run_objects
 from lrr_jax.data import datasets
@@ -32,7 +34,7 @@ ConfigError = run_config.ConfigError
 # eval.max_new_tokens is free unless it changes the positions of a model trained from scratch
 # (`RunConfig.max_positions`).
 FREE_ON_RESUME = ("log_every", "checkpoint.every", "checkpoint.keep", "eval", "search", "distributed", "mesh",
-                  "grad_accum_steps", "model.remat_policy", "model.decoder.remat_policy",
+                  "grad_accum_steps", "device_memory_gib", "model.remat_policy", "model.decoder.remat_policy",
                   "model.video.remat_policy", "model.video.static_backbone.remat_policy",
                   "model.video.motion_backbone.remat_policy", "model.loss_chunk_size", "resume_with_changes",
                   "profile", "peak_flops_per_device", "compilation_cache_dir", "data.read_threads",
@@ -55,7 +57,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _positive_keys(config: RunConfig) -> list[str]:
-  keys = ["num_steps", "batch_size", "grad_accum_steps", "log_every", "optimizer.lr", "optimizer.clip_norm",
+  keys = ["num_steps", "batch_size", "log_every", "optimizer.lr", "optimizer.clip_norm",
           "data.max_length", "eval.batch_size", "eval.max_new_tokens", "checkpoint.keep", "data.read_threads",
           "data.worker_buffer"]
   if config.frames_from_world:
@@ -67,8 +69,8 @@ def _positive_keys(config: RunConfig) -> list[str]:
   return keys
 
 
-NON_NEGATIVE = ("optimizer.warmup_steps", "optimizer.weight_decay", "checkpoint.every", "eval.every",
-                "eval.num_examples", "data.worker_count", "data.prefetch_buffer")
+NON_NEGATIVE = ("grad_accum_steps", "device_memory_gib", "optimizer.warmup_steps", "optimizer.weight_decay",
+                "checkpoint.every", "eval.every", "eval.num_examples", "data.worker_count", "data.prefetch_buffer")
 
 
 def range_errors(config: RunConfig) -> list[str]:
@@ -89,13 +91,13 @@ def range_errors(config: RunConfig) -> list[str]:
 
 def batch_errors(config: RunConfig, num_devices: int, num_processes: int) -> list[str]:
   """The global batch must split evenly over the processes, the data-parallel devices (mesh.data x mesh.fsdp,
-  a -1 resolved over `num_devices`) and the micro-batches of gradient accumulation."""
+  a -1 resolved over `num_devices`) and the micro-batches of gradient accumulation (0: chosen to divide it)."""
   batch, accum = config.batch_size, config.grad_accum_steps
   try:
     sizes = partitioning.mesh_sizes(config.mesh.shape(), num_devices)
   except ValueError as e:
     return [f"config.mesh: {e}"]
-  if not (_is_number(batch) and batch > 0 and _is_number(accum) and accum > 0):
+  if not (_is_number(batch) and batch > 0 and _is_number(accum) and accum >= 0):
     return []  # range_errors names them
   errors = []
   if batch % num_processes:
@@ -105,7 +107,7 @@ def batch_errors(config: RunConfig, num_devices: int, num_processes: int) -> lis
   if batch % parallel:
     errors.append(f"config.batch_size={batch} does not divide over the {parallel} data-parallel devices "
                   f"(mesh.data={sizes['data']}, mesh.fsdp={sizes['fsdp']}).")
-  if batch % accum:
+  if accum and batch % accum:
     errors.append(f"config.grad_accum_steps={accum} does not divide config.batch_size={batch} into equal "
                   "micro-batches.")
   return errors
@@ -120,6 +122,37 @@ def position_errors(config: RunConfig) -> list[str]:
     return [str(e)]
   error = run_objects.text_positions_error(config, model)
   return [error] if error else []
+
+
+# Torchvision's ImageNet file of the recipe's backbones, by depth (for the advice of `backbone_errors`).
+TORCHVISION_FILES = {18: "resnet18-f37072fd.pth", 101: "resnet101-cd907fc2.pth"}
+
+
+def backbone_errors(config: RunConfig) -> list[str]:
+  """Each BatchNorm stream the model builds (static; motion with `two_stream`) must start from a checkpoint
+  (`model.video.<stream>_init_from`, local ones present) or be declared from scratch (`model.video.from_scratch`):
+  from random weights, BatchNorm statistics that stay as loaded would stay at mean 0, variance 1. GroupNorm
+  backbones (the tiny preset) train from scratch by design."""
+  try:
+    video = config.model.architecture().video
+  except (ValueError, TypeError) as e:
+    return [str(e)]
+  errors = []
+  for stream in ("static", "motion") if video.two_stream else ("static",):
+    key, backbone = f"config.model.video.{stream}_init_from", getattr(video, f"{stream}_backbone")
+    path = config.model.stream_init_from(stream)
+    if path and not files.is_remote(path) and not files.as_path(path).exists():
+      errors.append(f"{key}={path!r} does not exist.")
+    elif not path and backbone.norm == "batch" and not config.model.from_scratch:
+      depth = 2 + sum(backbone.stage_sizes) * (3 if backbone.bottleneck else 2)
+      example = f" (e.g. {TORCHVISION_FILES[depth]})" if depth in TORCHVISION_FILES else ""
+      errors.append(
+          f"{key} is not set: the {stream} stream's ResNet-{depth} (BatchNorm) would train from random weights "
+          "with its BatchNorm statistics frozen at mean 0, variance 1. Give it an ImageNet checkpoint, "
+          f"--{key}=PATH: a torchvision state dict file{example} or a Hugging Face ResNet directory (e.g. "
+          f"microsoft/resnet-{depth}'s); or train it from scratch, BatchNorm statistics included: "
+          "--config.model.video.from_scratch=True.")
+  return errors
 
 
 def mixture_errors(config: RunConfig) -> list[str]:
@@ -163,7 +196,7 @@ def validate(config: RunConfig | ConfigDict, num_devices: int, num_processes: in
   errors = (mixture_errors(config) + range_errors(config)
             + batch_errors(config, num_devices, num_processes))
   if not errors:  # the model needs sane sizes to be built
-    errors = position_errors(config)
+    errors = position_errors(config) or backbone_errors(config)
   return errors
 
 

@@ -82,7 +82,7 @@ class DataConfig(pipeline.ReadOptions):
 def _model_schema() -> Schema:
   video = schema_of(video_encoder.VideoEncoderConfig)
   return dict(decoder=schema_of(decoder.DecoderConfig), video={**video, "static_init_from": None,
-                                                               "motion_init_from": None})
+                                                               "motion_init_from": None, "from_scratch": None})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +96,8 @@ class ModelSection:
   loss_chunk_size: int | None = None  # LRRConfig.loss_chunk_size
   decoder: Mapping[str, Any] = _mapping(lambda: _model_schema()["decoder"])  # DecoderConfig fields
   # VideoEncoderConfig fields; static_backbone / motion_backbone: ResNetConfig fields; static_init_from /
-  # motion_init_from: a local ResNet checkpoint (torchvision file or HF directory) for that stream
+  # motion_init_from: a ResNet checkpoint (torchvision file or HF directory) for that stream; from_scratch:
+  # the BatchNorm streams without one train from random weights, their BatchNorm statistics too (ours)
   video: Mapping[str, Any] = _mapping(lambda: _model_schema()["video"])
 
   def architecture(self, **decoder_defaults: Any) -> lrr.LRRConfig:
@@ -106,6 +107,11 @@ class ModelSection:
   def stream_init_from(self, stream: str) -> str:
     """The checkpoint a video stream ('static' or 'motion') starts from ('': none)."""
     return self.video.get(f"{stream}_init_from") or ""
+
+  @property
+  def from_scratch(self) -> bool:
+    """Whether the video streams without a checkpoint train from scratch (`model.video.from_scratch`)."""
+    return bool(self.video.get("from_scratch"))
 
 
 @dataclasses.dataclass(frozen=True)

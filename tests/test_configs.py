@@ -49,13 +49,14 @@ def test_the_sweeps_add_the_encoder_ablations_to_the_rationale_ablation(tmp_path
       "variant=full,camera=static,model.video.temporal_window=4"]
   released_runs = sweep.expand("configs/released.py:mixture=cater+star", tmp_path)
   assert [(r.config, r.overrides) for r in released_runs] == [
-      *((f"configs/released.py:mixture=cater+star,variant={v}", {}) for v in ("direct", "no_surrogate", "full")),
+      *((f"configs/released.py:mixture=cater+star,variant={v}", {})
+        for v in ("direct", "no_surrogate", "no_tags", "full")),
       ("configs/released.py:mixture=cater+star,variant=full", {"model.video.two_stream": False}),
       ("configs/released.py:mixture=cater+star,variant=full", {"model.video.temporal_window": 4}),
       ("configs/released.py:mixture=cater+star,variant=full", {"model.video.temporal_window": 8})]
   modules = {"configs/cater.py": cater_config, "configs/released.py": released_config}
   videos = []
-  for run in cater_runs[8:] + released_runs[3:]:
+  for run in cater_runs[8:] + released_runs[4:]:
     path, _, arg = run.config.partition(":")
     config = modules[path].get_config(arg)
     for key, value in run.overrides.items():
@@ -89,9 +90,10 @@ def test_the_model_field_tables_are_the_dataclasses_fields():
 
 
 @pytest.mark.parametrize("name", ["cater", "acre", "released"])
-def test_every_config_of_every_sweep_is_typed_and_valid(name):
-  """Each config a sweep starts (config_arg and overrides; the released recipe on every dataset and both LMs)
-  types into a RunConfig and passes the checks: no file sets a key the typed config lacks."""
+def test_every_config_of_every_sweep_is_typed_and_valid(name, tmp_path):
+  """Each config a sweep starts (config_arg and overrides; the released recipe on every dataset and both LMs,
+  given its two ResNet checkpoints) types into a RunConfig and passes the checks: no file sets a key the typed
+  config lacks."""
   import importlib  # pylint: disable=g-import-not-at-top
   from lrr_jax import config_checks, run_config  # pylint: disable=g-import-not-at-top
   module = importlib.import_module(f"configs.{name}")
@@ -108,5 +110,9 @@ def test_every_config_of_every_sweep_is_typed_and_valid(name):
       for part in sections:
         section = section[part]
       section[leaf] = value
+    if name == "released":
+      for key in ("static_init_from", "motion_init_from"):
+        (tmp_path / key).write_bytes(b"")
+        config.model.video[key] = str(tmp_path / key)
     typed = run_config.RunConfig.from_config_dict(config)
     assert config_checks.validate(typed, num_devices=1) == [], (config_arg, overrides)

@@ -203,7 +203,8 @@ def load_resnet(path: PathLike, config: resnet.ResNetConfig | None = None
   """Read the pretrained ResNet at `path` for `ResNet(config)`.
 
   Args:
-    path: a torchvision state dict file (`.pth` zip or `.safetensors`) or a Hugging Face ResNet directory.
+    path: a torchvision state dict file (`.pth` zip or `.safetensors`) or a Hugging Face ResNet directory;
+      local (`~` expanded) or gs://, copied into the local cache first (`files.localize`).
     config: the backbone the run uses; None: the checkpoint's own architecture (ResNetConfig's other defaults).
   Returns:
     The architecture found (`config` itself when given) and {"params": ..., "batch_stats": ...} laid out as
@@ -213,6 +214,7 @@ def load_resnet(path: PathLike, config: resnet.ResNetConfig | None = None
     WeightsFileError: a missing or unreadable file, a state dict that is not a ResNet's, another architecture
       than `config`'s, or a tensor of the wrong shape (named).
   """
+  path = files.localize(path)  # `~` expanded; a gs:// file or directory read from the local cache
   weights = read_checkpoint(path)
   layout = find_layout(path, weights)
   found = dataclasses.replace(config or resnet.ResNetConfig(), **read_architecture(path, weights, layout))

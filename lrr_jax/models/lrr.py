@@ -53,7 +53,8 @@ def config_from_dict(model: dict[str, Any], **decoder_defaults: Any) -> LRRConfi
   """The model of a run config's `model` section in one step: `size` picks the preset, then `decoder`,
   `video`, `video.static_backbone` and `video.motion_backbone` override DecoderConfig, VideoEncoderConfig and
   ResNetConfig fields (None: the preset's); the weights to start from (`init_from`, `video.static_init_from`,
-  `video.motion_init_from`) are skipped. `scan_layers`, `remat_policy` and `dtype` (`MODEL_WIDE`) set those
+  `video.motion_init_from`) are skipped, but with `video.from_scratch` a backbone without a checkpoint trains
+  its BatchNorm statistics (`train_batch_norm`, unless its own key says otherwise). `scan_layers`, `remat_policy` and `dtype` (`MODEL_WIDE`) set those
   fields of every part at once (a part's own key wins); `loss_chunk_size` is LRRConfig's. `decoder_defaults` replace the preset's decoder fields that
   `decoder` leaves None (e.g. the run's vocabulary). Unknown keys raise, naming `config.model.<key>`."""
   model = dict(model)
@@ -64,10 +65,11 @@ def config_from_dict(model: dict[str, Any], **decoder_defaults: Any) -> LRRConfi
   wide = {k: model[k] for k in MODEL_WIDE if model.get(k) is not None}
   decoder = {**wide, **_overrides(model.get("decoder"), decoder_lib.DecoderConfig, "config.model.decoder")}
   video = dict(model.get("video") or {})
-  for weights in ("static_init_from", "motion_init_from"):  # backbone checkpoints, read like init_from
-    video.pop(weights, None)
-  backbones = {name: {**wide, **_overrides(video.pop(name, None), resnet.ResNetConfig,
-                                           f"config.model.video.{name}")}
+  # backbone checkpoints, read like init_from
+  pretrained = {f"{s}_backbone": bool(video.pop(f"{s}_init_from", None)) for s in ("static", "motion")}
+  from_scratch = bool(video.pop("from_scratch", None))
+  backbones = {name: {**wide, **({"train_batch_norm": True} if from_scratch and not pretrained[name] else {}),
+                      **_overrides(video.pop(name, None), resnet.ResNetConfig, f"config.model.video.{name}")}
                for name in ("static_backbone", "motion_backbone")}
   video = {**wide, **_overrides(video, video_lib.VideoEncoderConfig, "config.model.video")}
   config = _preset(size, **{**decoder_defaults, **decoder})

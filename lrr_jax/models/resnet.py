@@ -3,8 +3,8 @@
 LRR reads frames through a CNN's grid features rather than a pooled vector: `ResNet` returns
 float[B, h, w, C] (no global pooling) of stage `grid_stage` (by default its last), optionally projected to
 the LM width. At 224 px an ImageNet ResNet's last stage (conv5_x) gives 7x7; conv4_x (`grid_stage=4`) 14x14,
-the later stages are then not built. BatchNorm always uses its
-running statistics (a frozen, pretrained backbone); `norm="group"` is for training from scratch.
+the later stages are then not built. BatchNorm uses its running statistics (a frozen, pretrained backbone)
+unless `train_batch_norm`; `norm="group"` (the tiny preset) is for training from scratch.
 """
 import dataclasses
 from typing import Any

@@ -178,6 +178,14 @@ def test_an_image_classifier_directory_gives_its_backbone(tiny, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, resnet_weights.load_resnet(tmp_path, TINY_CONFIG)[1], expected)
 
 
+def test_a_path_under_home_is_expanded(tiny, monkeypatch):
+  """`--config.model.video.static_init_from=~/resnet101-cd907fc2.pth`: the shell leaves `~` after `=` as it is."""
+  monkeypatch.setenv("HOME", str(tiny[0].parent))
+  _, expected = resnet_weights.load_resnet(tiny[0], TINY_CONFIG)
+  jax.tree.map(np.testing.assert_array_equal,
+               resnet_weights.load_resnet(f"~/{tiny[0].name}", TINY_CONFIG)[1], expected)
+
+
 def test_a_hugging_face_file_without_its_directory_is_refused(tiny):
   with pytest.raises(WeightsFileError, match=r"model.safetensors holds a Hugging Face ResNet's tensors: give its "
                      r"directory"):
