@@ -16,8 +16,9 @@ def get_config(arg: str | None = None):
   config.data.builder_config = args["split"]
   config.data.num_train = 4096
   config.data.num_eval = 128
-  # Token counts on the generated splits (BPE of 512; longest of 4096): direct 15, no_surrogate 75, full 260
-  # (blicket statuses per panel: longer than CATER's), plus a frame marker per panel; padding costs compute.
+  # Token counts on the generated splits (BPE of 512; longest of 4096): direct 15, no_surrogate 75, full 277
+  # (blicket statuses per panel and the query panel's <reid>: longer than CATER's), plus a frame marker per
+  # panel; padding costs compute.
   config.data.max_length = {"direct": 48, "no_surrogate": 112}.get(args["variant"], 320)
   config.eval.max_new_tokens = config.data.max_length - 20
   config.num_steps = 800  # 3 epochs of 4096: 3 splits x 3 variants fit in about an hour on a 2-core CPU

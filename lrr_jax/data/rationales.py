@@ -5,8 +5,9 @@ frame-visibility mask lets a token about frame t see frames <= t only. Text abou
 marker `frame t:` (one token, see `tokenizer.py`), so generation can follow the same rule: a token sees the
 frames up to the last marker before it, and every frame from `<CONCLUSION>` on. Surrogate tasks in language:
 detection (`<detect>`: objects and their grid cells), re-identification (`<reid>`: which object is which
-across frames, e.g. the cone that now covers the snitch) and tracking (`<track>`: the snitch's cell, or its
-container's, frame by frame).
+across frames: CATER's cone that now covers the snitch; elsewhere an object seen again, with the earlier frames
+it was seen in, `reid_text`) and tracking (`<track>`: CATER's snitch cell, or its container's, frame by frame;
+Something-Else's objects from their first place to their last).
 
 Variants (for the ablations): `full`; `no_tags` (the same text without stage tags); `no_surrogate` (the stages
 without surrogate tasks); `direct` (the answer only).
@@ -50,6 +51,26 @@ def question_segment(text: str, last_frame: int, variant: str) -> Segment:
 def frame_segment(frame: int, text: str) -> Segment:
   """Text about `frame`, led by its marker `frame <frame>: ` and seeing frames up to it."""
   return Segment(f"frame {frame}: {text}", frame)
+
+
+def reid_text(seen_before: list[tuple[str, list[int]]]) -> str:
+  """An object seen again, with the earlier frames it was seen in: `<reid> cup as in frames 0, 2. ` for
+  [('cup', [0, 2])] (items joined by '; '); '' for none."""
+  items = "; ".join(f"{name} as in frames {', '.join(map(str, frames))}" for name, frames in seen_before)
+  return f"<reid> {items}. " if items else ""
+
+
+def reappearances(names_per_frame: list[list[str]]) -> list[list[tuple[str, list[int]]]]:
+  """Per frame, the objects (by name, each once) seen again after at least one frame without them: each with
+  the earlier frames it was seen in. An object in consecutive frames is tracked, not re-identified."""
+  seen: dict[str, list[int]] = {}
+  result = []
+  for t, names in enumerate(names_per_frame):
+    present = list(dict.fromkeys(names))
+    result.append([(n, list(seen[n])) for n in present if n in seen and seen[n][-1] < t - 1])
+    for n in present:
+      seen.setdefault(n, []).append(t)
+  return result
 
 
 def staged(stages: list[tuple[str, list[Segment]]], variant: str, answer_segment: Segment) -> list[Segment]:

@@ -17,6 +17,9 @@ pooled over records):
   type is the evaluator's `query_type/*`).
 - Something-Else and STAR: `detect_{cell,box}_acc` (box: IoU >= 0.5) or `detect_acc` (names only), per object;
   `frame_fact_acc` frames whose detections are all right; Something-Else's `track_{cell,box}_acc`, both ends right.
+- ACRE, Something-Else and STAR: `reid_acc`, per object the reference re-identifies at frame t (`<reid> cup as in
+  frames 0, 2`: ACRE's query objects, the others' objects seen again), right when frame t's fact names the same
+  earlier frames for it (`frame_fact_acc` leaves these out).
 - Every dataset: `stated`, `missing`, `malformed` (a frame fact the response states readably, leaves out, or states
   unreadably), shares of `num_facts`, the reference's frame facts.
 Per record (`eval_examples.jsonl`): the record's own shares (NaN-free: a score whose facts a record lacks is left
@@ -37,6 +40,7 @@ MARKER = re.compile(r"frame (\d{1,6}):")  # numbers bounded: int() of any text n
 CELL = re.compile(r"^(\d{1,6}),(\d{1,6})$")
 BOX = re.compile(r"^\((\d{1,6}),(\d{1,6}),(\d{1,6}),(\d{1,6})\)$")
 PLACE = re.compile(r"^(.*?)\s*(\d+,\d+|\(\d+,\d+,\d+,\d+\))$")
+REID_ITEM = re.compile(r"^(.+?) as in frames ((?:\d{1,6}, )*\d{1,6})$")  # ACRE, Something-Else, STAR
 STATUS = re.compile(r"([^.:;<>]+?): (not a blicket|blicket|undetermined)\b")
 IOU_THRESHOLD = 0.5
 CATER_DATASETS = ("generated_cater", "cater")
@@ -232,7 +236,24 @@ def acre_tally(response: str, reference: str) -> Tally:
   said_status = statuses(response)
   for name, status in statuses(reference).items():
     tally.add("status_acc", said_status.get(name) == status)
+  reid_tally(tally, response, reference)
   return tally
+
+
+def reids(text: str) -> dict[str, tuple[int, ...]]:
+  """`<reid> a as in frames 0, 2; b as in frames 1.` as {name: frames}, unreadable items left out."""
+  _, found, rest = text.partition("<reid>")
+  items = (REID_ITEM.match(item.strip()) for item in rest.split(".")[0].split(";")) if found else ()
+  return {m.group(1): tuple(int(f) for f in m.group(2).split(", ")) for m in items if m is not None}
+
+
+def reid_tally(tally: Tally, response: str, reference: str) -> None:
+  """`reid_acc`: each object the reference re-identifies, right where the response's same frame agrees."""
+  stated = frame_texts(response)
+  for t, text in frame_texts(reference).items():
+    said = reids(stated.get(t, ""))
+    for name, frames in reids(text).items():
+      tally.add("reid_acc", said.get(name) == frames)
 
 
 # Something-Else and STAR: per-frame detections (cells, boxes or names), Something-Else's tracks.
@@ -248,6 +269,7 @@ def detection_tally(response: str, reference: str, names_only: bool) -> Tally:
     add_frame_fact(tally, t, said is not None and right == len(true) == len(said))
   if not names_only:
     track_tally(tally, response, reference)
+  reid_tally(tally, response, reference)
   return tally
 
 

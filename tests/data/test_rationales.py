@@ -127,3 +127,11 @@ def test_the_format_knows_no_dataset():
           "print(sorted(m for m in sys.modules if 'worlds' in m))")
   loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
   assert loaded.strip() == "[]"
+
+
+def test_an_object_is_reidentified_only_after_frames_without_it():
+  """Consecutive frames are tracking; a gap then a return is re-identification, with every earlier frame."""
+  frames = [["cup", "hand"], ["hand", "hand"], ["cup", "hand"], [], ["cup", "hand"]]
+  assert rationales.reappearances(frames) == [[], [], [("cup", [0])], [], [("cup", [0, 2]), ("hand", [0, 1, 2])]]
+  assert rationales.reid_text([("cup", [0, 2]), ("hand", [1])]) == "<reid> cup as in frames 0, 2; hand as in frames 1. "
+  assert rationales.reid_text([]) == ""

@@ -85,17 +85,23 @@ def test_requests_and_answers_are_well_formed_and_true_to_the_world():
         assert _cell(fact.answer) == tuple(VIDEOS.cell[n, t, snitch])
 
 
-def test_acre_and_something_else_facts_are_their_per_frame_detections():
+def test_acre_and_something_else_facts_are_their_per_frame_detections_and_reidentifications():
   problem = PROBLEMS[0]
   facts = surrogate.facts(acre.rationale_example(problem, 0))
-  assert [(f.task, f.frame) for f in facts] == [("detect", t) for t in range(acre.NUM_CONTEXT + 1)]
+  assert [(f.task, f.frame) for f in facts] == [("detect", t) for t in range(acre.NUM_CONTEXT + 1)] + [
+      ("reid", acre.NUM_CONTEXT)]  # the query panel's object, re-identified in the context panels
   for (ids, light), fact in zip(problem.context, facts):  # the panel's objects and the "is it on" surrogate
     assert all(problem.names[k] in fact.answer for k in ids) and f"light {'on' if light else 'off'}" in fact.answer
+  (query,), _, _ = problem.queries[0]
+  panels = ", ".join(str(i) for i, (ids, _) in enumerate(problem.context) if query in ids)
+  assert f"<reid> {problem.names[query]} as in frames {panels}. " in facts[-1].answer
   video = {"template": "Moving [something] up"}
-  boxes = [[{"box2d": {"x1": 0, "x2": 10, "y1": 0, "y2": 10}, "category": "cup"}], []]
-  example = something_else.something_else_example(video, 3, boxes, (60, 60), "full")
+  cup = {"box2d": {"x1": 0, "x2": 10, "y1": 0, "y2": 10}, "category": "cup"}
+  example = something_else.something_else_example(video, 3, [[cup], [], [cup]], (60, 60), "full")
   assert [(f.task, f.frame, f.answer) for f in surrogate.facts(example)] == [
-      ("detect", 0, " <detect> cup 0,0. "), ("detect", 1, " <detect> nothing. ")]  # its <track> names no frame
+      ("detect", 0, " <detect> cup 0,0. "), ("detect", 1, " <detect> nothing. "),
+      ("detect", 2, " <detect> cup 0,0. <reid> cup as in frames 0. "),  # back after frame 1 without it
+      ("reid", 2, " <detect> cup 0,0. <reid> cup as in frames 0. ")]  # its <track> names no frame
 
 
 @pytest.mark.parametrize("variant", ["no_surrogate", "direct"])

@@ -90,6 +90,28 @@ def test_acre_panels_lights_and_statuses():
   assert not any(k.startswith("top1/") for k in s)  # ACRE's answer by query type is the evaluator's
 
 
+def test_reidentifications_right_wrong_and_missing_on_acre_something_else_and_star():
+  """`reid_acc`: an object re-identified right names the same earlier frames at the same frame."""
+  acre_true = ACRE_TRUE.replace("frame 2: <detect> blue rubber sphere. ",
+                                "frame 2: <detect> blue rubber sphere, red metal cube. <reid> blue rubber sphere as "
+                                "in frames 1; red metal cube as in frames 0, 1. ")
+  acre_said = acre_true.replace("as in frames 0, 1", "as in frames 0")  # the cube's frames wrong, the sphere right
+  result = grounding.evaluate("generated_acre", [acre_said, acre_true, ACRE_TRUE], [acre_true] * 3)
+  assert result.scores["grounding/reid_acc"] == pytest.approx((1 + 2 + 0) / 6)  # the third states no <reid>
+  assert list(result.per_record["grounding/frame_fact_acc"][:2]) == [1, 1]  # panel facts: as without <reid>
+  se_true = ("frame 0: <detect> cup 1,1. frame 1: <detect> nothing. frame 2: <detect> cup 2,2. <reid> cup as in "
+             "frames 0. ")
+  for said, expected in ((se_true, 1.0), (se_true.replace("frames 0.", "frames 1."), 0.0),
+                         (se_true.replace("<reid> cup as in frames 0. ", ""), 0.0),
+                         ("frame 2: <reid> cup as in frames 0.", 1.0)):
+    assert grounding.evaluate("something_else", [said], [se_true]).scores["grounding/reid_acc"] == expected, said
+  star_true = ("frame 0: <detect> cup. frame 1: <detect> person. frame 3: <detect> cup, person. <reid> cup as in "
+               "frames 0. ")
+  star_said = star_true.replace("<reid> cup as in frames 0", "<reid> person as in frames 1")  # the wrong object
+  assert grounding.evaluate("star", [star_said], [star_true]).scores["grounding/reid_acc"] == 0.0
+  assert grounding.evaluate("star", [star_true], [star_true]).scores["grounding/reid_acc"] == 1.0
+
+
 def test_boxes_by_iou_and_tracks():
   true = ("<CAPTION>frame 0: <detect> hand (0,0,3,3); cup (4,4,7,7). frame 1: <detect> nothing. </CAPTION>"
           "<REASONING><track> hand (0,0,3,3) -> (1,1,4,4). </REASONING><CONCLUSION>answer 3</CONCLUSION>")
@@ -165,11 +187,14 @@ def test_true_rationales_of_the_release_builders_score_one(box_bins):
   s = grounding.evaluate("something_else", [example.response_text], [example.response_text]).scores
   place = "box" if box_bins else "cell"
   assert (s[f"grounding/detect_{place}_acc"], s[f"grounding/track_{place}_acc"], s["grounding/frame_fact_acc"],
-          s["grounding/num_facts"]) == (1, 1, 1, 3)
+          s["grounding/num_facts"], s["grounding/reid_acc"]) == (1, 1, 1, 3, 1)  # the hand back at frame 2
+  assert "frame 2: <detect> hand" in example.response_text and "<reid> hand as in frames 0. " in example.response_text
   question = {"question_id": "Interaction_T1_7", "question": "What?", "answer": "b",
               "choices": [{"choice": "a"}, {"choice": "b"}],
               "situations": {"3": {"bbox_labels": ["o1", "o2"], "rel_pairs": [["o1", "o2"]], "rel_labels": ["r1"],
-                                   "actions": ["a1"]}, "9": {"bbox_labels": []}}}
-  example = star.star_example(question, np.array([0, 4, 8]), 1.0, 0.0, {"o1": "person", "o2": "cup"}, "full")
+                                   "actions": ["a1"]}, "9": {"bbox_labels": []}, "13": {"bbox_labels": ["o2"]}}}
+  example = star.star_example(question, np.array([0, 4, 8, 12]), 1.0, 0.0, {"o1": "person", "o2": "cup"}, "full")
+  assert "frame 3: <detect> cup. <reid> cup as in frames 0. " in example.response_text  # back after keyframe 9
   s = grounding.evaluate("star", [example.response_text], [example.response_text]).scores
-  assert (s["grounding/detect_acc"], s["grounding/frame_fact_acc"], s["grounding/num_facts"]) == (1, 1, 2)
+  assert (s["grounding/detect_acc"], s["grounding/frame_fact_acc"], s["grounding/num_facts"],
+          s["grounding/reid_acc"]) == (1, 1, 3, 1)

@@ -6,8 +6,9 @@ Expected layout in manual_dir:
   annotations/bounding_box_smthsmth*.json   {video id: [{name: '<id>/0001.jpg', labels: [{box2d: {x1, x2, y1,
                                          y2}, category, standard_category}], ...} per frame]}
   frames/<video id>/<0001.jpg ...>      the videos as frames (Something-Else's boxes refer to these)
-The rationale detects the hand and the objects on each kept frame, tracks each object from first to last
-frame, and names the action; answer = the class id. A box is written as the 6x6 grid cell of its centre
+The rationale detects the hand and the objects on each kept frame, re-identifies an object (by its
+annotated category) seen again after frames without it, tracks each object from first to last frame, and
+names the action; answer = the class id. A box is written as the 6x6 grid cell of its centre
 (config `default`) or as its corners `(x1,y1,x2,y2)` quantised to `box_bins` bins per side (`boxes`: 32 bins;
 `boxes<N>`: N bins; `lrr_jax.data.boxes` reads them back).
 """
@@ -71,13 +72,15 @@ def something_else_example(video: dict, class_id: int, frame_boxes: list[list[di
   question = [rationales.question_segment("What action does the hand perform?", last, variant)]
   summary = [rationales.Segment("Find the hand and the objects, follow how they move, then name the action.", 0)]
   caption, tracks = [], {}
+  again = rationales.reappearances([[label["category"] for label in boxes] for boxes in frame_boxes])
   for t, boxes in enumerate(frame_boxes):
     seen = []
     for label in boxes:
       place = box_place(label["box2d"], width, height, box_bins)
       tracks.setdefault(label["category"], []).append(place)
       seen.append(f"{label['category']} {place}")
-    caption.append(rationales.frame_segment(t, f"<detect> {'; '.join(seen) or 'nothing'}. "))
+    caption.append(rationales.frame_segment(
+        t, f"<detect> {'; '.join(seen) or 'nothing'}. {rationales.reid_text(again[t])}"))
   track_text = "; ".join(f"{name} {path[0]} -> {path[-1]}" for name, path in tracks.items())
   reasoning = [rationales.Segment(f"<track> {track_text or 'nothing moves'}. ", last)]
   if variant == "no_surrogate":

@@ -7,7 +7,9 @@ Expected layout in manual_dir:
   videos/<video_id>.mp4   the Charades videos
   classes/{object,relationship,action}_classes.txt   (optional) lines '<id> <name>' (e.g. 'o000 person')
 The rationale turns the situation graphs into language: per keyframe, the objects detected, the relations
-between them and the actions (each text about a keyframe carries that frame's index), then the choice.
+between them, the actions and the objects re-identified (an object class back after a keyframe without it, with
+the frames of the earlier keyframes that showed it; each text about a keyframe carries that frame's index), then
+the choice.
 The answer is the letter of the correct choice ('answer B'); label = its index.
 """
 import dataclasses
@@ -53,17 +55,24 @@ def star_example(question: dict, kept_frames: np.ndarray, fps: float, start: flo
   prompt = [rationales.question_segment(f"{question['question']} Options: {options}", last, variant)]
   kind = question["question_id"].split("_")[0]
   summary = [rationales.Segment(f"A {kind.lower()} question: read each situation, then pick the option.", 0)]
-  caption = []
-  for frame_id, graph in sorted(question["situations"].items(), key=lambda kv: int(kv[0])):
+  caption, seen = [], {}  # seen: object -> (keyframe, frame) of the earlier keyframes that show it
+  for k, (frame_id, graph) in enumerate(sorted(question["situations"].items(), key=lambda kv: int(kv[0]))):
     # The keyframe's time in the clip -> the last kept frame at or before it.
     t = int(np.clip(np.searchsorted(kept_frames, (int(frame_id) / fps - start) * fps, side="right") - 1, 0, last))
-    objects = ", ".join(dict.fromkeys(name(o) for o in graph.get("bbox_labels", [])))
+    labels = list(dict.fromkeys(graph.get("bbox_labels", [])))
+    objects = ", ".join(dict.fromkeys(name(o) for o in labels))
     relations = "; ".join(f"{name(a)} {name(r)} {name(b)}"
                           for (a, b), r in zip(graph.get("rel_pairs", []), graph.get("rel_labels", [])))
     actions = "; ".join(name(a) for a in graph.get("actions", []))
+    # re-identification: an object (a class id of the situation graphs) back after a keyframe without it
+    again = [(name(o), sorted({frame for _, frame in seen[o]})) for o in labels
+             if o in seen and seen[o][-1][0] < k - 1]
+    for o in labels:
+      seen.setdefault(o, []).append((k, t))
     caption.append(rationales.frame_segment(t, f"<detect> {objects or 'nothing'}. "
                                                f"{relations + '. ' if relations else ''}"
-                                               f"{'action: ' + actions + '. ' if actions else ''}"))
+                                               f"{'action: ' + actions + '. ' if actions else ''}"
+                                               f"{rationales.reid_text(again)}"))
   if not caption or variant == "no_surrogate":
     caption = [rationales.Segment("The video shows a person in a room.", 0)]
   reasoning = [rationales.Segment(f"The situations support option {letter}: {question['answer']}",

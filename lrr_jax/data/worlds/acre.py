@@ -9,8 +9,9 @@ Contexts are built from evidence patterns; objects and queries are typed as ACRE
 - potential (backward blocking): never shown either way (AB on + A on => B undetermined).
 Labels follow ACRE: 0 off, 1 undetermined, 2 on. Splits: `iid`; `compositional` (train and test use disjoint
 shape-colour combinations); `systematic` (train contexts light the machine in 3 panels, test in 4 or 5).
-The rationale (last section) captions each panel, derives each object's status by the disjunctive rule and judges
-the query panel; the release builder writes it for the released problems too.
+The rationale (last section) captions each panel (its objects and whether the machine is on), derives each object's
+status by the disjunctive rule and judges the query panel, re-identifying its objects in the context panels they
+were seen in; the release builder writes it for the released problems too.
 """
 import dataclasses
 
@@ -198,6 +199,9 @@ def rationale_example(problem: AcreProblem, query: int, variant: str = "full") -
                for i, (ids, light) in enumerate(problem.context)]
     status = blicket_statuses(problem)
     reasoning = [rationales.Segment(f"{problem.names[k]}: {status[k][1]}. ", last - 1) for k in sorted(status)]
-    reasoning.append(rationales.frame_segment(last, f"<detect> {names(query_ids)}. "))
+    # re-identification: each query object with the context panels it was seen in
+    seen = [(problem.names[k], [i for i, (ids, _) in enumerate(problem.context) if k in ids]) for k in query_ids]
+    reid = rationales.reid_text([(name, panels) for name, panels in seen if panels])
+    reasoning.append(rationales.frame_segment(last, f"<detect> {names(query_ids)}. {reid}"))
   return rationales.staged_example(question, summary, caption, reasoning, f"The light is {answer}.", answer, last,
                                    variant)
