@@ -35,8 +35,8 @@ from lrr_jax import run_records
 from lrr_jax import files
 from lrr_jax.data import fingerprints
 from lrr_jax.data import lease
-from lrr_jax.evaluation import grounding
 from lrr_jax.evaluation import outcomes
+from lrr_jax.evaluation import results_table
 from lrr_jax.evaluation import sharding
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
@@ -78,17 +78,17 @@ def title(config: run_config.RunConfig) -> str:
 
 def print_results(config: run_config.RunConfig, results: dict) -> None:
   """The scores as a Markdown table, grounding's per-frame and per-case scores folded into a row each
-  (`grounding.table_rows`); a mixture's names the dataset of each metric ('all': the summary)."""
+  (`results_table.table_rows`); a mixture's names the dataset of each metric ('all': the summary)."""
   print(f"\n{title(config)}, {results['step']} steps, {results['minutes']:.1f} min")
   names = [s.name for s in config.sources()] if config.data.mixture else []
   if names:
     print("| dataset | metric | value |\n| --- | --- | --- |")
-    for key, value in grounding.table_rows(results["eval"]):
+    for key, value in results_table.table_rows(results["eval"]):
       name = next((n for n in names if key.startswith(f"{n}/")), "")  # '' for the summary
       print(f"| {name or 'all'} | {key[len(name) + 1:] if name else key} | {value} |")
   else:
     print("| metric | value |\n| --- | --- |")
-    for key, value in grounding.table_rows(results["eval"]):
+    for key, value in results_table.table_rows(results["eval"]):
       print(f"| {key} | {value} |")
   print(f"\nFirst eval response: {results['example_response']}")
 
@@ -157,7 +157,9 @@ def train_and_evaluate(config: run_config.RunConfig, workdir, model, train_data,
   evaluation = loop.PeriodicEvaluation(lambda variables, count: evaluator(variables, count, preemption.agreed)[0],
                                        config.eval.every, config.eval.num_examples)
   state, train_metrics = loop.train(config, model, train_data, workdir, evaluation, preemption,
-                                    lambda variables: run_objects.insert_pretrained(config, variables))
+                                    lambda variables: run_objects.insert_pretrained(config, variables),
+                                    lambda choice: run_records.record_in_start(workdir,
+                                                                               micro_batches=choice.record()))
   evaluation = evaluator.evaluate(state.variables, should_stop=preemption.agreed)
   return ({"train": train_metrics, "eval": evaluation.scores, "params_checksum": loop.params_checksum(state.params),
            **response_results(evaluation.responses)}, evaluation.examples)

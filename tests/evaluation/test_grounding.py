@@ -8,6 +8,7 @@ from lrr_jax.data.worlds import cater
 from lrr_jax.evaluation import cater as cater_eval
 from lrr_jax.evaluation import grounding
 from lrr_jax.evaluation import outcomes
+from lrr_jax.evaluation import results_table
 
 CATER_TRUE = ("<SUMMARY>s</SUMMARY><CAPTION>frame 0: <detect> snitch 4,5; red cone 3,2; blue cube 0,1.</CAPTION>"
               "<REASONING>frame 1: <track> snitch 4,5. frame 2: <track> snitch hidden; <reid> red cone 4,5 covers "
@@ -153,7 +154,7 @@ def test_table_rows_fold_frames_facts_and_cases():
   scores = {"top1": 0.5, "grounding/frame_fact_acc": 0.25, "grounding/frame0_acc": 1.0, "grounding/frame1_acc": 0.0,
             "grounding/stated": 0.5, "grounding/missing": 0.5, "grounding/malformed": 0.0, "grounding/num_facts": 8,
             "top1/moved": 0.0, "count/moved": 3, "top1/never_moved": 1.0, "count/never_moved": 1}
-  assert grounding.table_rows(scores) == [
+  assert results_table.table_rows(scores) == [
       ("top1", "0.500"), ("grounding/frame_fact_acc", "0.250"), ("grounding/frame_acc t=0..1", "1.00 0.00"),
       ("grounding/stated / missing / malformed", "0.50 / 0.50 / 0.00 of 8 facts"),
       ("top1 by case (records)", "moved 0.00 (3); never_moved 1.00 (1)")]
