@@ -85,15 +85,15 @@ def search_table(workdirs: Sequence[pathlib.Path], python: str, scaling_flags: S
 
 def search_orderings(rows: Sequence[dict[str, Any]], num_resamples: int) -> list[dict[str, Any]]:
   """LLaVA-o1's search ordering (`tables.SEARCH_ORDERINGS`) judged per scorer on the search table's rows: each
-  strategy at beam 1 (greedy shared), one per-example top-1 array per training run, bootstrapped over runs and
-  examples as the training tables are."""
+  strategy at beam 1 (greedy shared), one per-example array of the row's headline (`lrr_jax.scaling`: CATER's
+  top1, ACRE's accuracy, ...) per training run, bootstrapped over runs and examples as the training tables are."""
   judged = []
   for scorer in sorted({r["scorer"] for r in rows} - {"none"}):
     values: dict[str, dict[str, list]] = {}
     for row in rows:
       if row["beam"] == 1 and row["scorer"] in ("none", scorer):
         cell = values.setdefault(f"strategy={row['strategy']}", {"top1": []})
-        cell["top1"].append(np.asarray(row["per_example"]["top1"], np.float64))
+        cell["top1"].append(np.asarray(row["per_example"][headline(row)], np.float64))
     for item in seed_tables.judge_orderings("search", tables.SEARCH_ORDERINGS, values, num_resamples):
       judged.append({**item, "name": f"{item['name']} ({scorer})"})
   return judged
@@ -102,20 +102,28 @@ def search_orderings(rows: Sequence[dict[str, Any]], num_resamples: int) -> list
 SEARCH_CELL = ("strategy", "scorer", "num_candidates", "beam")  # a search cell: one row per training run
 
 
+def headline(row: dict[str, Any]) -> str:
+  """The scaling row's headline, its dataset's per-example score (tables from before it: CATER's top1)."""
+  return row.get("headline", "top1")
+
+
 def search_cells(rows: Sequence[dict[str, Any]], num_resamples: int) -> list[dict[str, Any]]:
-  """The search table's cells over training runs: top-1 and L1 as mean [95% interval] (a bootstrap over runs
-  and examples, as the training tables), per-run top-1, and the mean tokens and seconds per example."""
+  """The search table's cells over training runs: the headline (`headline`: CATER's top1) and L1 (CATER) as
+  mean [95% interval] (a bootstrap over runs and examples, as the training tables), the per-run headline
+  (`<headline>_per_run`), and the mean tokens and seconds per example."""
   cells: dict[tuple, list[dict[str, Any]]] = {}
   for row in rows:
     cells.setdefault(tuple(row[k] for k in SEARCH_CELL), []).append(row)
   out = []
   for key, runs in cells.items():
-    cell = {**dict(zip(SEARCH_CELL, key)), "runs": len(runs), "examples": runs[0]["examples"]}
-    for metric in ("top1", "l1"):
+    name = headline(runs[0])
+    cell = {**dict(zip(SEARCH_CELL, key)), "runs": len(runs), "examples": runs[0]["examples"], "headline": name,
+            "chance": runs[0].get("chance_top1", runs[0].get("chance", 1 / 36 if name == "top1" else None))}
+    for metric in [name] + (["l1"] if "l1" in runs[0]["per_example"] else []):
       interval = intervals.cell_interval([np.asarray(r["per_example"][metric], np.float64) for r in runs],
                                          num_resamples)
       cell[metric] = {"mean": interval.mean, "low": interval.low, "high": interval.high}
-    cell["top1_per_run"] = [r["top1"] for r in runs]
+    cell[f"{name}_per_run"] = [r[name] for r in runs]
     for measure in ("tokens_sampled", "tokens_judged", "seconds"):
       cell[measure] = float(np.mean([r[measure] for r in runs]))
     out.append(cell)
@@ -123,30 +131,34 @@ def search_cells(rows: Sequence[dict[str, Any]], num_resamples: int) -> list[dic
 
 
 def search_cells_markdown(cells: Sequence[dict[str, Any]]) -> str:
-  lines = ["| strategy | scorer | N | beam | runs | examples | top1 | l1 | top1 per run | tokens sampled | "
+  name = cells[0].get("headline", "top1")
+  lines = [f"| strategy | scorer | N | beam | runs | examples | {name} | l1 | {name} per run | tokens sampled | "
            "tokens judged | s / example |", "| " + " | ".join(["---"] * 12) + " |"]
   for c in cells:
     lines.append("| " + " | ".join([
         c["strategy"], c["scorer"], str(c["num_candidates"]), str(c["beam"]), str(c["runs"]), str(c["examples"]),
-        seed_tables.interval_text(c["top1"]), seed_tables.interval_text(c["l1"]),
-        " / ".join(f"{v:.3f}" for v in c["top1_per_run"]), f"{c['tokens_sampled']:.0f}",
+        seed_tables.interval_text(c[name]), seed_tables.interval_text(c["l1"]) if "l1" in c else "-",
+        " / ".join(f"{v:.3f}" for v in c[f"{name}_per_run"]), f"{c['tokens_sampled']:.0f}",
         f"{c['tokens_judged']:.0f}", f"{c['seconds']:.2f}"]) + " |")
   return "\n".join(lines)
 
 
 def plot_search_cells(cells: Sequence[dict[str, Any]], path: pathlib.Path) -> None:
-  """Top-1 per search cell: the mean with its 95% interval, each training run as a dot, greedy's mean marked."""
+  """The headline (CATER's top-1) per search cell: the mean with its 95% interval, each training run as a dot,
+  greedy's mean marked."""
+  name = cells[0].get("headline", "top1")
   fig = figure.Figure(figsize=(1.6 + 1.1 * len(cells), 3.4))
   ax = fig.subplots()
-  seed_tables.interval_bars(ax, [c["top1"] for c in cells], [c["top1_per_run"] for c in cells], "one training run")
-  greedy = [c["top1"]["mean"] for c in cells if c["strategy"] == "greedy"]
+  seed_tables.interval_bars(ax, [c[name] for c in cells], [c[f"{name}_per_run"] for c in cells], "one training run")
+  greedy = [c[name]["mean"] for c in cells if c["strategy"] == "greedy"]
   if greedy:
     ax.axhline(greedy[0], color="tab:orange", linestyle=":", label="greedy")
-  ax.axhline(1 / 36, color="gray", linestyle="--", label="chance")
+  if cells[0].get("chance", 1 / 36) is not None:  # CATER's 1/36 (cells from before `chance`), ACRE's 1/3
+    ax.axhline(cells[0].get("chance", 1 / 36), color="gray", linestyle="--", label="chance")
   ax.set_xticks(range(len(cells)), [f"{c['strategy']}\n{c['scorer']}\nN={c['num_candidates']}"
                                     + (f" beam={c['beam']}" if c["strategy"] == "stage_beam" else "") for c in cells],
                 fontsize=7)
-  ax.set_ylabel("top1")
+  ax.set_ylabel(name)
   ax.set_title(f"inference-time scaling, {cells[0]['runs']} training run(s), {cells[0]['examples']} videos",
                fontsize=9)
   ax.legend(fontsize=7)

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from lrr_jax import run_config
 from lrr_jax import run_objects
 from lrr_jax import run_records
 from lrr_jax.data import encoding
@@ -20,11 +21,13 @@ from lrr_jax.inference import surrogate_answer
 Run = run_records.Run
 
 
-def test_source(run: Run):
-  """The held-out split (`data.eval_split`, default test) of the run's (first) dataset as a random-access TFDS
-  data source."""
-  first = run.config.sources()[0]
-  return run_objects.dataset_builder(run.config, run.data_dir, first).as_data_source(first.eval_split)
+def test_source(run: Run, source: run_config.Source | None = None):
+  """The held-out split (`data.eval_split`, default test) of the run's dataset `source` (default: its first) as
+  a random-access TFDS data source."""
+  source = source or run.config.sources()[0]
+  return run_objects.dataset_builder(run.config, run.data_dir, source).as_data_source(source.eval_split)
+
+
 def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
   """Prompt ids and frames, the question text, the video, the label of held-out record `index` and the
   surrogate-task facts its rationale states (`surrogate.facts`)."""

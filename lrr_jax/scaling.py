@@ -1,5 +1,5 @@
-"""Inference-time scaling on held-out generated CATER examples, as LLaVA-o1 reports it (its Tables 4 and 5):
-accuracy and compute (tokens sampled, tokens read by the judge, wall time) of greedy, best-of-N,
+"""Inference-time scaling on a run's held-out examples, as LLaVA-o1 reports it (its Tables 4 and 5): each
+dataset's own accuracy and compute (tokens sampled, tokens read by the judge, wall time) of greedy, best-of-N,
 sentence-level and stage-level beam search with the same model, from one command, with a PNG plot.
 
   python -m lrr_jax.scaling --workdir=workdirs/cater_demo --num_examples=32 --num_candidates=4
@@ -20,36 +20,46 @@ Rows: greedy once; every other strategy once per scorer, stage_beam once per bea
   chance at it. Greedy has no scorer ("none").
 Unset flags take the run's `config.search` (sampling, budgets, scorer, N, beam).
 
-Each row has the means over the examples and `per_example` arrays (example index, top1 and well_formed 0/1, l1,
-tokens sampled and judged, seconds; frame_fact_acc) whose means they are, for a bootstrap over examples, and the
-grounding of the responses (`evaluation.grounding`: `grounding/*`, the answer by case `top1/<case>`). The examples
-are the test split's first --num_examples (the evaluator's); wall time excludes compilation: each row answers
+Scores: each dataset's own, as the evaluator scores it after training (`evaluator.score_records`): CATER
+(generated and released) top1, l1, top5 and top1_ranked (the 36 cells ranked after the searched response); ACRE
+accuracy and per query type; Something-Else top1 and top5 over config.eval.num_classes; STAR accuracy (the mean
+over question types), accuracy_pooled and per question type; every dataset well_formed and its grounding
+(`evaluation.grounding`: `grounding/*`, CATER's answer by case `top1/<case>`). A row names its dataset and its
+`headline`, the per-example score that sums it up (`evaluator.headline_outcome`: top1, accuracy, STAR's
+accuracy_pooled); it keeps `per_example` arrays (example index, every per-example score of the evaluator, e.g.
+top1, l1 and well_formed or accuracy; tokens sampled and judged, seconds; frame_fact_acc; the example's groups,
+e.g. query_type) whose means are the row's, for a bootstrap over examples. A mixture run gives each setting one
+row per dataset, on that dataset's held-out split. The examples are each split's first --num_examples (the
+evaluator's); wall time excludes compilation: each row answers
 example 0 once before the measured pass, except the judge's prompts of a length first met later (bucketed to 32
 tokens), compiled once inside it (hence the median beside the mean). Trained runs of several seeds: one call per workdir
 (benchmarks/reproduce.py, which reuses a table whose `flags.json`, the settings below, matches its own).
 """
 import json
 import io
-from typing import Sequence
+from typing import Callable, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 import tqdm
 
+from lrr_jax import run_config
 from lrr_jax import run_inference
 from lrr_jax import run_objects
 from lrr_jax import run_records
 from lrr_jax import files
 from lrr_jax.data import records
-from lrr_jax.evaluation import cater as cater_eval
+from lrr_jax.evaluation import evaluator
 from lrr_jax.evaluation import grounding
 from lrr_jax.inference import generate
 from lrr_jax.inference import scorers
 from lrr_jax.inference import search
 
 PAPER_NUM_CANDIDATES = {"best_of_n": 10, "sentence_beam": 2, "stage_beam": 4}  # LLaVA-o1 Table 5
-PER_EXAMPLE = ("index", "top1", "l1", "well_formed", "tokens_sampled", "tokens_judged", "seconds")
+MEASURES = ("tokens_sampled", "tokens_judged", "seconds")  # the compute of each example, beside its scores
+HEADLINE_NAMES = {"top1": "top-1", "accuracy": "accuracy", "accuracy_pooled": "accuracy (pooled)"}
 
 
 def define_flags() -> None:
@@ -121,50 +131,70 @@ def row_settings(strategies: Sequence[str], num_candidates: dict[str, int], stag
 
 
 def evaluate_strategy(run: run_records.Run, source, config: search.SearchConfig, scorer: scorers.Scorer,
-                      scorer_name: str, num_examples: int, generator: generate.Generator | None = None) -> dict:
-  """One row: the search on test examples 0..num_examples-1, means and `per_example` outcomes. Rows sharing a
-  `generator` (`run_inference.search_generator`) compile each decode shape once."""
-  if run.config.data.dataset != "generated_cater":
-    raise ValueError(f"The scaling table scores generated CATER runs; {run.workdir} trained on "
-                     f"{run.config.data.dataset!r}.")
+                      scorer_name: str, num_examples: int, generator: generate.Generator | None = None,
+                      dataset: run_config.Source | None = None) -> dict:
+  """One row: the search on held-out examples 0..num_examples-1 of `dataset` (one of the run's sources, default
+  its first; `source`: its held-out split), scored as the evaluator scores that dataset, means and `per_example`
+  outcomes. Rows sharing a `generator` (`run_inference.search_generator`) compile each decode shape once."""
+  dataset = dataset or run.config.sources()[0]
   searcher = run_inference.make_searcher(run, config, scorer, generator)
   call = lambda e: searcher(run.variables, e["video"], e["prompt"], e["frames"], e["question"])
   call(run_inference.read_test_example(run, source, 0))  # compile outside the measurement
   label = ("greedy" if config.strategy == "greedy"
            else f"{config.strategy} N={config.num_candidates} beam={config.beam} {scorer_name}")
-  responses, labels, sampled, judged, seconds, references = [], [], [], [], [], []
-  for index in tqdm.trange(num_examples, desc=label, unit="example"):
+  held_out = [source[index] for index in range(num_examples)]
+  read = [records.read_example(r, run.config.data.variant, f"test record {i}") for i, r in enumerate(held_out)]
+  rank = answer_ranker(run, dataset.dataset, searcher.generator, config.memory_limit_bytes)
+  responses, ranked, measures = [], [], {name: [] for name in MEASURES}
+  for index in tqdm.trange(num_examples, desc=f"{dataset.name}: {label}", unit="example"):
     example = run_inference.read_test_example(run, source, index)
-    references.append(reference_texts(run, source, index))
     result = call(example)
     responses.append(result.text)
-    labels.append(example["label"])
-    sampled.append(result.generated_tokens)
-    judged.append(result.judge_tokens)
-    seconds.append(result.seconds)
-  outcomes = cater_eval.cater_outcomes(responses, np.asarray(labels))
-  looked = grounding.evaluate(run.config.data.dataset, responses, [own for own, _ in references],
-                              [full for _, full in references], outcomes["top1"])
-  per_example = dict(index=list(range(num_examples)), **{k: v.tolist() for k, v in outcomes.items()},
-                     tokens_sampled=sampled, tokens_judged=judged, seconds=seconds,
-                     **{k[len(grounding.PREFIX):]: looked.per_record[k].tolist()
-                        for k in (grounding.PREFIX + "frame_fact_acc",) if k in looked.per_record})
+    for name, value in zip(MEASURES, (result.generated_tokens, result.judge_tokens, result.seconds)):
+      measures[name].append(value)
+    if rank:
+      ranked.append(rank(example, read[index], result.text))
+  notes = []
+  if any(r is None for r in ranked):
+    notes.append(f"top5 left out: {sum(r is None for r in ranked)} responses leave no room to rank the answers "
+                 "in the model's positions")
+    logging.warning("%s, %s: %s.", dataset.name, label, notes[-1])
+  scored = evaluator.score_records(dataset.dataset, responses, held_out, read,
+                                   np.stack(ranked) if ranked and not notes else None)
+  per_example = dict(index=list(range(num_examples)),
+                     **{k: v.tolist() for k, v in scored.per_record.items() if not k.startswith(grounding.PREFIX)},
+                     **measures, **{k[len(grounding.PREFIX):]: scored.per_record[k].tolist()
+                                    for k in (grounding.PREFIX + "frame_fact_acc",) if k in scored.per_record},
+                     **scored.groups)
   greedy, single = config.strategy == "greedy", config.strategy in ("greedy", "best_of_n")
-  return dict(strategy=config.strategy, scorer="none" if greedy else scorer_name,
+  return dict(dataset=dataset.name, headline=evaluator.headline_outcome(dataset.dataset),
+              strategy=config.strategy, scorer="none" if greedy else scorer_name,
               num_candidates=1 if greedy else config.num_candidates, beam=1 if single else config.beam,
-              examples=num_examples, sampling_seed=config.seed, train_seed=int(run.config.seed),
-              **{k: float(np.mean(per_example[k])) for k in PER_EXAMPLE[1:]},
-              seconds_median=float(np.median(seconds)), **looked.scores, per_example=per_example)
+              examples=num_examples, sampling_seed=config.seed, train_seed=int(run.config.seed), **scored.scores,
+              **{name: float(np.mean(values)) for name, values in measures.items()},
+              seconds_median=float(np.median(measures["seconds"])), **({"notes": notes} if notes else {}),
+              per_example=per_example)
 
 
-def reference_texts(run: run_records.Run, source, index: int) -> tuple[str, str]:
-  """Held-out record `index`'s true rationale in the run's variant and in the full one (the grounding's)."""
-  record = source[index]
-  own = records.read_example(record, run.config.data.variant, f"test record {index}").response_text
-  try:
-    return own, records.read_example(record, "full", f"test record {index}").response_text
-  except ValueError:
-    return own, own
+def answer_ranker(run: run_records.Run, dataset: str, generator: generate.Generator,
+                  memory_limit_bytes: int | None) -> Callable[..., np.ndarray | None] | None:
+  """`rank(example, read, response) -> float[K] | None`: the dataset's closed answer set (CATER's cells,
+  Something-Else's classes; `evaluator.answer_candidates`) ranked after a searched response (its text
+  re-encoded), as the evaluator ranks it after its greedy one, for top5; None where the prompt, response and
+  ranking do not fit the model's positions. None without such a set (ACRE, STAR)."""
+  candidates = evaluator.answer_candidates(dataset, run.config.eval.num_classes)
+  if not candidates:
+    return None
+  room = generator.max_positions - evaluator.ranking_tokens(run.tokenizer, candidates)
+
+  def rank(example: dict, read, response: str) -> np.ndarray | None:
+    tokens = run.tokenizer.encode(response)
+    if len(example["prompt"]) + len(tokens) > room:
+      return None
+    return evaluator.rank_answers(generator, run.tokenizer, run.variables, example["video"][None], [read],
+                                  [(example["prompt"], example["frames"])], [tokens], candidates,
+                                  memory_limit_bytes)[0]
+  return rank
 
 
 def row_label(row: dict) -> str:
@@ -172,38 +202,76 @@ def row_label(row: dict) -> str:
   return f"{row['strategy']} N={row['num_candidates']}{beam} {row['scorer']}"
 
 
+def headline_name(row: dict) -> str:
+  """The row's headline score as a column names it ('top-1'; rows from before `headline`: top1)."""
+  headline = row.get("headline", "top1")
+  return HEADLINE_NAMES.get(headline, headline)
+
+
+def score_columns(rows: list[dict]) -> list[tuple[str, Callable[[dict], str]]]:
+  """(header, cell) of one dataset's score columns, those its rows have: the headline; top-5 (CATER,
+  Something-Else); CATER's top-1 by the snitch's case at the end and L1; STAR's accuracy as the mean over
+  question types; the accuracy per query or question type (ACRE, STAR); the share of frame facts right
+  (`evaluation.grounding`); well-formed. '-' where a row lacks a score."""
+  score = lambda key, digits=3: lambda r: f"{r[key]:.{digits}f}" if key in r else "-"
+  has = lambda key: any(key in r for r in rows)
+  headline = rows[0].get("headline", "top1")
+  columns = [(headline_name(rows[0]), score(headline))]
+  if has("top5"):
+    columns.append(("top-5", score("top5")))
+  if has("top1/contained_at_end") or has("top1/visible_at_end"):
+    columns.append(("top-1 contained / visible at end",
+                    lambda r: f"{score('top1/contained_at_end')(r)} / {score('top1/visible_at_end')(r)}"))
+  if has("l1"):
+    columns.append(("L1", score("l1", 2)))
+  if headline == "accuracy_pooled" and has("accuracy"):
+    columns.append(("accuracy (mean over types)", score("accuracy")))
+  grouped = sorted({k for r in rows for k in r if k.split("/")[0] in ("query_type", "question_type")})
+  columns += [(key.split("/", 1)[1], score(key)) for key in grouped]
+  columns += [("frame facts right", score(grounding.PREFIX + "frame_fact_acc")),
+              ("well-formed", score("well_formed", 2))]
+  return columns
+
+
 def markdown_table(rows: list[dict]) -> str:
-  """The rows as Markdown: top-1, its split by the snitch's case at the end (contained / visible) and the share
-  of frame facts whose snitch cell is right (`evaluation.grounding`; '-' where a row has none), compute."""
-  score = lambda r, key: f"{r[key]:.3f}" if key in r else "-"
-  lines = ["| strategy | scorer | N | beam | top-1 | top-1 contained / visible at end | frame facts right | L1 "
-           "| well-formed | tokens sampled | tokens judged | s / example (mean, median) |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  lines += [f"| {r['strategy']} | {r['scorer']} | {r['num_candidates']} | {r['beam']} | {r['top1']:.3f} "
-            f"| {score(r, 'top1/contained_at_end')} / {score(r, 'top1/visible_at_end')} "
-            f"| {score(r, grounding.PREFIX + 'frame_fact_acc')} "
-            f"| {r['l1']:.2f} | {r['well_formed']:.2f} | {r['tokens_sampled']:.0f} | {r['tokens_judged']:.0f} "
-            f"| {r['seconds']:.2f}, {r['seconds_median']:.2f} |" for r in rows]
-  return "\n".join(lines)
+  """The rows as Markdown: the search's settings, each dataset's own scores (`score_columns`), compute. A run
+  of several datasets (a mixture) gives one table per dataset, each under its name."""
+  by_dataset: dict[str, list[dict]] = {}
+  for row in rows:
+    by_dataset.setdefault(row.get("dataset", ""), []).append(row)
+  tables = []
+  for dataset, own in by_dataset.items():
+    columns = score_columns(own)
+    headers = ["strategy", "scorer", "N", "beam", *(h for h, _ in columns), "tokens sampled", "tokens judged",
+               "s / example (mean, median)"]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(["---"] * len(headers)) + " |"]
+    lines += ["| " + " | ".join([r["strategy"], r["scorer"], str(r["num_candidates"]), str(r["beam"]),
+                                 *(cell(r) for _, cell in columns), f"{r['tokens_sampled']:.0f}",
+                                 f"{r['tokens_judged']:.0f}", f"{r['seconds']:.2f}, {r['seconds_median']:.2f}"])
+              + " |" for r in own]
+    tables.append(("\n".join([f"### {dataset}", ""] + lines) if len(by_dataset) > 1 else "\n".join(lines)))
+  return "\n\n".join(tables)
 
 
 def plot(rows: list[dict], path, title: str) -> None:
-  """Accuracy against compute (tokens sampled + judged per example), one point per row, coloured by scorer;
-  seconds per example."""
+  """Each row's headline score (its dataset's: top-1, accuracy) against compute (tokens sampled + judged per
+  example), one point per row, coloured by scorer; seconds per example."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   import matplotlib.ticker  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(r["scorer"] for r in rows))}
+  several = len({r.get("dataset") for r in rows}) > 1
+  label = lambda r: f"{r['dataset']}: {row_label(r)}" if several else row_label(r)
   figure, axes = plt.subplots(1, 2, figsize=(12, 1.5 + 0.35 * max(len(rows), 8)))
   for row in rows:
-    compute = row["tokens_sampled"] + row["tokens_judged"]
-    axes[0].scatter(compute, row["top1"], s=60, color=colours[row["scorer"]])
-    axes[0].annotate(row_label(row), (compute, row["top1"]), textcoords="offset points", xytext=(5, 5),
-                     fontsize=7)
-  axes[0].set(xscale="log", xlabel="tokens per example (sampled + judged)", ylabel="top-1", title=title)
+    compute, value = row["tokens_sampled"] + row["tokens_judged"], row[row.get("headline", "top1")]
+    axes[0].scatter(compute, value, s=60, color=colours[row["scorer"]])
+    axes[0].annotate(label(row), (compute, value), textcoords="offset points", xytext=(5, 5), fontsize=7)
+  ylabel = " / ".join(dict.fromkeys((f"{r['dataset']} " if several else "") + headline_name(r) for r in rows))
+  axes[0].set(xscale="log", xlabel="tokens per example (sampled + judged)", ylabel=ylabel, title=title)
   axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-  axes[1].barh([row_label(r) for r in rows][::-1], [r["seconds"] for r in rows][::-1],
+  axes[1].barh([label(r) for r in rows][::-1], [r["seconds"] for r in rows][::-1],
                color=[colours[r["scorer"]] for r in rows][::-1])
   axes[1].set(xlabel="seconds per example", title="wall time")
   axes[1].tick_params(axis="y", labelsize=7)
@@ -218,10 +286,12 @@ def main(argv):
   del argv
   f = flags.FLAGS
   run = run_records.load_run(f.workdir)
-  source = run_inference.test_source(run)
-  if f.num_examples > len(source):
-    raise ValueError(f"--num_examples={f.num_examples} needs as many test records; {run.workdir} has "
-                     f"{len(source)} (config.data.num_eval).")
+  datasets = run.config.sources()  # a mixture's: each scored on its own held-out split
+  held_out = {d.name: run_inference.test_source(run, d) for d in datasets}
+  short = {name: len(source) for name, source in held_out.items() if f.num_examples > len(source)}
+  if short:
+    raise ValueError(f"--num_examples={f.num_examples} needs as many test records; {run.workdir} has {short} "
+                     "(config.data.num_eval, or the release's split).")
   config_scorer = {cls: name for name, cls in run_objects.SCORERS.items()}[type(run_objects.search_config(
       run.config)[1])]
   beams = [int(b) for b in f.stage_beams] if f.stage_beams else [None]
@@ -233,7 +303,8 @@ def main(argv):
         run.config, strategy=setting["strategy"], num_candidates=setting["num_candidates"], beam=setting["beam"],
         scorer=scorer_name, seed=f.seed, max_new_tokens=f.max_new_tokens, max_step_tokens=f.max_new_tokens)
     generator = generator or run_inference.search_generator(run, config)  # the same budgets in every row
-    rows.append(evaluate_strategy(run, source, config, scorer, scorer_name, f.num_examples, generator))
+    rows += [evaluate_strategy(run, held_out[d.name], config, scorer, scorer_name, f.num_examples, generator, d)
+             for d in datasets]
   output = files.as_path(f.output or run.workdir / "scaling")
   output.mkdir(parents=True, exist_ok=True)
   table = markdown_table(rows)

@@ -97,11 +97,13 @@ def test_scaling_table_compares_strategies(tiny_run, tmp_path):
   for row in rows:
     per_example = row["per_example"]
     assert per_example["index"] == [0, 1]
-    for key in ("top1", "l1", "well_formed", "tokens_sampled", "tokens_judged", "seconds"):
+    assert (row["dataset"], row["headline"]) == ("generated_cater", "top1")
+    for key in ("top1", "l1", "well_formed", "top5", "top1_ranked", "tokens_sampled", "tokens_judged", "seconds"):
       assert len(per_example[key]) == 2 and row[key] == pytest.approx(sum(per_example[key]) / 2), (row, key)
     assert min(per_example["seconds"]) <= row["seconds_median"] <= max(per_example["seconds"])
     assert row["grounding/frame_fact_acc"] == pytest.approx(sum(per_example["frame_fact_acc"]) / 2)  # 8 facts each
   assert "| stage_beam | judge | 2 | 2 |" in (tmp_path / "scaling.md").read_text()
+  assert "| top-1 | top-5 | top-1 contained / visible at end | L1 |" in (tmp_path / "scaling.md").read_text()
   assert (tmp_path / "scaling.png").stat().st_size > 1000
 
 

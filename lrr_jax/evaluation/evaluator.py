@@ -18,7 +18,9 @@ records remain, the evaluation ends there and the scores cover the records done,
 `partial: 1` added (keys present only on a partial evaluation).
 
 Per record: `Evaluator.evaluate` also gives each record's value of every score that is a mean over records
-(`task_outcomes`; top-5's hit), as `evaluation.outcomes` lines, so that intervals can resample records.
+(`task_outcomes`; top-5's hit), as `evaluation.outcomes` lines, so that intervals can resample records. The
+scoring of responses (`score_records`, with `rank_answers` for top-5) is also the scaling table's
+(`lrr_jax.scaling`), which scores searched responses.
 
 Grounding: every task with per-frame facts also scores the facts each response states against the record's own
 rationale, and the answer by case (`evaluation.grounding`: `grounding/*`, `top1/<case>`, `count/<case>`).
@@ -107,12 +109,7 @@ class Evaluator:
     self.generator = generate_lib.Generator(model, max_length + max_new_tokens, tokenizer.frame_markers(),
                                             tokenizer.token_id("<CONCLUSION>"))
     self.candidates = answer_candidates(dataset, num_classes)
-    self.markers = [tokenizer.encode("answer"), tokenizer.encode(" answer")]
-    # Ranking feeds a response's answer prefix (at most a marker past the response) and a candidate with its
-    # ending token (1), all but its last token.
-    self.ranking_tokens = (max(len(m) for m in self.markers) + max(len(tokenizer.encode(f" {c}"))
-                                                                  for c in self.candidates)
-                           if self.candidates else 0)
+    self.ranking_tokens = ranking_tokens(tokenizer, self.candidates)
 
   def __call__(self, variables, num_examples: int | None = None,
                should_stop: Callable[[], bool] | None = None) -> tuple[dict[str, float], list[str]]:
@@ -158,25 +155,17 @@ class Evaluator:
     done = sharding.my_records(count)
     responses = sharding.gather_texts(responses[:len(done)], count)
     everything = [rows[i] if i in rows else self.source[i] for i in range(count)]  # each record read once
-    labels = np.array([int(r["label"]) for r in everything])
     read = [examples[i] if i in examples else records.read_example(r, self.variant, f"test record {i}")
             for i, r in enumerate(everything)]
-    metadata = [records.read_metadata(r) for r in everything]
-    per_record = task_outcomes(self.dataset, responses, [e.answer for e in read], labels,
-                               [e.response_text for e in read])
-    scores = outcome_scores(self.dataset, per_record, metadata)
+    ranked = None
     if self.candidates:
       local = np.concatenate(logprobs)[:len(done)] if logprobs else np.zeros((0, len(self.candidates)))
       ranked = sharding.gather_rows(local, count)
-      per_record.update(top1_ranked=top_k_hits(ranked, labels, 1), top5=top_k_hits(ranked, labels, 5))
-      scores.update(top1_ranked=top_k_accuracy(ranked, labels, 1), top5=top_k_accuracy(ranked, labels, 5))
-    looked = record_grounding(self.dataset, responses, read, everything, per_record)
-    per_record.update(looked.per_record)
-    scores.update(looked.scores)
+    scored = score_records(self.dataset, responses, everything, read, ranked)
+    scores = dict(scored.scores)
     if count < (len(self.source) if not num_examples else min(num_examples, len(self.source))):
       scores.update(num_examples=count, partial=1)
-    lines = outcomes_lib.rows(range(count), per_record, {**record_groups(self.dataset, metadata), **looked.groups},
-                              responses)
+    lines = outcomes_lib.rows(range(count), scored.per_record, scored.groups, responses)
     return Evaluation(scores, responses, lines)
 
   def _check_batch(self, prompts, indices: Sequence[int], num_frames: int, first: bool) -> None:
@@ -218,11 +207,74 @@ class Evaluator:
   def _rank(self, variables, video: np.ndarray, examples, prompts, responses: Sequence[list[int]]
             ) -> np.ndarray:
     """float[B, K]: each candidate answer's log-probability after the example's own rationale."""
-    ending = answer_ending(examples[0], self.tokenizer)
-    candidates = [self.tokenizer.encode(f" {c}") + ending for c in self.candidates]
-    continuations = [ranking.answer_prefix(r, self.markers) for r in responses]
-    return ranking.candidate_logprobs(self.generator, variables, video, prompts, continuations, candidates,
-                                      self.tokenizer.pad_id, self.memory_limit_bytes)
+    return rank_answers(self.generator, self.tokenizer, variables, video, examples, prompts, responses,
+                        self.candidates, self.memory_limit_bytes)
+
+
+def answer_markers(tokenizer: tokenizer_lib.Tokenizer) -> list[list[int]]:
+  """The word `answer`'s token sequences (with and without a leading space): a response is ranked from its last."""
+  return [tokenizer.encode("answer"), tokenizer.encode(" answer")]
+
+
+def ranking_tokens(tokenizer: tokenizer_lib.Tokenizer, candidates: Sequence[str] | None) -> int:
+  """The positions ranking needs past a response, at most: an `answer` marker and the longest candidate with
+  its ending token (1), all but its last token (0 without candidates)."""
+  if not candidates:
+    return 0
+  return max(len(m) for m in answer_markers(tokenizer)) + max(len(tokenizer.encode(f" {c}")) for c in candidates)
+
+
+def rank_answers(generator: generate_lib.Generator, tokenizer: tokenizer_lib.Tokenizer, variables,
+                 video: np.ndarray, examples: Sequence[rationales.Example], prompts, responses: Sequence[list[int]],
+                 candidates: Sequence[str], memory_limit_bytes: int | None = None) -> np.ndarray:
+  """float[B, K]: each candidate answer's log-probability after each example's response (token ids, cut after
+  its last `answer` word), followed by what ends an answer in training text (`answer_ending`).
+
+  video: uint8[B, T, H, W, 3]; prompts: (tokens, frame indices) per example, as `encoding.encode_prompt` gives.
+  """
+  ending = answer_ending(examples[0], tokenizer)
+  tokens = [tokenizer.encode(f" {c}") + ending for c in candidates]
+  continuations = [ranking.answer_prefix(r, answer_markers(tokenizer)) for r in responses]
+  return ranking.candidate_logprobs(generator, variables, video, prompts, continuations, tokens,
+                                    tokenizer.pad_id, memory_limit_bytes)
+
+
+@dataclasses.dataclass
+class RecordScores:
+  """Responses to held-out records scored: `scores` (means, grouped means, grounding), `per_record` (name ->
+  float or int [N], each record's value of every score that is a mean over records; NaN: no such facts) and
+  `groups` (key -> each record's value: ACRE's query_type, STAR's question_type, CATER's snitch cases)."""
+  scores: dict[str, float]
+  per_record: dict[str, np.ndarray]
+  groups: dict[str, list[str]]
+
+
+def score_records(dataset: str, responses: Sequence[str], rows: Sequence[dict[str, Any]],
+                  examples: Sequence[rationales.Example], ranked: np.ndarray | None = None) -> RecordScores:
+  """Everything the evaluation scores of `responses` to the held-out records `rows` (read in the evaluated
+  variant as `examples`): the task's outcomes (`task_outcomes`, `outcome_scores`), top1_ranked and top5 from
+  `ranked`, float[N, K] log-probabilities of the closed answer set (`rank_answers`; None: not ranked), and the
+  grounding (`record_grounding`). The evaluator's scores, and the scaling table's (`lrr_jax.scaling`)."""
+  labels = np.array([int(r["label"]) for r in rows])
+  metadata = [records.read_metadata(r) for r in rows]
+  per_record = task_outcomes(dataset, responses, [e.answer for e in examples], labels,
+                             [e.response_text for e in examples])
+  scores = outcome_scores(dataset, per_record, metadata)
+  if ranked is not None:
+    per_record.update(top1_ranked=top_k_hits(ranked, labels, 1), top5=top_k_hits(ranked, labels, 5))
+    scores.update(top1_ranked=top_k_accuracy(ranked, labels, 1), top5=top_k_accuracy(ranked, labels, 5))
+  looked = record_grounding(dataset, responses, examples, rows, per_record)
+  per_record.update(looked.per_record)
+  scores.update(looked.scores)
+  return RecordScores(scores, per_record, {**record_groups(dataset, metadata), **looked.groups})
+
+
+def headline_outcome(dataset: str) -> str:
+  """The per-record outcome that scores the task's answer (a mean over records): top1 (CATER, Something-Else),
+  accuracy (ACRE) or accuracy_pooled (STAR, whose reported `accuracy` is the mean over question types)."""
+  if dataset in CATER_DATASETS or dataset == "something_else":
+    return "top1"
+  return "accuracy_pooled" if dataset == "star" else "accuracy"
 
 
 def task_scores(dataset: str, responses: Sequence[str], answers: Sequence[str], labels: np.ndarray,
@@ -258,8 +310,7 @@ def outcome_scores(dataset: str, per_record: dict[str, np.ndarray], metadata: Se
   scores = {name: float(values.sum() / max(len(values), 1)) for name, values in per_record.items()}
   if dataset in CATER_DATASETS:
     return {**scores, "chance_top1": 1.0 / cater.GRID ** 2}
-  headline = {"something_else": "top1", "star": "accuracy_pooled"}.get(dataset, "accuracy")
-  scores.update(answers_eval.group_means(per_record[headline], record_groups(dataset, metadata)))
+  scores.update(answers_eval.group_means(per_record[headline_outcome(dataset)], record_groups(dataset, metadata)))
   if dataset in ("generated_acre", "acre"):
     scores["chance"] = 1.0 / 3
   if dataset == "star":
@@ -270,13 +321,13 @@ def outcome_scores(dataset: str, per_record: dict[str, np.ndarray], metadata: Se
 def record_grounding(dataset: str, responses: Sequence[str], examples: Sequence[rationales.Example],
                      rows: Sequence[dict[str, Any]], per_record: dict[str, np.ndarray]) -> grounding.Grounding:
   """`grounding.evaluate` of the responses against the evaluated variant's rationales (`examples`), the answer
-  (CATER's top1, else accuracy) split by the cases of each record's full rationale (its own where it has none)."""
+  (`headline_outcome`) split by the cases of each record's full rationale (its own where it has none)."""
   def full_text(row, example):
     try:
       return records.read_example(row, "full").response_text
     except ValueError:
       return example.response_text
-  correct = per_record.get("top1", per_record.get("accuracy"))
+  correct = per_record[headline_outcome(dataset)]
   return grounding.evaluate(dataset, responses, [e.response_text for e in examples],
                             [full_text(r, e) for r, e in zip(rows, examples)], correct)
 

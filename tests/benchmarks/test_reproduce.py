@@ -129,3 +129,20 @@ def test_search_cells_pool_the_training_runs_with_an_interval_and_a_plot(tmp_pat
   assert "| best_of_n | likelihood | 10 | 1 | 2 | 4 | 0.500 [" in reproduce.search_cells_markdown(cells)
   reproduce.plot_search_cells(cells, tmp_path / "search.png")
   assert (tmp_path / "search.png").stat().st_size > 0
+
+
+def test_search_cells_and_orderings_read_each_rows_headline(tmp_path):
+  """An ACRE run's scaling rows: accuracy is the headline, no L1; chance 1/3."""
+  row = lambda strategy, accuracy: dict(run="seed=0", strategy=strategy, scorer="likelihood", num_candidates=2,
+                                        beam=1, examples=2, headline="accuracy", accuracy=sum(accuracy) / 2,
+                                        chance=1 / 3, tokens_sampled=4.0, tokens_judged=0.0, seconds=1.0,
+                                        per_example=dict(accuracy=accuracy, well_formed=[1, 1]))
+  cells = reproduce.search_cells([row("best_of_n", [1, 0]), row("stage_beam", [1, 1])], num_resamples=50)
+  assert [(c["headline"], c["accuracy"]["mean"], c["accuracy_per_run"]) for c in cells] == [
+      ("accuracy", 0.5, [0.5]), ("accuracy", 1.0, [1.0])]
+  assert "l1" not in cells[0] and cells[0]["chance"] == pytest.approx(1 / 3)
+  markdown = reproduce.search_cells_markdown(cells)
+  assert "| accuracy | l1 | accuracy per run |" in markdown and "| 0.500 [" in markdown
+  reproduce.plot_search_cells(cells, tmp_path / "search.png")
+  judged = reproduce.search_orderings([row("best_of_n", [1, 0]), row("stage_beam", [1, 1])], num_resamples=50)
+  assert judged and all(j["name"].endswith("(likelihood)") for j in judged)
