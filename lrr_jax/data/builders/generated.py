@@ -66,7 +66,8 @@ class GeneratedCater(tfds.core.GeneratorBasedBuilder):
 
 class GeneratedAcre(tfds.core.GeneratorBasedBuilder):
   """Generated ACRE queries: 6 context panels and the query panel as 7 frames; on / off / undetermined."""
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "The query panel's fact re-identifies its objects in the context panels (<reid>)."}
   BUILDER_CONFIGS = [GeneratedConfig(name=split, world=acre.AcreConfig(split=split)) for split in acre.SPLITS]
 
   def _info(self) -> tfds.core.DatasetInfo:

@@ -28,8 +28,9 @@ class ReleaseConfig(tfds.core.BuilderConfig):
 class ReleaseBuilder(tfds.core.GeneratorBasedBuilder):
   """A release read from `manual_dir` (subclasses say what goes there in MANUAL_DOWNLOAD_INSTRUCTIONS) into
   records (`records.py`) of square frames of `builder_config.resolution`. Abstract: TFDS registers subclasses."""
-  VERSION = tfds.core.Version("2.0.0")
-  RELEASE_NOTES = {"2.0.0": "Frames encoded (JPEG quality 90 by default, or PNG) at 224 px by default.",
+  VERSION = tfds.core.Version("2.1.0")
+  RELEASE_NOTES = {"2.1.0": "ACRE, Something-Else and STAR rationales re-identify objects seen again (<reid>).",
+                   "2.0.0": "Frames encoded (JPEG quality 90 by default, or PNG) at 224 px by default.",
                    "1.0.0": "Raw uint8 frames at 64 px."}
 
   def _info(self) -> tfds.core.DatasetInfo:
