@@ -1,5 +1,6 @@
-"""Recipes for the released datasets with a pretrained OPT, as the LRR paper trains them: OPT-125M or
-OPT-1.3B, a ResNet-101 static stream, gated cross-attention after every other decoder layer, end to end.
+"""Recipes for the released datasets with a pretrained OPT. The LRR paper's where its text speaks (OPT-125M or
+OPT-1.3B, a ResNet-101 CNN, top-down cross-attention into the LM, surrogate tasks prompted at 0.3, trained end to
+end); ours elsewhere, each said where it is set (README, "The recipe against the papers", has the whole list).
 
   python -m lrr_jax.prepare --dataset=cater --config=default --manual_dir=~/CATER --vocab_size=0 \
       --data_dir=~/lrr_data   # once, or let the run write it
@@ -34,8 +35,8 @@ DATASETS = {
     "something_else": dict(num_frames=8, eval_split="validation", builder_config="default", num_classes=174),
     "star": dict(num_frames=16, eval_split="val", builder_config="default", num_classes=0),
 }
-RESOLUTION = 224  # frames written and read at 224 x 224, as the paper's ResNet sees them
-GRID_STAGE = 4  # conv4_x: a 14x14 grid at 224 px
+RESOLUTION = 224  # frames written and read at 224 x 224 (ours: the papers' texts here give no frame size)
+GRID_STAGE = 4  # conv4_x: a 14x14 grid at 224 px (ours: LRR says grid-level features, not which stage)
 RELEASE_NEW_TOKENS = 2048  # the LLaVA-CoT release's generation budget
 OPT_POSITIONS = 2048  # OPT-125M's and OPT-1.3B's max_position_embeddings
 # Memory settings per LM size (ours; the papers state none of them). OPT-125M: matmul outputs kept, the rest
