@@ -21,6 +21,7 @@ from lrr_jax.data import rationales
 from lrr_jax.data import surrogate
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.evaluation import cater as cater_eval
+from lrr_jax.inference import scorers
 from lrr_jax.inference import search
 
 flags.DEFINE_string("workdir", None, "A run's workdir (written by lrr_jax.main).", required=True)
@@ -78,6 +79,9 @@ def main(argv):
   config, scorer = run_objects.search_config(
       run.config, max_new_tokens=f.max_new_tokens, max_step_tokens=f.max_new_tokens,
       **{name: f[name].value for name in SEARCH_FLAGS})
+  if isinstance(scorer, scorers.Oracle) and example["reference"] is None:
+    raise app.UsageError("The oracle scorer checks candidates against the example's true rationale: a held-out "
+                         "example (--example) has one, --video has none; choose another --scorer.")
   searcher = run_inference.make_searcher(run, config, scorer)
   print(f"Run {run.workdir} (step {run.step}), {config.strategy} with {config.num_candidates} candidates, "
         f"beam {config.beam}, {type(scorer).__name__} scorer.\nQuestion: {example['question']}")
@@ -89,7 +93,7 @@ def main(argv):
     print(f"[{step.name}] kept {step.kept[0] + 1} of {len(step.candidates)}{scores}: {kept}{note}")
 
   result = searcher(run.variables, example["video"], example["prompt"], example["frames"],
-                    example["question"], on_step=show)
+                    example["question"], on_step=show, reference=example["reference"])
   parsed = rationales.parse_response(result.text)
   for note in result.notes:  # budgets cut to fit the model's positions, judge texts shortened, early ends
     print(f"note: {note}")

@@ -29,8 +29,9 @@ def test_source(run: Run, source: run_config.Source | None = None):
 
 
 def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
-  """Prompt ids and frames, the question text, the video, the label of held-out record `index` and the
-  surrogate-task facts its rationale states (`surrogate.facts`)."""
+  """Prompt ids and frames, the question text, the video, the label of held-out record `index`, the
+  surrogate-task facts its rationale states (`surrogate.facts`) and that true rationale in the run's variant
+  (`reference`: what `scorers.Oracle` checks candidates against)."""
   if not 0 <= index < len(source):
     raise IndexError(f"Test example {index} does not exist; the test split has {len(source)} records.")
   record = source[index]
@@ -38,7 +39,8 @@ def read_test_example(run: Run, source, index: int) -> dict[str, Any]:
   prompt, frames = encoding.encode_prompt(example, run.tokenizer)
   video = pipeline.record_video(record, *run.config.video_shape(), f"test record {index}")[0]
   return dict(prompt=prompt, frames=frames, question=" ".join(s.text for s in example.question), video=video,
-              label=int(record["label"]), answer=example.answer, facts=surrogate.facts(example))
+              label=int(record["label"]), answer=example.answer, facts=surrogate.facts(example),
+              reference=example.response_text)
 
 
 def video_prompt(run: Run, path: str | pathlib.Path, question: str) -> dict[str, Any]:
@@ -47,7 +49,8 @@ def video_prompt(run: Run, path: str | pathlib.Path, question: str) -> dict[str,
   frames, _ = video_files.decode_video(pathlib.Path(path), resolution, num_frames=num_frames)  # refused if fewer
   video = pipeline.fit_frames(np.stack(frames), num_frames, resolution, str(path))[0]
   prompt = [run.tokenizer.eos_id] + run.tokenizer.encode(question)
-  return dict(prompt=prompt, frames=[num_frames - 1] * len(prompt), question=question, video=video, label=None)
+  return dict(prompt=prompt, frames=[num_frames - 1] * len(prompt), question=question, video=video, label=None,
+              reference=None)
 
 
 def make_generator(run: Run, cache_length: int) -> generate_lib.Generator:

@@ -5,6 +5,7 @@ pretrained weights inserted), evaluator and search, for every entry point.
 build them here, so nothing else derives a data directory, a frame shape or a model config from a config.
 """
 import dataclasses
+import functools
 import pathlib
 from typing import Any
 
@@ -22,6 +23,8 @@ from lrr_jax.data import datasets
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.evaluation import evaluator as evaluator_lib
 from lrr_jax.evaluation import mixture as mixture_eval
+from lrr_jax.evaluation import oracle
+from lrr_jax.inference import release_judge
 from lrr_jax.inference import scorers
 from lrr_jax.inference import search
 from lrr_jax.models import lrr
@@ -213,7 +216,20 @@ def make_run_evaluator(config: RunConfig, model: lrr.LRRModel, test_sources: dic
   return mixture_eval.PerDataset(evaluators)
 
 
-SCORERS = {"judge": scorers.Judge, "likelihood": scorers.Likelihood}
+# Scorers by name (`config.search.scorer`, `--scorer(s)`): `judge` (the model's next token " 1" / " 2"),
+# `release_judge` (the LLaVA-CoT release's judge: generated "Since ..., I choose response [1/2].", a correctness
+# check at REASONING), `likelihood`, and `oracle` (ours: the example's true rationale checks each candidate,
+# `evaluation.oracle`; only where the example has one, e.g. held-out records).
+SCORERS = {"judge": scorers.Judge, "likelihood": scorers.Likelihood, "oracle": scorers.Oracle,
+           "release_judge": release_judge.ReleaseJudge}
+
+
+def make_scorer(name: str, config: RunConfig, dataset: str | None = None) -> scorers.Scorer:
+  """The scorer `name` of SCORERS for a run: the oracle's check reads the facts of `dataset` (default: the
+  run's first)."""
+  if name == "oracle":
+    return scorers.Oracle(functools.partial(oracle.reference_score, dataset or config.sources()[0].dataset))
+  return SCORERS[name]()
 
 
 def search_config(config: RunConfig, **overrides: Any) -> tuple[search.SearchConfig, scorers.Scorer]:
@@ -227,4 +243,4 @@ def search_config(config: RunConfig, **overrides: Any) -> tuple[search.SearchCon
   if section["scorer"] not in SCORERS:
     raise ValueError(f"config.search.scorer={section['scorer']!r}; expected one of {sorted(SCORERS)}.")
   searched = run_config_lib.search_from_flat(section)
-  return searched, SCORERS[searched.scorer]()
+  return searched, make_scorer(searched.scorer, config)

@@ -17,7 +17,10 @@ Rows: greedy once; every other strategy once per scorer, stage_beam once per bea
 - scorer (`--scorers`): `likelihood` ranks candidates by the model's mean log-probability per token (read while
   sampling, nothing extra to run); `judge` is LLaVA-CoT's self-judge, the model choosing between random pairs in
   a knockout tournament (N - 1 comparisons, "I choose response 1/2"); a model never trained to judge is near
-  chance at it. Greedy has no scorer ("none").
+  chance at it. `release_judge` is the release's own way: the model generates "Since ..., I choose response
+  [1/2]." to a stage-specific prompt (ours), after a correctness check at REASONING. `oracle` (ours) ranks by the
+  record's own true rationale: the facts a candidate states right and its answer, a ceiling for search. Greedy
+  has no scorer ("none").
 Unset flags take the run's `config.search` (sampling, budgets, scorer, N, beam).
 
 Scores: each dataset's own, as the evaluator scores it after training (`evaluator.score_records`): CATER
@@ -138,7 +141,8 @@ def evaluate_strategy(run: run_records.Run, source, config: search.SearchConfig,
   outcomes. Rows sharing a `generator` (`run_inference.search_generator`) compile each decode shape once."""
   dataset = dataset or run.config.sources()[0]
   searcher = run_inference.make_searcher(run, config, scorer, generator)
-  call = lambda e: searcher(run.variables, e["video"], e["prompt"], e["frames"], e["question"])
+  call = lambda e: searcher(run.variables, e["video"], e["prompt"], e["frames"], e["question"],
+                            reference=e["reference"])  # the oracle's
   call(run_inference.read_test_example(run, source, 0))  # compile outside the measurement
   label = ("greedy" if config.strategy == "greedy"
            else f"{config.strategy} N={config.num_candidates} beam={config.beam} {scorer_name}")

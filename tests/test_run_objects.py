@@ -140,6 +140,24 @@ def test_search_section_with_overrides():
     run_objects.search_config(config, beams=2)
 
 
+def test_the_released_recipe_searches_with_the_release_sampling_and_budgets_that_fit_opt():
+  released, demo = parse("released.py:dataset=cater"), parse("cater.py")
+  search, _ = run_objects.search_config(released)
+  assert (search.num_candidates, search.sampling.temperature, search.sampling.top_p) == (10, 0.6, 0.9)
+  # the release's 2,048 new tokens, as many as fit OPT's 2,048 positions after a prompt of data.max_length
+  assert search.max_new_tokens == search.max_step_tokens == min(2048, 2048 - released.data.max_length) == 1024
+  assert run_objects.search_config(demo)[0].max_new_tokens == 192  # the CPU demo keeps its own
+
+
+def test_the_oracle_and_release_judge_scorers_by_name():
+  config = parse("cater.py")
+  _, oracle = run_objects.search_config(config, scorer="oracle")
+  reference = "<CAPTION>frame 0: <detect> snitch 1,2.</CAPTION><CONCLUSION>answer 1,2</CONCLUSION>"
+  assert isinstance(oracle, scorers.Oracle) and oracle.check(reference, reference) == 3 + 1
+  _, judge = run_objects.search_config(config, scorer="release_judge")
+  assert type(judge).__name__ == "ReleaseJudge"
+
+
 def test_a_grown_vocabulary_is_padded_to_divide_over_the_mesh(tmp_path):
   save_tiny_hf_opt(tmp_path / "opt", vocab_size=250, max_position_embeddings=512)
   config = parse("released.py:dataset=cater", f"--config.model.init_from={tmp_path / 'opt'}",

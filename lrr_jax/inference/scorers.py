@@ -5,8 +5,13 @@
 - `Judge`: the model judges its own candidates pairwise, as the LLaVA-CoT release does: a knockout
   tournament of random pairs (N-1 comparisons); each round's comparisons are one batch. The judge prompt
   asks which response is better and ends with "I choose response"; the model's choice is the likelier of
-  " 1" and " 2" as the next token (the release generates "Since ..., I choose response [1/2]." and parses it).
-Likelihood and Reward are absolute (their scores can be compared with a backtracking cutoff); Judge is not.
+  " 1" and " 2" as the next token (the release generates "Since ..., I choose response [1/2]." and parses it:
+  `release_judge.ReleaseJudge` does so).
+- `Oracle` (ours): `check(response so far, reference)` against the example's own true rationale
+  (`Context.reference`); `run_objects` gives it `evaluation.oracle`'s: the answer right, then the facts stated
+  right minus those stated wrong. The ceiling of what a scorer can add to a search, where the example's truth is
+  known (held-out records).
+Likelihood, Reward and Oracle are absolute (their scores can be compared with a backtracking cutoff); Judge is not.
 
 Bounds: Likelihood reads the log-probabilities accumulated while sampling, which `generate.Generator` keeps
 inside the model's positions. The judge's prompts embed the candidates: when the longest would not fit the
@@ -46,7 +51,7 @@ class Ranking:
   order: list[int]  # candidate indices, best first
   scores: list[float] | None  # absolute scores, or None for a tournament
   comparisons: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # (a, b, winner)
-  judge_tokens: int = 0
+  judge_tokens: int = 0  # tokens the judge read and generated
 
 
 @dataclasses.dataclass
@@ -60,6 +65,7 @@ class Context:
   last_frame: int
   memory_limit_bytes: int | None = None  # see generate.check_memory
   notes: list[str] = dataclasses.field(default_factory=list)  # what a scorer had to change to fit, said aloud
+  reference: str | None = None  # the example's true rationale, where known (a held-out record's): `Oracle`'s
 
 
 class Scorer(Protocol):
@@ -87,6 +93,23 @@ class Reward:
 
   def rank(self, context, stage, candidates, rng) -> Ranking:
     scores = [float(self.fn(context.question, c.prefix, c.text, stage)) for c in candidates]
+    return Ranking(_order(scores), scores)
+
+
+class Oracle:
+  """Ranks candidates by `check(prefix + candidate, reference) -> float` (higher is better) against the example's
+  true rationale `Context.reference` (ours: a ceiling, not a method; `run_objects` builds its check from
+  `evaluation.oracle`). Refuses, naming why, a search whose example has no reference (a user's own video)."""
+
+  def __init__(self, check: Callable[[str, str], float]):
+    self.check = check
+
+  def rank(self, context, stage, candidates, rng) -> Ranking:
+    if context.reference is None:
+      raise ValueError("The oracle scorer needs the example's true rationale (Context.reference, the `reference` "
+                       "of a search): held-out records have one (lrr_jax.scaling, lrr_jax.infer --example), a "
+                       "video of your own has none; use another scorer.")
+    scores = [float(self.check(c.prefix + c.text, context.reference)) for c in candidates]
     return Ranking(_order(scores), scores)
 
 
@@ -163,36 +186,49 @@ def fit_judge_prompts(context: Context, stage: str, pairs: list[tuple[Candidate,
   """(shared prompt tokens, each pair's tokens, each pair's (' 1', ' 2') choice tokens) within the model's
   positions: as written when they fit, else with every text cut to the most tokens that fit (a note in
   `context.notes`). Raises a ValueError when even empty texts do not fit."""
+  texts = {t for pair in pairs for c in pair for t in (c.prefix, c.text)}
+  return fit_prompts(context, stage, texts, lambda cut: _judge_tokens(context, stage, pairs, cut))
+
+
+def fit_prompts(context: Context, stage: str, texts: set[str], build: Callable[[int | None], tuple],
+                reserve: int = 0) -> tuple:
+  """`build(cut)` (whose first two items are the shared prompt's tokens and each row's) with every one of
+  `texts` cut to `cut` tokens: None (whole) when the shared prompt, the longest row and `reserve` tokens to be
+  generated fit the model's positions, else the largest cut that fits (a note in `context.notes`). Raises a
+  ValueError when even empty texts do not fit."""
   limit = context.generator.max_positions
-  fits = lambda built: len(built[0]) + max(len(r) for r in built[1]) <= limit
-  built = _judge_tokens(context, stage, pairs, None)
+  fits = lambda built: len(built[0]) + max(len(r) for r in built[1]) + reserve <= limit
+  built = build(None)
   if fits(built):
     return built
-  texts = {t for pair in pairs for c in pair for t in (c.prefix, c.text)}
   low, high = 0, max(len(context.tokenizer.encode(t)) for t in texts)
-  if not fits(_judge_tokens(context, stage, pairs, low)):
-    raise ValueError(f"The judge's prompt for {stage} does not fit the {limit} positions of the model "
+  generated = f" and {reserve} tokens to generate" if reserve else ""
+  if not fits(build(low)):
+    raise ValueError(f"The judge's prompt for {stage}{generated} does not fit the {limit} positions of the model "
                      "(model.config.decoder.max_positions) even with empty responses: the question is too long.")
   while low < high:  # the largest cut that fits
     middle = (low + high + 1) // 2
-    low, high = (middle, high) if fits(_judge_tokens(context, stage, pairs, middle)) else (low, middle - 1)
+    low, high = (middle, high) if fits(build(middle)) else (low, middle - 1)
   cut = sum(len(context.tokenizer.encode(t)) > low for t in texts)
   context.notes.append(f"{stage}: the judge was shown {cut} of {len(texts)} texts cut to {low} tokens each (the "
                        f"response so far keeps its end, candidates their start) to fit the {limit} positions of "
-                       "the model (model.config.decoder.max_positions).")
-  return _judge_tokens(context, stage, pairs, low)
+                       f"the model (model.config.decoder.max_positions){generated}.")
+  return build(low)
+
+
+def clip_text(tokenizer: tokenizer_lib.Tokenizer, text: str, cut: int | None, keep_end: bool) -> str:
+  """`text` cut to its last (`keep_end`) or first `cut` tokens, "..." marking the cut (None: whole)."""
+  ids = tokenizer.encode(text)
+  if cut is None or len(ids) <= cut:
+    return text
+  return "..." + tokenizer.decode(ids[len(ids) - cut:]) if keep_end else tokenizer.decode(ids[:cut]) + "..."
 
 
 def _judge_tokens(context: Context, stage: str, pairs: list[tuple[Candidate, Candidate]], cut: int | None
                   ) -> tuple[list[int], list[list[int]], list[tuple[int, int]]]:
   """The judge's tokens (see `fit_judge_prompts`) with every text cut to `cut` tokens (None: whole)."""
   tokenizer = context.tokenizer
-  def clip(text: str, keep_end: bool) -> str:
-    ids = tokenizer.encode(text)
-    if cut is None or len(ids) <= cut:
-      return text
-    return "..." + tokenizer.decode(ids[len(ids) - cut:]) if keep_end else tokenizer.decode(ids[:cut]) + "..."
-
+  clip = lambda text, keep_end: clip_text(tokenizer, text, cut, keep_end)
   one_prefix = len({c.prefix for pair in pairs for c in pair}) == 1
   shared_text, template = judge_prompt(context, stage, clip(pairs[0][0].prefix, True) if one_prefix else None)
   shared = [tokenizer.eos_id] + tokenizer.encode(shared_text)

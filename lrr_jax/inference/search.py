@@ -81,7 +81,7 @@ class SearchResult:
   text: str  # the kept response (without the final </s>)
   steps: list[Step]
   generated_tokens: int  # every sampled token, all candidates
-  judge_tokens: int  # prompt tokens read by the judge
+  judge_tokens: int  # tokens the judge read (its prompts) and generated (release_judge)
   seconds: float
   partial: bool = False  # ended early: asked by `should_stop`, or no room left for a step (see notes)
   notes: list[str] = dataclasses.field(default_factory=list)  # every cut made to fit, and why the search ended
@@ -93,7 +93,8 @@ class Searcher:
   Args:
     generator: cached generation for the model; its cache must hold the prompt and the search's steps.
     tokenizer: the model's tokenizer (stage tags as single tokens).
-    scorer: ranks a step's candidates (`scorers.Likelihood`, `scorers.Reward`, `scorers.Judge`).
+    scorer: ranks a step's candidates (`scorers.Likelihood`, `scorers.Reward`, `scorers.Judge`, `scorers.Oracle`,
+      `release_judge.ReleaseJudge`).
   """
 
   def __init__(self, generator: generate_lib.Generator, tokenizer: tokenizer_lib.Tokenizer,
@@ -107,16 +108,17 @@ class Searcher:
 
   def __call__(self, variables, video: np.ndarray, prompt: list[int], prompt_frames: list[int], question: str,
                on_step: Callable[[Step], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> SearchResult:
+               should_stop: Callable[[], bool] | None = None, reference: str | None = None) -> SearchResult:
     """video: uint8[T, H, W, 3]; prompt: token ids (`encoding.encode_prompt`) and their frame indices.
 
     on_step: called with each step as it is ranked. should_stop: called between steps; True ends the search
-    there (`SearchResult.partial`).
+    there (`SearchResult.partial`). reference: the example's true rationale, where known, for a scorer that
+    reads it (`scorers.Oracle`; `scorers.Context.reference`).
     """
     start_time = time.perf_counter()
     cfg = self.config
     self.check(len(prompt), video.shape[0])
-    run = _Run(self, variables, video, question, on_step, should_stop, jax.random.key(cfg.seed))
+    run = _Run(self, variables, video, question, on_step, should_stop, jax.random.key(cfg.seed), reference)
     padded = generate_lib.left_pad([prompt], [prompt_frames], self.tokenizer.pad_id)
     state = self.generator.start(variables, padded, run.visual)
     if cfg.strategy == "greedy":
@@ -196,9 +198,11 @@ class Searcher:
 class _Run:
   """The state of one search: the encoded video, the RNG, the steps taken and the compute spent."""
 
-  def __init__(self, searcher: Searcher, variables, video: np.ndarray, question: str, on_step, should_stop, rng):
+  def __init__(self, searcher: Searcher, variables, video: np.ndarray, question: str, on_step, should_stop, rng,
+               reference: str | None = None):
     self.searcher, self.variables, self.question, self.on_step, self.should_stop, self.rng = (
         searcher, variables, question, on_step, should_stop, rng)
+    self.reference = reference
     self.visual = searcher.generator.encode_video(variables, jnp.asarray(video)[None])
     self.last_frame = video.shape[0] - 1
     self.steps: list[Step] = []
@@ -268,7 +272,8 @@ class _Run:
 
   def scorer_rank(self, stage: str, candidates, rng: np.random.Generator) -> scorers_lib.Ranking:
     context = scorers_lib.Context(self.searcher.generator, self.searcher.tokenizer, self.variables, self.visual,
-                                  self.question, self.last_frame, self.searcher.config.memory_limit_bytes)
+                                  self.question, self.last_frame, self.searcher.config.memory_limit_bytes,
+                                  reference=self.reference)
     ranking = self.searcher.scorer.rank(context, stage, candidates, rng)
     self.judge_tokens += ranking.judge_tokens
     for text in context.notes:
