@@ -140,6 +140,8 @@ def evaluate_strategy(run: run_records.Run, source, config: search.SearchConfig,
   its first; `source`: its held-out split), scored as the evaluator scores that dataset, means and `per_example`
   outcomes. Rows sharing a `generator` (`run_inference.search_generator`) compile each decode shape once."""
   dataset = dataset or run.config.sources()[0]
+  if isinstance(scorer, scorers.Oracle):  # its check reads the facts as this dataset's grounding does
+    scorer = run_objects.make_scorer("oracle", run.config, dataset.dataset)
   searcher = run_inference.make_searcher(run, config, scorer, generator)
   call = lambda e: searcher(run.variables, e["video"], e["prompt"], e["frames"], e["question"],
                             reference=e["reference"])  # the oracle's
