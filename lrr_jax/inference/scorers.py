@@ -28,7 +28,7 @@ import numpy as np
 from lrr_jax.data import tokenizer as tokenizer_lib
 from lrr_jax.inference import generate as generate_lib
 
-JUDGE_QUESTIONS = {  # per step, after the release's per-stage judge prompts
+JUDGE_QUESTIONS = {  # per step (ours: one question per stage, as the release has a prompt per stage)
     "SUMMARY": "Which summary better outlines the steps needed to answer the question?",
     "CAPTION": "Which caption describes the video more accurately, with the facts the question needs?",
     "REASONING": "Which reasoning is more correct and leads to the answer?",
