@@ -107,7 +107,9 @@ def test_unset_fields_are_the_presets():
   config = parse("released.py:dataset=cater,lm=opt-1.3b", "--config.model.decoder.remat_policy=full")
   model_config = run_objects.model_config(config)
   assert model_config.decoder.remat_policy == "full" and model_config.decoder.num_layers == 24
-  assert model_config.video.static_backbone == resnet.resnet_config("resnet101", grid_stage=4)  # BatchNorm
+  # BatchNorm ResNet-101 with the recipe's model-wide switches (bf16 compute, scanned stages, full remat)
+  assert model_config.video.static_backbone == resnet.resnet_config(
+      "resnet101", grid_stage=4, dtype="bfloat16", scan_layers=True, remat_policy="full")
   assert model_config.decoder.cross_attention_layers == tuple(range(1, 24, 2))
 
 
