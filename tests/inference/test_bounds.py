@@ -104,6 +104,7 @@ def long_question(tokenizer, tokens: int) -> str:
   return " ".join(text)
 
 
+@pytest.mark.slow  # over 10 s
 def test_judge_prompts_past_the_positions_show_cut_texts_and_say_so(tiny, tokenizer):
   """Stages of 30 tokens: the response so far, two candidates and the judge's template overflow the 256
   positions; every judge prompt is cut to fit, and every cut is noted."""

@@ -10,6 +10,7 @@ from lrr_jax.inference import generate as generate_lib
 from lrr_jax.models import lrr
 
 
+@pytest.mark.slow  # over 10 s
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
 def test_cached_greedy_tokens_equal_full_forward_argmax(scan_layers):
   config = lrr.lrr_config("tiny", scan_layers=scan_layers)
@@ -48,6 +49,7 @@ def test_sampling_filters_respect_top_k_and_top_p():
   assert set(everything) == {0, 1, 2, 3}
 
 
+@pytest.mark.slow  # over 10 s
 def test_shared_prefix_and_ragged_candidates_continue_exactly(tiny):
   """Candidates of different lengths sampled from one shared prompt cache; continuing the one that stopped
   first gives the tokens the full forward pass would (the others' leftovers in the cache are invisible)."""

@@ -29,6 +29,7 @@ def test_answer_prefix_of_a_response_without_answer_appends_the_marker():
   assert ranking.answer_prefix([5, 8, 9, 4, 9, 3], [[9], [8, 9]]) == [5, 8, 9, 4, 9]
 
 
+@pytest.mark.slow  # over 10 s
 def test_candidate_logprobs_equal_the_full_forward_pass(tiny, tokenizer):
   model, variables = tiny["model"], tiny["variables"]
   rng = np.random.default_rng(0)

@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from configs import cater
 from lrr_jax import run_config
@@ -12,6 +13,7 @@ from lrr_jax.train import loop
 from lrr_jax.train import throughput
 
 
+@pytest.mark.slow  # over 10 s
 def test_train_loop_evaluates_through_its_callable_and_resumes(tmp_path):
   config = cater.get_config()
   config.num_steps, config.batch_size, config.log_every = 3, 4, 1

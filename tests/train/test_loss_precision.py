@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lrr_jax.models import lrr
 from lrr_jax.train import trainer
@@ -28,6 +29,7 @@ def model_with(**fields) -> lrr.LRRModel:
   return lrr.LRRModel(dataclasses.replace(config, num_predicted_tokens=500, **fields))
 
 
+@pytest.mark.slow  # over 10 s
 def test_chunked_loss_equals_the_whole_sequence_loss_and_gradients():
   data = batch()
   model = model_with()
@@ -52,6 +54,7 @@ def test_chunked_loss_equals_the_whole_sequence_loss_and_gradients():
   assert float(jnp.max(logits[..., 500:])) == float(jnp.finfo(jnp.float32).min)  # padding never predicted
 
 
+@pytest.mark.slow  # over 10 s
 def test_bfloat16_compute_keeps_float32_state_and_a_close_loss():
   data = batch()
   optimizer = trainer.make_optimizer(OPTIMIZER)

@@ -34,6 +34,7 @@ def run(num_steps: int):
   return state, losses, metrics
 
 
+@pytest.mark.slow  # over 10 s
 def test_the_step_learns_a_fixed_batch_and_is_deterministic():
   state, losses, metrics = run(30)
   assert losses[-1] < 0.5 * losses[0], losses
@@ -107,6 +108,7 @@ def one_step(optimizer_config, accumulation_steps=1, dropout_rate=0.0):
   return state, new_state, metrics
 
 
+@pytest.mark.slow  # over 10 s
 def test_gradient_accumulation_gives_the_whole_batch_update():
   _, whole, whole_metrics = one_step(OPTIMIZER)
   _, accumulated, metrics = one_step(OPTIMIZER, accumulation_steps=2)
@@ -115,6 +117,7 @@ def test_gradient_accumulation_gives_the_whole_batch_update():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), accumulated.params, whole.params)  # Adam: 3e-3 steps
 
 
+@pytest.mark.slow  # over 10 s
 def test_freezing_by_path_patterns_trains_only_the_matches():
   import flax  # pylint: disable=g-import-not-at-top
   import pytest  # pylint: disable=g-import-not-at-top
@@ -140,6 +143,7 @@ def batch_norm_model(train_batch_norm: bool = False) -> lrr.LRRModel:
   return lrr.LRRModel(dataclasses.replace(config, video=video))
 
 
+@pytest.mark.slow  # over 10 s
 def test_batch_norm_backbones_train_with_their_running_statistics_frozen():
   model = batch_norm_model()
   optimizer = trainer.make_optimizer(OPTIMIZER)
@@ -170,6 +174,7 @@ def test_batch_norm_backbones_train_with_their_running_statistics_frozen():
                                                   ["scale"])).max() > 0
 
 
+@pytest.mark.slow  # over 10 s
 def test_batch_norm_trained_with_batch_statistics_updates_its_running_averages():
   """`train_batch_norm`: a training step normalises with the batch's statistics and moves the running averages
   by momentum 0.9 towards them (the stem's mean checked against its conv output); evaluation reads them."""
