@@ -7,9 +7,12 @@ the compiler says: per-device argument / temporary / peak bytes, FLOPs, estimate
 Needs libtpu for TPU topologies: run it from an environment with `pip install "jax[tpu]==0.10.2"` (kept out of
 the core and test environments: with libtpu present JAX probes for a TPU at start-up). Defaults are the paper
 shape: 16 frames of 224 px, 2,048 tokens, 8 sequences per device, FSDP over every device (the OPT-1.3B recipe).
-The last line is `peak_gib_per_device=<x> est_mfu=<y>` (`est_mfu=none` where the compiler gives no estimate;
-then MFU from a roofline of its FLOPs and bytes accessed against the chip's peak compute and bandwidth is
-printed as `roofline_mfu`). Model FLOPs are 3x the forward pass's (the standard fwd + bwd count), from XLA's
+The last line is `peak_gib_per_device=<x> est_mfu=<y> roofline_mfu=<z> grad_accum_steps=<k> compile_s=<s>`
+(`est_mfu=none` where the compiler gives no time estimate; `roofline_mfu`: MFU from a roofline of its FLOPs
+and bytes accessed against the chip's peak compute and bandwidth). Where the recipe says `grad_accum_steps=0`
+(auto), each k that `lrr_jax.train.micro_batching` tries is compiled in turn against the chip's HBM (or
+`--override device_memory_gib=<x>`) and printed with its peak; the figures are the chosen k's and `compile_s`
+is all of them together. Model FLOPs are 3x the forward pass's (the standard fwd + bwd count), from XLA's
 cost analysis of the forward program: ResNet, video encoder, cross-attention and decoder included.
 """
 import argparse
@@ -102,13 +105,14 @@ def abstract_batch(config, batch_size: int, frames: int, resolution: int, shardi
           "video": jax.ShapeDtypeStruct((batch_size, frames, resolution, resolution, 3), np.uint8, sharding=sharding)}
 
 
-def compile_step(config, devices: list[Any]) -> dict[str, Any]:
-  """Lower and compile the sharded train step for `devices`; the compiler's figures per device."""
+def compile_step(config, devices: list[Any], accumulation: int) -> dict[str, Any]:
+  """Lower and compile the sharded train step for `devices` with `accumulation` micro-batches; the compiler's
+  figures per device."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from lrr_jax import run_config, run_objects  # pylint: disable=g-import-not-at-top
   from lrr_jax.models import lrr  # pylint: disable=g-import-not-at-top
-  from lrr_jax.train import partitioning, trainer  # pylint: disable=g-import-not-at-top
+  from lrr_jax.train import micro_batching, partitioning, trainer  # pylint: disable=g-import-not-at-top
 
   config = run_config.RunConfig.from_config_dict(config)
   model = lrr.LRRModel(run_objects.model_config(config))
@@ -121,7 +125,7 @@ def compile_step(config, devices: list[Any]) -> dict[str, Any]:
   shardings = partitioning.logical_shardings(boxed, mesh, rules)
   state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings)
   step = trainer.make_train_step(model, optimizer, trainer.learning_rate_schedule(config.optimizer),
-                                 config.grad_accum_steps, shardings.params)
+                                 accumulation, shardings.params)
   start = time.time()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     lowered = jax.jit(step, in_shardings=(shardings, {k: partitioning.batch_sharding(mesh) for k in batch}),
@@ -141,13 +145,10 @@ def compile_step(config, devices: list[Any]) -> dict[str, Any]:
   forward_cost = forward.cost_analysis()
   forward_cost = forward_cost[0] if isinstance(forward_cost, list) else forward_cost
   return dict(
-      devices=len(devices), mesh=dict(mesh.shape), compile_s=seconds,
+      devices=len(devices), mesh=dict(mesh.shape), compile_s=seconds, grad_accum_steps=accumulation,
       argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
       temp_bytes=memory.temp_size_in_bytes, alias_bytes=memory.alias_size_in_bytes,
-      # The compiler's peak, or (where it reports less, as XLA:CPU does) everything live at once: conservative.
-      peak_bytes=max(getattr(memory, "peak_memory_in_bytes", 0) or 0,
-                     memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
-                     - memory.alias_size_in_bytes),
+      peak_bytes=micro_batching.peak_bytes(compiled),
       flops=float(cost.get("flops", 0.0)), bytes_accessed=float(cost.get("bytes accessed", 0.0)),
       optimal_seconds=float(cost.get("optimal_seconds", -1.0)),
       model_flops=3.0 * float(forward_cost.get("flops", 0.0)))
@@ -164,6 +165,28 @@ def utilisation(figures: dict[str, Any], chip: dict[str, float], micro_batches: 
               roofline_mfu=figures["model_flops"] / (roofline_s * chip["flops"]) if roofline_s > 0 else None)
 
 
+def compile_fitting(config, devices: list[Any], limit_bytes: int) -> tuple[dict[str, Any], Any]:
+  """The step's figures at `config.grad_accum_steps`; with 0 (auto), each k `micro_batching` tries compiled in
+  turn against `limit_bytes` per device: the chosen k's figures and the choice (None when not auto)."""
+  from lrr_jax import run_config as run_config_lib  # pylint: disable=g-import-not-at-top
+  from lrr_jax.train import micro_batching, partitioning  # pylint: disable=g-import-not-at-top
+  if config.grad_accum_steps != micro_batching.AUTO:
+    return compile_step(config, devices, config.grad_accum_steps), None
+  tried = {}
+
+  def measure(k: int) -> int:
+    tried[k] = compile_step(config, devices, k)
+    print(f"grad_accum_steps={k}: peak {tried[k]['peak_bytes'] / 2**30:.2f} GiB per device "
+          f"(limit {limit_bytes / 2**30:.2f} GiB), compile {tried[k]['compile_s']:.0f} s", flush=True)
+    return tried[k]["peak_bytes"]
+
+  sizes = partitioning.mesh_sizes(run_config_lib.RunConfig.from_config_dict(config).mesh.shape(), len(devices))
+  choice = micro_batching.choose(measure, config.batch_size // (sizes["data"] * sizes["fsdp"]), limit_bytes)
+  figures = dict(tried[choice.steps], compile_s=sum(f["compile_s"] for f in tried.values()),
+                 auto=dict(choice.record(), compile_s={str(k): f["compile_s"] for k, f in tried.items()}))
+  return figures, choice
+
+
 def main(argv=None) -> None:
   args = parse_args(argv)
   devices = set_devices(args.topology)
@@ -171,16 +194,19 @@ def main(argv=None) -> None:
   if generation not in CHIPS:
     raise SystemExit(f"No peak figures for {generation!r}; pass --chip= one of {sorted(CHIPS)}.")
   config = run_config(args, len(devices))
-  figures = compile_step(config, devices)
   chip = chip_figures(generation)
-  figures.update(utilisation(figures, chip, config.grad_accum_steps), topology=args.topology, chip=generation,
+  limit = int(config.device_memory_gib * 2**30) if config.device_memory_gib > 0 else int(chip["hbm"])
+  figures, choice = compile_fitting(config, devices, limit)
+  figures.update(utilisation(figures, chip, figures["grad_accum_steps"]), topology=args.topology, chip=generation,
                  shape=dict(frames=args.frames, resolution=args.resolution, tokens=args.tokens,
                             per_device_batch=args.per_device_batch, lm=args.lm),
                  overrides=args.override)
   gib = lambda b: b / 2**30
   print(f"{args.topology} ({generation}), {len(devices)} devices, mesh {figures['mesh']}; {args.lm}, "
         f"{args.frames} frames of {args.resolution} px, {args.tokens} tokens, {args.per_device_batch} per device")
-  print(f"compile: {figures['compile_s']:.0f} s")
+  print(f"compile: {figures['compile_s']:.0f} s" + (" (all k tried)" if choice else ""))
+  if choice:
+    print(choice.describe())
   print(f"per device: arguments {gib(figures['argument_bytes']):.2f} GiB, temporaries "
         f"{gib(figures['temp_bytes']):.2f} GiB, peak {gib(figures['peak_bytes']):.2f} GiB "
         f"(HBM {gib(chip['hbm']):.1f} GiB)")
@@ -193,7 +219,10 @@ def main(argv=None) -> None:
     with open(args.json, "w") as f:
       json.dump(figures, f, indent=2)
   est = "none" if figures["est_mfu"] is None else f"{figures['est_mfu']:.3f}"
-  print(f"peak_gib_per_device={gib(figures['peak_bytes']):.2f} est_mfu={est}")
+  roofline = "none" if figures["roofline_mfu"] is None else f"{figures['roofline_mfu']:.3f}"
+  print(f"peak_gib_per_device={gib(figures['peak_bytes']):.2f} est_mfu={est} roofline_mfu={roofline} "
+        f"grad_accum_steps={figures['grad_accum_steps']}{' (auto)' if choice else ''} "
+        f"compile_s={figures['compile_s']:.0f}")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,15 @@ def write_run_file(workdir: str | pathlib.Path, values: dict[str, Any], tokenize
        **({"inputs": inputs} if inputs else {}), "starts": starts}, indent=2))
 
 
+def record_in_start(workdir: str | pathlib.Path, **fields: Any) -> None:
+  """Add `fields` to run.json's latest start (e.g. `micro_batches`: what grad_accum_steps=0 chose)."""
+  meta = read_run_file(run_file(workdir))
+  if meta is None:
+    raise FileNotFoundError(f"No {RUN_FILE} in {workdir} to record {sorted(fields)} in.")
+  meta["starts"][-1].update(json.loads(json.dumps(fields)))
+  files.write_atomic(run_file(workdir), json.dumps(meta, indent=2))
+
+
 def run_inputs(config: RunConfig, tokenizer_source: str, directory: str,
                names: tuple[str, ...] | None = None) -> dict[str, dict[str, str]]:
   """Fingerprints (`data.fingerprints`) of the run's inputs by name: the tokenizer, `model.init_from`,

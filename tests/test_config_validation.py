@@ -88,6 +88,7 @@ def test_the_batch_splits_over_the_data_parallel_devices():
       "config.batch_size=6 (the global batch) does not divide over the 4 processes.")
   assert config_checks.validate(cater_config(batch_size=8, grad_accum_steps=3), num_devices=1) == [
       "config.grad_accum_steps=3 does not divide config.batch_size=8 into equal micro-batches."]
+  assert config_checks.validate(cater_config(batch_size=8, grad_accum_steps=0), num_devices=1) == []  # 0: auto
 
 
 def test_a_mesh_that_does_not_fit_the_devices_is_named():

@@ -116,3 +116,14 @@ def test_every_config_of_every_sweep_is_typed_and_valid(name, tmp_path):
         config.model.video[key] = str(tmp_path / key)
     typed = run_config.RunConfig.from_config_dict(config)
     assert config_checks.validate(typed, num_devices=1) == [], (config_arg, overrides)
+
+
+@pytest.mark.parametrize("lm, remat", [("opt-125m", "minimal"), ("opt-1.3b", "full")])
+def test_the_released_recipe_sets_its_memory_settings_per_lm_size(lm, remat):
+  """Ours, not the papers': bfloat16 compute, scanned layers, remat, 256-position loss chunks, and the fewest
+  micro-batches that fit (grad_accum_steps=0) whatever the pod."""
+  from configs import released  # pylint: disable=g-import-not-at-top
+  config = released.get_config(f"lm={lm}")
+  model = config.model
+  assert (model.dtype, model.scan_layers, model.remat_policy, model.loss_chunk_size) == ("bfloat16", True, remat, 256)
+  assert (config.grad_accum_steps, config.device_memory_gib) == (0, 0.0)

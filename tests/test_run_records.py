@@ -214,3 +214,14 @@ def test_an_earlier_run_file_without_a_search_section_searched_with_the_defaults
   del values["search"]
   typed = run_config.RunConfig.from_config_dict(run_records.config_values({"config": values}))
   assert (typed.search.num_candidates, typed.search.max_step_tokens, typed.search.sampling.top_p) == (4, 256, 0.9)
+
+
+def test_what_auto_micro_batching_chose_is_recorded_in_the_latest_start(tmp_path):
+  starts = [dict(time="earlier"), dict(time="now")]
+  (tmp_path / "run.json").write_text(json.dumps(dict(config={}, tokenizer="t", data_dir="d", starts=starts)))
+  run_records.record_in_start(tmp_path, micro_batches=dict(steps=2, peaks={"1": 9, "2": 5}))
+  meta = json.loads((tmp_path / "run.json").read_text())
+  assert meta["starts"] == [dict(time="earlier"),
+                            dict(time="now", micro_batches=dict(steps=2, peaks={"1": 9, "2": 5}))]
+  with pytest.raises(FileNotFoundError, match="No run.json"):
+    run_records.record_in_start(tmp_path / "elsewhere", micro_batches={})

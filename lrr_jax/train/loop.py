@@ -25,6 +25,7 @@ from lrr_jax.models import lrr
 from lrr_jax.train import checkpoint
 from lrr_jax.train import distributed
 from lrr_jax.train import metrics as metrics_lib
+from lrr_jax.train import micro_batching
 from lrr_jax.train import partitioning
 from lrr_jax.train import profiling
 from lrr_jax.train import throughput
@@ -34,6 +35,8 @@ from lrr_jax.train import trainer
 Evaluate = Callable[[Any, int | None], dict[str, float]]
 # pretrained(variables) -> the fresh variables with pretrained weights inserted (the entry point reads them)
 Pretrained = Callable[[dict[str, Any]], dict[str, Any]]
+# record(choice) keeps grad_accum_steps=0's choice beside the run's config (e.g. in run.json)
+Record = Callable[[micro_batching.Choice], None]
 
 # The sections, by names that the fields of the same names do not shadow.
 OptimizerConfig, MeshConfig = trainer.OptimizerConfig, partitioning.MeshConfig
@@ -45,7 +48,7 @@ class TrainConfig:
   """What the loop reads of a run config (`lrr_jax.run_config.RunConfig` is one)."""
   seed: int = 0  # initialisation, dropout and data order
   batch_size: int = 16  # global: each of P processes batches batch_size / P rows
-  grad_accum_steps: int = 1  # the batch in this many micro-batches (same update, less memory); 0: the fewest that fit (`micro_batching`)
+  grad_accum_steps: int = 1  # micro-batches per batch (same update, less memory); 0: the fewest that fit
   device_memory_gib: float = 0.0  # memory per device that grad_accum_steps=0 fits in (0: the device's own limit)
   num_steps: int = 1400  # updates in all
   log_every: int = 50  # steps between logged train metrics
@@ -128,6 +131,27 @@ def evaluate_during_training(evaluation: PeriodicEvaluation, num_steps: int, var
   return True
 
 
+def fitting_micro_batches(config: TrainConfig, model: lrr.LRRModel, example: dict[str, Any], mesh: Any,
+                          build: Callable[[int], tuple], workdir: Any) -> micro_batching.Choice:
+  """grad_accum_steps=0: the fewest micro-batches whose step (`build(k)`'s) fits a device, cached in
+  <workdir>/micro_batches.json under everything that decides it (a resume compiles no candidate again)."""
+  def measure(k: int) -> int:
+    init, step_fn, shardings = build(k)
+    state = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(0)), shardings)
+    batch = {name: jax.ShapeDtypeStruct((x.shape[0] * jax.process_count(), *x.shape[1:]), x.dtype,
+                                        sharding=partitioning.batch_sharding(mesh)) for name, x in example.items()}
+    return micro_batching.peak_bytes(step_fn.lower(state, batch).compile())
+
+  sizes = partitioning.mesh_sizes(config.mesh.shape(), jax.device_count())
+  device = jax.local_devices()[0]
+  key = dict(model=model.config, mesh=config.mesh, optimizer=config.optimizer, batch_size=config.batch_size,
+             shapes={name: (x.shape, str(x.dtype)) for name, x in example.items()}, device_kind=device.device_kind,
+             devices=jax.device_count(), jax=jax.__version__)
+  return micro_batching.resolve(measure, config.batch_size // (sizes["data"] * sizes["fsdp"]),
+                                micro_batching.memory_limit_bytes(device, config.device_memory_gib), key,
+                                files.as_path(workdir) / distributed.process_file_name(micro_batching.CACHE_FILE))
+
+
 class Throughput:
   """Step time (the first, compiling, step and evaluations excluded), tokens/s, TFLOP/s per device and MFU."""
 
@@ -167,10 +191,10 @@ def _log_step(writer, progress, step: int, metrics, speed: dict[str, float]) -> 
 
 def train(config: TrainConfig, model: lrr.LRRModel, train_data: Any, workdir: Any,
           evaluation: PeriodicEvaluation | None = None, preemption: Preemption | None = None,
-          pretrained: Pretrained | None = None) -> tuple[Any, dict[str, float]]:
+          pretrained: Pretrained | None = None, record: Record | None = None) -> tuple[Any, dict[str, float]]:
   """Sharded training with async checkpoints; resumes from <workdir>/ckpt (local or gs://); SIGTERM on any
   process saves the same step everywhere and stops (`SystemExit`). A fresh start's variables pass through
-  `pretrained`.
+  `pretrained`; grad_accum_steps=0's choice of micro-batches is passed to `record`.
 
   Returns the final train state and the last logged metrics.
   """
@@ -179,9 +203,22 @@ def train(config: TrainConfig, model: lrr.LRRModel, train_data: Any, workdir: An
   optimizer = trainer.make_optimizer(config.optimizer)
   example = {k: v for k, v in next(iter(train_data)).items() if k != "record_index"}
   mesh = partitioning.make_mesh(config.mesh.shape())
-  init, step_fn, shardings = trainer.make_sharded_training(
-      model, optimizer, trainer.learning_rate_schedule(config.optimizer), example, mesh,
-      partitioning.rules_from_config(config.mesh.rules), config.grad_accum_steps)
+  builds = {}  # the chosen k's jitted step is the one trained with: its compile is not repeated
+
+  def build(k: int) -> tuple:
+    builds[k] = builds.get(k) or trainer.make_sharded_training(
+        model, optimizer, trainer.learning_rate_schedule(config.optimizer), example, mesh,
+        partitioning.rules_from_config(config.mesh.rules), k)
+    return builds[k]
+
+  accumulation = config.grad_accum_steps
+  if accumulation == micro_batching.AUTO:
+    choice = fitting_micro_batches(config, model, example, mesh, build, workdir)
+    accumulation = choice.steps
+    if record is not None:
+      record(choice)
+  init, step_fn, shardings = build(accumulation)
+  builds.clear()
   data = iter(train_data)
   checkpointer = checkpoint.Checkpointer(workdir / "ckpt", config.checkpoint.every, config.checkpoint.keep)
   abstract = checkpoint.abstract_like(jax.eval_shape(init, jax.random.key(config.seed)), shardings)
