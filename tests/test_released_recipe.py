@@ -18,7 +18,8 @@ from tests.data import release_fixtures
 
 pytestmark = pytest.mark.slow  # end-to-end runs of the released recipe
 
-TRAINABLE = "--config.optimizer.trainable=('^video_encoder/', 'cross_attention_')"
+# 'cross_attention': the blocks unrolled (cross_attention_<i>) or scanned (layers/cross_attention), as the recipe has them
+TRAINABLE = "--config.optimizer.trainable=('^video_encoder/', 'cross_attention')"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,10 @@ def test_recipe_starts_from_the_local_opt_trains_only_the_visual_parts_and_repor
   assert {"top1", "top5", "l1", "well_formed"} <= set(scores) and scores["top5"] >= scores["top1_ranked"]
   run = run_records.load_run(tmp_path)
   assert run.step == 2 and run.model.config.decoder.vocab_size == 512  # the OPT's architecture, not the preset
-  _, pretrained = hf_opt.load_hf_opt(release / "opt")
+  layout = run.model.config.decoder  # the recipe scans the layers: the OPT's stacked as the run's params
+  assert layout.scan_layers
+  _, pretrained = hf_opt.load_hf_opt(release / "opt", scan_layers=True,
+                                     cross_attention_layers=layout.cross_attention_layers)
   trained = flax.traverse_util.flatten_dict(run.params["decoder"])
   for path, value in flax.traverse_util.flatten_dict(pretrained).items():  # frozen: still the OPT's weights
     np.testing.assert_array_equal(np.asarray(trained[path]), value, err_msg="/".join(path))
