@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from lrr_jax.data.builders import release
 from tests.data import release_fixtures
 
 pytestmark = pytest.mark.slow  # an end-to-end mixture run
@@ -44,6 +45,7 @@ def test_a_mixture_trains_on_both_datasets_and_reports_each_with_its_own_metrics
   [path] = (tmp_path / "data" / "mixtures").glob("*/tokenizer.json")  # one BPE over both datasets' text
   names = json.loads((path.parent / "datasets.json").read_text())  # default_<hash>: 32 px frames, not 224
   assert [n.split("/")[0] for n in names] == ["something_else", "star"], names
-  assert all(n.split("/")[1].startswith("default_") and n.endswith("/2.0.0") for n in names), names
+  version = str(release.ReleaseBuilder.VERSION)
+  assert all(n.split("/")[1].startswith("default_") and n.endswith(f"/{version}") for n in names), names
   assert json.loads((tmp_path / "run" / "run.json").read_text())["tokenizer"] == str(path)
   assert not list((tmp_path / "data").glob("*/default*/*/tokenizer.json"))  # no per-dataset BPE
