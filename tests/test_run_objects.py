@@ -171,6 +171,7 @@ def test_a_grown_vocabulary_is_padded_to_divide_over_the_mesh(tmp_path):
   assert run_objects.model_config(parse("cater.py")).num_predicted_tokens == 0  # 512 rows: nothing to pad
 
 
+@pytest.mark.slow  # over 7 s
 def test_padding_rows_are_never_predicted():
   config = lrr.lrr_config("tiny", vocab_size=128)
   tokens = np.arange(6, dtype=np.int32)[None] % 100

@@ -297,6 +297,7 @@ def converted(streams, model, stream: str) -> dict:
   return resnet_weights.load_resnet(streams[stream][0], backbone)[1]
 
 
+@pytest.mark.slow  # over 7 s
 def test_initial_state_starts_the_video_streams_from_the_checkpoints(streams):
   from lrr_jax import run_objects  # pylint: disable=g-import-not-at-top
   from lrr_jax.train import loop, partitioning, trainer  # pylint: disable=g-import-not-at-top
