@@ -76,6 +76,7 @@ def test_a_bad_config_fails_within_seconds_and_writes_nothing(tmp_path, flags_, 
   assert seconds < 20 and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # over 4 s
 def test_misspelt_keys_in_a_config_file_or_on_the_command_line_fail_before_any_work(tmp_path):
   """The hidden-typo config (three misspelt keys in a file that imports cater's) is refused naming each key and
   the closest known one in one error; a misspelt `--config.` override is named in full; nothing is written."""

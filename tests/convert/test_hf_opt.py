@@ -147,6 +147,7 @@ def test_truncated_safetensors_names_the_file(checkpoint, tmp_path):
     hf_opt.load_hf_opt(tmp_path / "cut")
 
 
+@pytest.mark.slow  # over 4 s
 def test_insert_pretrained_keeps_boxes_and_rejects_other_shapes(checkpoint):
   config, pretrained = hf_opt.load_hf_opt(checkpoint[0])
   tokens = jnp.ones((1, 4), jnp.int32)

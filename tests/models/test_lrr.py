@@ -138,6 +138,7 @@ def test_shapes_and_dtypes_at_tiny_size(tiny):
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nn.unbox(variables)))
 
 
+@pytest.mark.slow  # over 4 s
 def test_bf16_forward_pass_runs_and_stays_close_to_f32():
   f32 = lrr.lrr_config("tiny")
   video = dataclasses.replace(f32.video, dtype="bfloat16",

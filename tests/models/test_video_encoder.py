@@ -61,6 +61,7 @@ def test_frame_positions_restart_in_each_example():
   np.testing.assert_array_equal(positions, [[0, 1, 0, 1, 2, 0]])
 
 
+@pytest.mark.slow  # over 4 s
 def test_too_many_frames_is_a_clear_error():
   config = dataclasses.replace(lrr.lrr_config("tiny").video, max_frames=4)
   with pytest.raises(ValueError, match="max_frames=4"):
